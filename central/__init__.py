@@ -1,0 +1,1 @@
+"""Central service: carrier API, allocation, parcel lifecycle, webhooks and operator tools."""

@@ -1,0 +1,1 @@
+"""Allocation area of central."""

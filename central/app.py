@@ -1,0 +1,63 @@
+"""The one place where central's objects are built and wired together."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from central.banks.endpoints import router as banks_router
+from central.clock import Clock, utcnow
+from central.config import CentralSettings
+from central.db import make_engine, make_sessionmaker
+from central.errors import install_error_handlers
+from central.keys import ServiceKeys, load_master_key
+from central.reservations.endpoints import router as reservations_router
+from central.webhooks.endpoints import router as webhooks_router
+
+API_DESCRIPTION = """
+Carrier API v1 of the locker network. Authenticate with `Authorization: Bearer <api key>`.
+Errors are `{"error": "<code>", "detail": "<text>", ...}` with a 4xx status.
+"""
+
+
+def build_keys(settings: CentralSettings) -> ServiceKeys:
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    return ServiceKeys(load_master_key(secret, settings.data_dir))
+
+
+def create_app(
+    settings: CentralSettings | None = None,
+    *,
+    engine: Engine | None = None,
+    clock: Clock = utcnow,
+) -> FastAPI:
+    settings = settings or CentralSettings()
+    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    app = FastAPI(
+        title="Locker network central",
+        version="1.0.0",
+        description=API_DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = make_sessionmaker(engine)
+    app.state.keys = build_keys(settings)
+    app.state.clock = clock
+    install_error_handlers(app)
+    app.include_router(banks_router)
+    app.include_router(reservations_router)
+    app.include_router(webhooks_router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: answers without touching the database."""
+        return {"status": "ok"}
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory central.app:app_from_environment` (multi-worker serving)."""
+    return create_app()

@@ -1,0 +1,1 @@
+"""Banks area of central."""

@@ -1,0 +1,93 @@
+"""Queries for banks, compartments and capacity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from central.db import rowcount
+from central.models import Bank, BankCapacity, Compartment
+
+
+def get_bank(session: Session, bank_id: str) -> Bank | None:
+    return session.get(Bank, bank_id)
+
+
+def add_bank(
+    session: Session,
+    bank: Bank,
+    capacity: Sequence[BankCapacity],
+    compartments: Sequence[Compartment],
+) -> None:
+    session.add(bank)
+    session.flush()
+    session.add_all([*capacity, *compartments])
+    session.flush()
+
+
+def capacity_of(session: Session, bank_ids: Sequence[str]) -> dict[str, list[BankCapacity]]:
+    out: dict[str, list[BankCapacity]] = {bank_id: [] for bank_id in bank_ids}
+    if not bank_ids:
+        return out
+    rows = session.scalars(select(BankCapacity).where(BankCapacity.bank_id.in_(bank_ids)))
+    for row in rows:
+        out[row.bank_id].append(row)
+    return out
+
+
+def banks_in_box(
+    session: Session,
+    box: tuple[float, float, float, float],
+    *,
+    status: str = "active",
+    limit: int = 5000,
+) -> Sequence[Bank]:
+    min_lat, max_lat, min_lon, max_lon = box
+    lon_filter = (
+        Bank.lon.between(min_lon, max_lon)
+        if min_lon >= -180 and max_lon <= 180
+        # The box crosses the antimeridian: take both sides.
+        else or_(
+            Bank.lon >= (min_lon + 360 if min_lon < -180 else min_lon),
+            Bank.lon <= (max_lon - 360 if max_lon > 180 else max_lon),
+        )
+    )
+    stmt = (
+        select(Bank)
+        .where(and_(Bank.status == status, Bank.lat.between(min_lat, max_lat), lon_filter))
+        .limit(limit)
+    )
+    return session.scalars(stmt).all()
+
+
+def list_banks(
+    session: Session, *, status: str = "active", after: str | None = None, limit: int = 100
+) -> Sequence[Bank]:
+    stmt = select(Bank).where(Bank.status == status).order_by(Bank.id).limit(limit)
+    if after:
+        stmt = stmt.where(Bank.id > after)
+    return session.scalars(stmt).all()
+
+
+def take_unit(session: Session, bank_id: str, size: str) -> bool:
+    """Take one free unit in one statement: the WHERE re-checked under the row lock is the guard."""
+    result = session.execute(
+        update(BankCapacity)
+        .where(
+            BankCapacity.bank_id == bank_id,
+            BankCapacity.size == size,
+            BankCapacity.available > 0,
+        )
+        .values(available=BankCapacity.available - 1)
+    )
+    return rowcount(result) == 1
+
+
+def release_unit(session: Session, bank_id: str, size: str) -> None:
+    session.execute(
+        update(BankCapacity)
+        .where(BankCapacity.bank_id == bank_id, BankCapacity.size == size)
+        .values(available=BankCapacity.available + 1)
+    )

@@ -1,0 +1,60 @@
+"""Wire shapes of banks in carrier API v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from central.models.base import SizeClass
+
+
+class Location(BaseModel):
+    lat: float
+    lon: float
+
+
+class InnerDimensions(BaseModel):
+    length_mm: int
+    width_mm: int
+    height_mm: int
+
+
+class ClassCapacity(BaseModel):
+    total: int = Field(description="working compartments of this class")
+    free: int = Field(description="units a new reservation can take now")
+    inner_dimensions: InnerDimensions
+
+
+class BankPolicy(BaseModel):
+    hold_hours: int
+    pickup_hours: int
+    reminder_hours: int
+    max_extension_hours: int
+    max_weight_g: int
+
+
+class BankOut(BaseModel):
+    id: str
+    name: str
+    address: str
+    location: Location
+    timezone: str
+    opening_hours: dict[str, Any] | None = Field(
+        description='per weekday ("mon".."sun") a list of ["HH:MM", "HH:MM"] spans; null: 24/7'
+    )
+    status: str
+    distance_km: float | None = None
+    capacity: dict[SizeClass, ClassCapacity]
+    policy: BankPolicy
+
+
+class BankList(BaseModel):
+    items: list[BankOut]
+    next_cursor: str | None = None
+
+
+class CourierCode(BaseModel):
+    code: str
+    valid_from: str
+    valid_until: str

@@ -1,0 +1,215 @@
+"""Banks: creation with their compartments, capacity views and courier access codes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.orm import Session
+
+from central.allocation.choice import BankOption, ClassOption
+from central.allocation.sizing import DEFAULT_CLASS_DIMENSIONS, Dimensions
+from central.banks import geo, repository
+from central.banks.schemas import (
+    BankOut,
+    BankPolicy,
+    ClassCapacity,
+    CourierCode,
+    InnerDimensions,
+    Location,
+)
+from central.errors import NotFound
+from central.keys import ServiceKeys
+from central.models import Bank, BankCapacity, Compartment, SizeClass
+
+BANK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_SPEC_ITEM = re.compile(r"^\s*(S|M|L|XL)\s*:\s*(\d{1,4})\s*$")
+COMPARTMENTS_PER_COLUMN = 12
+
+
+class BankError(ValueError):
+    """A bank definition that cannot be accepted."""
+
+
+def parse_compartment_spec(spec: str) -> dict[SizeClass, int]:
+    """`"S:20,M:15,L:8,XL:2"` -> counts per class."""
+    counts: dict[SizeClass, int] = {}
+    for item in spec.split(","):
+        match = _SPEC_ITEM.match(item)
+        if not match:
+            raise BankError(f"bad compartment spec {item!r}; expected like S:20,M:15,L:8,XL:2")
+        size = SizeClass(match.group(1))
+        if size in counts:
+            raise BankError(f"size {size} given twice")
+        counts[size] = int(match.group(2))
+    if sum(counts.values()) == 0:
+        raise BankError("a bank needs at least one compartment")
+    return counts
+
+
+def compartment_labels(counts: dict[SizeClass, int]) -> list[tuple[str, SizeClass]]:
+    """Labels as printed on the doors: columns A, B, ... of twelve, smallest class first."""
+    out: list[tuple[str, SizeClass]] = []
+    for size in sorted(counts, key=lambda s: s.rank):
+        for _ in range(counts[size]):
+            index = len(out)
+            column, row = divmod(index, COMPARTMENTS_PER_COLUMN)
+            letters = ""
+            column += 1
+            while column:
+                column, rem = divmod(column - 1, 26)
+                letters = chr(ord("A") + rem) + letters
+            out.append((f"{letters}{row + 1:02d}", size))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class NewBank:
+    bank_id: str
+    name: str
+    address: str
+    lat: float
+    lon: float
+    compartments: dict[SizeClass, int]
+    timezone: str = "UTC"
+    opening_hours: dict[str, list[list[str]]] | None = None
+
+
+def add_bank(session: Session, new: NewBank, now: datetime) -> Bank:
+    if not BANK_ID.match(new.bank_id):
+        raise BankError("bank id must be 1-64 letters, digits, '-' or '_'")
+    if not (-90 <= new.lat <= 90 and -180 <= new.lon <= 180):
+        raise BankError("latitude must be within ±90 and longitude within ±180")
+    try:
+        ZoneInfo(new.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BankError(f"unknown time zone {new.timezone!r}") from exc
+    if repository.get_bank(session, new.bank_id) is not None:
+        raise BankError(f"bank {new.bank_id!r} exists already")
+    bank = Bank(
+        id=new.bank_id,
+        name=new.name,
+        address=new.address,
+        lat=new.lat,
+        lon=new.lon,
+        timezone=new.timezone,
+        opening_hours=new.opening_hours,
+        status="active",
+        hold_hours=72,
+        pickup_hours=72,
+        reminder_hours=24,
+        max_extension_hours=72,
+        max_weight_g=25_000,
+        allow_upsize=False,
+        created_at=now,
+    )
+    capacity = []
+    for size, dims in DEFAULT_CLASS_DIMENSIONS.items():
+        count = new.compartments.get(size, 0)
+        capacity.append(
+            BankCapacity(
+                bank_id=new.bank_id,
+                size=size.value,
+                length_mm=dims.length_mm,
+                width_mm=dims.width_mm,
+                height_mm=dims.height_mm,
+                total=count,
+                available=count,
+            )
+        )
+    compartments = [
+        Compartment(
+            bank_id=new.bank_id,
+            label=label,
+            size=size.value,
+            length_mm=DEFAULT_CLASS_DIMENSIONS[size].length_mm,
+            width_mm=DEFAULT_CLASS_DIMENSIONS[size].width_mm,
+            height_mm=DEFAULT_CLASS_DIMENSIONS[size].height_mm,
+            state="free",
+        )
+        for label, size in compartment_labels(new.compartments)
+    ]
+    repository.add_bank(session, bank, capacity, compartments)
+    return bank
+
+
+def require_bank(session: Session, bank_id: str) -> Bank:
+    bank = repository.get_bank(session, bank_id)
+    if bank is None or bank.status != "active":
+        raise NotFound(f"bank {bank_id}", code="unknown_bank")
+    return bank
+
+
+def describe(bank: Bank, capacity: Sequence[BankCapacity], distance_km: float | None) -> BankOut:
+    return BankOut(
+        id=bank.id,
+        name=bank.name,
+        address=bank.address,
+        location=Location(lat=bank.lat, lon=bank.lon),
+        timezone=bank.timezone,
+        opening_hours=bank.opening_hours,
+        status=bank.status,
+        distance_km=None if distance_km is None else round(distance_km, 3),
+        capacity={
+            SizeClass(row.size): ClassCapacity(
+                total=row.total,
+                free=max(0, row.available),
+                inner_dimensions=InnerDimensions(
+                    length_mm=row.length_mm, width_mm=row.width_mm, height_mm=row.height_mm
+                ),
+            )
+            for row in sorted(capacity, key=lambda r: SizeClass(r.size).rank)
+            if row.total > 0
+        },
+        policy=BankPolicy(
+            hold_hours=bank.hold_hours,
+            pickup_hours=bank.pickup_hours,
+            reminder_hours=bank.reminder_hours,
+            max_extension_hours=bank.max_extension_hours,
+            max_weight_g=bank.max_weight_g,
+        ),
+    )
+
+
+def option_for(bank: Bank, capacity: Sequence[BankCapacity], distance_km: float) -> BankOption:
+    return BankOption(
+        bank_id=bank.id,
+        distance_km=distance_km,
+        classes={
+            SizeClass(row.size): ClassOption(
+                dimensions=Dimensions(row.length_mm, row.width_mm, row.height_mm),
+                available=row.available,
+            )
+            for row in capacity
+            if row.total > 0
+        },
+        max_weight_g=bank.max_weight_g,
+        allow_upsize=bank.allow_upsize,
+    )
+
+
+def banks_near(
+    session: Session, lat: float, lon: float, radius_km: float
+) -> list[tuple[Bank, float, list[BankCapacity]]]:
+    """Active banks within the radius with their capacity rows, nearest first."""
+    candidates = repository.banks_in_box(session, geo.bounding_box(lat, lon, radius_km))
+    within = [(bank, geo.haversine_km(lat, lon, bank.lat, bank.lon)) for bank in candidates]
+    within = [(bank, d) for bank, d in within if d <= radius_km]
+    within.sort(key=lambda pair: (pair[1], pair[0].id))
+    capacity = repository.capacity_of(session, [bank.id for bank, _ in within])
+    return [(bank, d, capacity[bank.id]) for bank, d in within]
+
+
+def courier_code(keys: ServiceKeys, carrier_id: str, bank: Bank, now: datetime) -> CourierCode:
+    zone = ZoneInfo(bank.timezone)
+    local_day = now.astimezone(zone).date()
+    start = datetime.combine(local_day, time(0), zone)
+    end = datetime.combine(local_day + timedelta(days=1), time(0), zone)
+    return CourierCode(
+        code=keys.courier_code(carrier_id, bank.id, local_day),
+        valid_from=start.isoformat(),
+        valid_until=end.isoformat(),
+    )

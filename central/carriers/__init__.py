@@ -1,0 +1,1 @@
+"""Carriers area of central."""

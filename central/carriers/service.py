@@ -1,0 +1,95 @@
+"""Carriers and their API keys: keys are random, shown once, and kept only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from central.carriers import repository
+from central.errors import ApiError
+from central.models import ApiKey, Carrier
+
+CARRIER_ID = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
+_KEY_FORMAT = re.compile(r"^lk_([a-z2-7]{12})_([A-Za-z0-9_-]{43})$")
+# Writing last_used_at on every request would turn every read into a write; a minute is precise
+# enough for an operator asking "is this key still in use?".
+_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+class CarrierError(ValueError):
+    """A carrier or key operation that cannot be done (unknown carrier, duplicate id, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    carrier_id: str
+    prefix: str
+    key: str  # the only time the full key exists outside the caller's hands
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedCarrier:
+    carrier_id: str
+    key_prefix: str
+
+
+def hash_key(key: str) -> str:
+    # API keys carry 256 bits of randomness, so a fast hash is enough: there is nothing to guess.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def add_carrier(session: Session, carrier_id: str, name: str | None, now: datetime) -> Carrier:
+    if not CARRIER_ID.match(carrier_id):
+        raise CarrierError(
+            "carrier id must be 2-32 lowercase letters, digits, '-' or '_', starting with a letter"
+        )
+    if repository.get_carrier(session, carrier_id) is not None:
+        raise CarrierError(f"carrier {carrier_id!r} exists already")
+    carrier = Carrier(id=carrier_id, name=name or carrier_id.upper(), created_at=now)
+    repository.add_carrier(session, carrier)
+    return carrier
+
+
+def create_api_key(session: Session, carrier_id: str, now: datetime) -> IssuedKey:
+    if repository.get_carrier(session, carrier_id) is None:
+        raise CarrierError(f"no carrier {carrier_id!r}; add it first")
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    prefix = "".join(secrets.choice(alphabet) for _ in range(12))
+    key = f"lk_{prefix}_{secrets.token_urlsafe(32)}"
+    repository.add_api_key(
+        session,
+        ApiKey(carrier_id=carrier_id, prefix=prefix, key_hash=hash_key(key), created_at=now),
+    )
+    return IssuedKey(carrier_id=carrier_id, prefix=prefix, key=key)
+
+
+def revoke_api_key(session: Session, prefix: str, now: datetime) -> None:
+    if not repository.revoke_api_key(session, prefix, now):
+        raise CarrierError(f"no active key with prefix {prefix!r}")
+
+
+def authenticate(
+    session: Session, authorization: str | None, now: datetime
+) -> AuthenticatedCarrier:
+    """The carrier behind an `Authorization: Bearer <key>` header, or a 401."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if not authorization:
+        raise ApiError(
+            401, "missing_api_key", "send Authorization: Bearer <api key>", headers=challenge
+        )
+    scheme, _, token = authorization.partition(" ")
+    match = _KEY_FORMAT.match(token.strip()) if scheme.lower() == "bearer" else None
+    key = repository.find_api_key(session, match.group(1)) if match else None
+    if key is None or not hmac.compare_digest(key.key_hash, hash_key(token.strip())):
+        raise ApiError(401, "invalid_api_key", "the API key is not valid", headers=challenge)
+    if key.revoked_at is not None:
+        raise ApiError(401, "api_key_revoked", "the API key has been revoked", headers=challenge)
+    if key.last_used_at is None or now - key.last_used_at > _TOUCH_INTERVAL:
+        repository.touch_api_key(session, key.id, now)
+    return AuthenticatedCarrier(carrier_id=key.carrier_id, key_prefix=key.prefix)

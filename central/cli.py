@@ -1,0 +1,189 @@
+"""Operator command line: `locker-central`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import httpx
+import typer
+import uvicorn
+
+from central.app import build_keys, create_app
+from central.banks.service import BankError, NewBank, add_bank, parse_compartment_spec
+from central.carriers.service import CarrierError, add_carrier, create_api_key, revoke_api_key
+from central.clock import utcnow
+from central.config import CentralSettings
+from central.db import make_engine, make_sessionmaker, upgrade_database
+from central.scheduler import Jobs, start_scheduler
+
+app = typer.Typer(no_args_is_help=True, help="Central service of the locker network.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+carrier_app = typer.Typer(no_args_is_help=True, help="Carriers that use the API.")
+apikey_app = typer.Typer(no_args_is_help=True, help="Carrier API keys.")
+bank_app = typer.Typer(no_args_is_help=True, help="Locker banks.")
+app.add_typer(db_app, name="db")
+app.add_typer(carrier_app, name="carrier")
+app.add_typer(apikey_app, name="apikey")
+app.add_typer(bank_app, name="bank")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def _sessions(settings: CentralSettings):  # type: ignore[no-untyped-def]
+    return make_sessionmaker(make_engine(settings.database_url))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema up to date (alembic upgrade head)."""
+    settings = CentralSettings()
+    upgrade_database(settings.database_url)
+    typer.echo(f"database at {_safe_url(settings.database_url)} is up to date")
+
+
+@carrier_app.command("add")
+def carrier_add(
+    carrier_id: str, name: Annotated[str | None, typer.Option(help="display name")] = None
+) -> None:
+    """Add a carrier (ids like usps, fedex, ups, dhl turn on their tracking-number checks)."""
+    with _sessions(CentralSettings()).begin() as session:
+        try:
+            carrier = add_carrier(session, carrier_id, name, utcnow())
+        except CarrierError as exc:
+            raise _fail(str(exc)) from exc
+    typer.echo(f"carrier {carrier.id} ({carrier.name}) added")
+
+
+@apikey_app.command("create")
+def apikey_create(carrier_id: str) -> None:
+    """Create an API key for a carrier and print it; it is shown only this once."""
+    with _sessions(CentralSettings()).begin() as session:
+        try:
+            issued = create_api_key(session, carrier_id, utcnow())
+        except CarrierError as exc:
+            raise _fail(str(exc)) from exc
+    typer.echo(issued.key)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(prefix: str) -> None:
+    """Revoke a key by its prefix (the 12 letters after `lk_`)."""
+    with _sessions(CentralSettings()).begin() as session:
+        try:
+            revoke_api_key(session, prefix, utcnow())
+        except CarrierError as exc:
+            raise _fail(str(exc)) from exc
+    typer.echo(f"key lk_{prefix}_... revoked")
+
+
+@bank_app.command("add")
+def bank_add(
+    bank_id: str,
+    name: Annotated[str, typer.Option(help="display name")],
+    address: Annotated[str, typer.Option(help="street address")],
+    lat: Annotated[float, typer.Option(help="latitude in degrees")],
+    lon: Annotated[float, typer.Option(help="longitude in degrees")],
+    compartments: Annotated[str, typer.Option(help='counts per class, e.g. "S:20,M:15,L:8,XL:2"')],
+    timezone: Annotated[str, typer.Option(help="IANA time zone of the bank")] = "UTC",
+) -> None:
+    """Add a bank with its compartments (labelled A01.. in columns of twelve)."""
+    with _sessions(CentralSettings()).begin() as session:
+        try:
+            bank = add_bank(
+                session,
+                NewBank(
+                    bank_id=bank_id,
+                    name=name,
+                    address=address,
+                    lat=lat,
+                    lon=lon,
+                    compartments=parse_compartment_spec(compartments),
+                    timezone=timezone,
+                ),
+                utcnow(),
+            )
+        except BankError as exc:
+            raise _fail(str(exc)) from exc
+    typer.echo(f"bank {bank.id} added")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="web worker processes")] = 1,
+    scheduler: Annotated[
+        bool, typer.Option(help="run the background jobs in this process (leader-elected)")
+    ] = True,
+) -> None:
+    """Serve the carrier API (and /docs); runs the background jobs too unless --no-scheduler."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = CentralSettings()
+    _serve(settings, host, port, workers, scheduler and settings.scheduler_enabled)
+
+
+def _serve(settings: CentralSettings, host: str, port: int, workers: int, jobs: bool) -> None:
+    background = None
+    http = httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
+    if jobs:
+        # The scheduler lives in this (supervising) process, not in each web worker; the lease
+        # keeps it to one per deployment even when several hosts run `serve`.
+        engine = make_engine(settings.database_url)
+        background = start_scheduler(
+            Jobs(make_sessionmaker(engine), build_keys(settings), utcnow, http, settings)
+        )
+    try:
+        if workers > 1:
+            uvicorn.run(
+                "central.app:app_from_environment",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+            )
+        else:
+            uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    finally:
+        if background is not None:
+            background.shutdown(wait=False)
+        http.close()
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command("demo")
+def demo(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Set up the embedded default with demo carriers and banks, print credentials, and serve."""
+    from central.demo import prepare_demo
+
+    settings = CentralSettings()
+    upgrade_database(settings.database_url)
+    credentials = prepare_demo(settings)
+    base = f"http://{host}:{port}"
+    typer.echo("")
+    typer.echo("Locker network central is starting")
+    typer.echo(f"  carrier API     {base}/v1")
+    typer.echo(f"  API docs        {base}/docs")
+    typer.echo(f"  database        {_safe_url(settings.database_url)}")
+    for carrier_id, key in credentials.items():
+        typer.echo(f"  API key ({carrier_id:5}) {key}")
+    typer.echo(f"  try: curl -H 'Authorization: Bearer {credentials['usps']}' {base}/v1/banks")
+    typer.echo("")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _serve(settings, host, port, 1, settings.scheduler_enabled)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,37 @@
+"""Central's SQLAlchemy models; importing this module registers every table on `Base.metadata`."""
+
+from central.models.banks import Bank, BankCapacity, Compartment
+from central.models.base import (
+    ACTIVE_STATUSES,
+    Actor,
+    BankStatus,
+    Base,
+    CompartmentState,
+    ReservationStatus,
+    SizeClass,
+)
+from central.models.carriers import ApiKey, Carrier
+from central.models.leases import Lease
+from central.models.reservations import Reservation, ReservationEvent
+from central.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "Actor",
+    "ApiKey",
+    "Bank",
+    "BankCapacity",
+    "BankStatus",
+    "Base",
+    "Carrier",
+    "Compartment",
+    "CompartmentState",
+    "Lease",
+    "Reservation",
+    "ReservationEvent",
+    "ReservationStatus",
+    "SizeClass",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]

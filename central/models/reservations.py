@@ -1,0 +1,73 @@
+"""Reservations and their append-only history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from central.models.base import Base, UtcDateTime
+
+_ACTIVE = text("status IN ('reserved', 'deposited')")
+
+
+class Reservation(Base):
+    __tablename__ = "reservations"
+    __table_args__ = (
+        # One active reservation per carrier and tracking number: the idempotency guarantee holds
+        # even when two identical requests race.
+        Index(
+            "uq_reservations_active_tracking",
+            "carrier_id",
+            "tracking_number",
+            unique=True,
+            postgresql_where=_ACTIVE,
+            sqlite_where=_ACTIVE,
+        ),
+        Index("ix_reservations_status_reserved_until", "status", "reserved_until"),
+        Index("ix_reservations_status_pickup_deadline", "status", "pickup_deadline"),
+        Index("ix_reservations_carrier_tracking", "carrier_id", "tracking_number"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    carrier_id: Mapped[str] = mapped_column(ForeignKey("carriers.id"))
+    tracking_number: Mapped[str] = mapped_column(String(64))
+    bank_id: Mapped[str] = mapped_column(ForeignKey("banks.id"), index=True)
+    size: Mapped[str] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(16))
+    compartment_label: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    length_mm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    width_mm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height_mm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    weight_g: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Kept only while the parcel is active; wiped when the reservation ends.
+    recipient: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    reserved_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    pickup_deadline: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    deposited_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    history: Mapped[list[ReservationEvent]] = relationship(
+        lazy="raise", order_by="ReservationEvent.id"
+    )
+
+
+class ReservationEvent(Base):
+    """One transition or notable fact; rows are only ever inserted (a trigger refuses changes)."""
+
+    __tablename__ = "reservation_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    actor: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)

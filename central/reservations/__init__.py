@@ -1,0 +1,1 @@
+"""Reservations area of central."""

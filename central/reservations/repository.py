@@ -1,0 +1,103 @@
+"""Queries for reservations and their history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from central.db import rowcount
+from central.models import ACTIVE_STATUSES, Reservation, ReservationEvent
+
+
+def add(session: Session, row: Reservation | ReservationEvent) -> None:
+    session.add(row)
+
+
+def find_active(session: Session, carrier_id: str, tracking_number: str) -> Reservation | None:
+    return session.scalars(
+        select(Reservation)
+        .where(
+            Reservation.carrier_id == carrier_id,
+            Reservation.tracking_number == tracking_number,
+            Reservation.status.in_([s.value for s in ACTIVE_STATUSES]),
+        )
+        .options(selectinload(Reservation.history))
+    ).one_or_none()
+
+
+def get(session: Session, reservation_id: str, *, for_update: bool = False) -> Reservation | None:
+    stmt = (
+        select(Reservation)
+        .where(Reservation.id == reservation_id)
+        .options(selectinload(Reservation.history))
+        .execution_options(populate_existing=True)
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def history_of(session: Session, reservation_id: str) -> Sequence[ReservationEvent]:
+    return session.scalars(
+        select(ReservationEvent)
+        .where(ReservationEvent.reservation_id == reservation_id)
+        .order_by(ReservationEvent.id)
+    ).all()
+
+
+def search(
+    session: Session,
+    carrier_id: str,
+    *,
+    tracking_number: str | None,
+    status: str | None,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> Sequence[Reservation]:
+    stmt = (
+        select(Reservation)
+        .where(Reservation.carrier_id == carrier_id)
+        .options(selectinload(Reservation.history))
+        .order_by(Reservation.created_at.desc(), Reservation.id.desc())
+        .limit(limit)
+    )
+    if tracking_number:
+        stmt = stmt.where(Reservation.tracking_number == tracking_number)
+    if status:
+        stmt = stmt.where(Reservation.status == status)
+    if before is not None:
+        created, rid = before
+        stmt = stmt.where(
+            or_(
+                Reservation.created_at < created,
+                and_(Reservation.created_at == created, Reservation.id < rid),
+            )
+        )
+    return session.scalars(stmt).all()
+
+
+def set_status(session: Session, reservation_id: str, source: str, values: dict[str, Any]) -> bool:
+    """Compare-and-set on the status, so two racing transitions cannot both apply."""
+    result = session.execute(
+        update(Reservation)
+        .where(Reservation.id == reservation_id, Reservation.status == source)
+        .values(**values)
+    )
+    return rowcount(result) == 1
+
+
+def update_fields(session: Session, reservation_id: str, values: dict[str, Any]) -> None:
+    session.execute(update(Reservation).where(Reservation.id == reservation_id).values(**values))
+
+
+def expired_holds(session: Session, now: datetime, limit: int) -> Sequence[str]:
+    return session.scalars(
+        select(Reservation.id)
+        .where(Reservation.status == "reserved", Reservation.reserved_until <= now)
+        .order_by(Reservation.reserved_until)
+        .limit(limit)
+    ).all()

@@ -1,0 +1,110 @@
+"""Wire shapes of reservations in carrier API v1."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from central.banks.schemas import Location
+from central.models.base import SizeClass
+
+_STRICT = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent default
+
+
+class Near(BaseModel):
+    model_config = _STRICT
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_km: float = Field(default=5.0, gt=0, le=100)
+
+
+class Parcel(BaseModel):
+    model_config = _STRICT
+    length_mm: int = Field(gt=0, le=5000)
+    width_mm: int = Field(gt=0, le=5000)
+    height_mm: int = Field(gt=0, le=5000)
+    weight_g: int | None = Field(default=None, ge=0, le=1_000_000)
+
+
+class Recipient(BaseModel):
+    model_config = _STRICT
+    name: str | None = Field(default=None, max_length=200)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9 ()-]{5,32}$")
+
+
+class ReservationCreate(BaseModel):
+    model_config = _STRICT
+    tracking_number: str = Field(min_length=4, max_length=64)
+    bank_id: str | None = Field(default=None, min_length=1, max_length=64)
+    near: Near | None = None
+    size: SizeClass | None = None
+    parcel: Parcel | None = None
+    recipient: Recipient | None = None
+    hold_hours: int | None = Field(default=None, ge=1, le=24 * 14)
+
+    @model_validator(mode="after")
+    def _one_place_and_one_size(self) -> Self:
+        if (self.bank_id is None) == (self.near is None):
+            raise ValueError("give exactly one of bank_id or near")
+        if self.size is None and self.parcel is None:
+            raise ValueError("give size or parcel dimensions")
+        return self
+
+
+class ExtendRequest(BaseModel):
+    model_config = _STRICT
+    hours: int = Field(ge=1, le=24 * 14, description="hours to add to the current deadline")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class CancelRequest(BaseModel):
+    model_config = _STRICT
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class BankRef(BaseModel):
+    id: str
+    name: str
+    address: str
+    location: Location
+
+
+class HistoryEntry(BaseModel):
+    type: str
+    from_status: str | None
+    to_status: str | None
+    actor: str
+    reason: str | None
+    at: datetime
+    data: dict[str, Any] | None = None
+
+
+class ReservationOut(BaseModel):
+    id: str
+    status: str
+    carrier: str
+    tracking_number: str
+    bank: BankRef
+    size: SizeClass
+    compartment: str | None
+    parcel: Parcel | None
+    reserved_until: datetime
+    pickup_deadline: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    history: list[HistoryEntry]
+
+
+class ReservationList(BaseModel):
+    items: list[ReservationOut]
+    next_cursor: str | None = None
+
+
+class Alternative(BaseModel):
+    bank_id: str
+    name: str
+    distance_km: float
+    free: int

@@ -1,0 +1,474 @@
+"""Reservations: allocation, idempotency, lifecycle transitions and their side effects."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from carrier_adapters.tracking_numbers import (
+    KNOWN_CARRIERS,
+    is_valid_for_carrier,
+    normalize_tracking_number,
+)
+from central.allocation.choice import BankOption, Candidate, Need, NoFit, choose_candidates
+from central.allocation.sizing import Dimensions
+from central.banks import repository as banks_repository
+from central.banks import service as banks
+from central.banks.schemas import Location
+from central.errors import ApiError, Conflict, NotFound, Unprocessable
+from central.keys import ServiceKeys
+from central.models import (
+    Actor,
+    Bank,
+    Reservation,
+    ReservationEvent,
+    ReservationStatus,
+    SizeClass,
+)
+from central.reservations import lifecycle
+from central.reservations import repository as repo
+from central.reservations.schemas import (
+    Alternative,
+    BankRef,
+    HistoryEntry,
+    Parcel,
+    ReservationCreate,
+    ReservationList,
+    ReservationOut,
+)
+from central.webhooks.service import enqueue_event
+
+_GENERIC_TRACKING = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,63}$")
+ALTERNATIVES_RADIUS_KM = 10.0
+MAX_ALTERNATIVES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """What every reservation operation needs from the request: the session, keys and the time."""
+
+    session: Session
+    keys: ServiceKeys
+    now: datetime
+
+
+def _checked_tracking_number(carrier_id: str, raw: str) -> str:
+    number = normalize_tracking_number(raw)
+    if carrier_id in KNOWN_CARRIERS:
+        if not is_valid_for_carrier(carrier_id, number):
+            raise Unprocessable(
+                "invalid_tracking_number",
+                f"{raw!r} is not a valid {carrier_id.upper()} tracking number",
+            )
+    elif not _GENERIC_TRACKING.match(number):
+        raise Unprocessable(
+            "invalid_tracking_number", "tracking numbers are 4-64 letters, digits or '-'"
+        )
+    return number
+
+
+def _need(body: ReservationCreate) -> Need:
+    parcel = body.parcel
+    return Need(
+        size=body.size,
+        parcel=Dimensions(parcel.length_mm, parcel.width_mm, parcel.height_mm) if parcel else None,
+        weight_g=parcel.weight_g if parcel else None,
+    )
+
+
+def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> tuple[ReservationOut, bool]:
+    """Reserve a unit; returns the reservation and whether it was made now (201) or before (200)."""
+    number = _checked_tracking_number(carrier_id, body.tracking_number)
+    existing = repo.find_active(ctx.session, carrier_id, number)
+    if existing is not None:
+        return describe(ctx.session, existing), False
+
+    need = _need(body)
+    options, banks_by_id, origin = _options(ctx.session, body)
+    try:
+        candidates = choose_candidates(need, options)
+    except NoFit as exc:
+        raise Unprocessable(exc.code, exc.detail) from exc
+
+    for candidate in candidates:
+        bank = banks_by_id[candidate.bank_id]
+        outcome = _try_candidate(ctx, carrier_id, number, body, bank, candidate)
+        if outcome is not None:
+            return outcome
+
+    raise Conflict(
+        "no_capacity",
+        f"no free {need.size or 'fitting'} locker"
+        + (" at that bank" if body.bank_id else " nearby"),
+        alternatives=[a.model_dump() for a in _alternatives(ctx.session, need, origin, options)],
+    )
+
+
+def _options(
+    session: Session, body: ReservationCreate
+) -> tuple[list[BankOption], dict[str, Bank], tuple[float, float]]:
+    if body.bank_id is not None:
+        bank = banks.require_bank(session, body.bank_id)
+        capacity = banks_repository.capacity_of(session, [bank.id])[bank.id]
+        return [banks.option_for(bank, capacity, 0.0)], {bank.id: bank}, (bank.lat, bank.lon)
+    assert body.near is not None
+    near = banks.banks_near(session, body.near.lat, body.near.lon, body.near.radius_km)
+    options = [banks.option_for(bank, cap, distance) for bank, distance, cap in near]
+    return options, {bank.id: bank for bank, _, _ in near}, (body.near.lat, body.near.lon)
+
+
+def _try_candidate(
+    ctx: Ctx,
+    carrier_id: str,
+    number: str,
+    body: ReservationCreate,
+    bank: Bank,
+    candidate: Candidate,
+) -> tuple[ReservationOut, bool] | None:
+    """One attempt at one (bank, class): the new reservation, an identical twin, or None (full).
+
+    Everything is written first and the capacity row is decremented last, inside one savepoint:
+    the row lock that serialises competitors is then held only until commit, and a lost race
+    simply rolls the savepoint back and moves on to the next candidate.
+    """
+    hold = body.hold_hours or bank.hold_hours
+    if hold > bank.hold_hours + bank.max_extension_hours:
+        raise Unprocessable(
+            "hold_too_long",
+            f"this bank holds reservations at most {bank.hold_hours + bank.max_extension_hours} h",
+        )
+    now = ctx.now
+    parcel = body.parcel
+    reservation = Reservation(
+        id=f"rsv_{secrets.token_hex(10)}",
+        carrier_id=carrier_id,
+        tracking_number=number,
+        bank_id=bank.id,
+        size=candidate.size.value,
+        status=ReservationStatus.RESERVED.value,
+        compartment_label=None,
+        length_mm=parcel.length_mm if parcel else None,
+        width_mm=parcel.width_mm if parcel else None,
+        height_mm=parcel.height_mm if parcel else None,
+        weight_g=parcel.weight_g if parcel else None,
+        recipient=body.recipient.model_dump(exclude_none=True) if body.recipient else None,
+        reserved_until=now + timedelta(hours=hold),
+        pickup_deadline=None,
+        created_at=now,
+        updated_at=now,
+    )
+    event = ReservationEvent(
+        reservation_id=reservation.id,
+        type="created",
+        from_status=None,
+        to_status=ReservationStatus.RESERVED.value,
+        actor=Actor.CARRIER.value,
+        actor_id=carrier_id,
+        reason=None,
+        data={"bank_id": bank.id, "size": candidate.size.value},
+        at=now,
+    )
+    savepoint = ctx.session.begin_nested()
+    try:
+        repo.add(ctx.session, reservation)
+        ctx.session.flush()
+    except IntegrityError:
+        savepoint.rollback()
+        twin = repo.find_active(ctx.session, carrier_id, number)
+        if twin is None:
+            raise Conflict(
+                "concurrent_update", "the reservation changed meanwhile; retry"
+            ) from None
+        return describe(ctx.session, twin), False
+    repo.add(ctx.session, event)
+    ctx.session.flush()
+    if not banks_repository.take_unit(ctx.session, bank.id, candidate.size.value):
+        savepoint.rollback()
+        return None
+    savepoint.commit()
+    out = describe(ctx.session, reservation, bank=bank, history=[event])
+    enqueue_event(
+        ctx.session, ctx.keys, carrier_id, "reservation.created", out.model_dump(mode="json"), now
+    )
+    return out, True
+
+
+def _alternatives(
+    session: Session, need: Need, origin: tuple[float, float], tried: Sequence[BankOption]
+) -> list[Alternative]:
+    """Banks near the request, other than those already tried, that have room for this parcel."""
+    tried_ids = {option.bank_id for option in tried}
+    out: list[Alternative] = []
+    for bank, distance, capacity in banks.banks_near(
+        session, origin[0], origin[1], ALTERNATIVES_RADIUS_KM
+    ):
+        if bank.id in tried_ids:
+            continue
+        option = banks.option_for(bank, capacity, distance)
+        try:
+            candidates = choose_candidates(need, [option])
+        except NoFit:
+            continue
+        if candidates:
+            free = sum(option.classes[c.size].available for c in candidates)
+            out.append(
+                Alternative(
+                    bank_id=bank.id, name=bank.name, distance_km=round(distance, 3), free=free
+                )
+            )
+        if len(out) >= MAX_ALTERNATIVES:
+            break
+    return out
+
+
+def describe(
+    session: Session,
+    reservation: Reservation,
+    *,
+    bank: Bank | None = None,
+    history: Sequence[ReservationEvent] | None = None,
+) -> ReservationOut:
+    bank = bank or banks_repository.get_bank(session, reservation.bank_id)
+    assert bank is not None
+    events = history if history is not None else reservation.history
+    has_parcel = reservation.length_mm is not None
+    return ReservationOut(
+        id=reservation.id,
+        status=reservation.status,
+        carrier=reservation.carrier_id,
+        tracking_number=reservation.tracking_number,
+        bank=BankRef(
+            id=bank.id,
+            name=bank.name,
+            address=bank.address,
+            location=Location(lat=bank.lat, lon=bank.lon),
+        ),
+        size=SizeClass(reservation.size),
+        compartment=reservation.compartment_label,
+        parcel=Parcel(
+            length_mm=reservation.length_mm or 0,
+            width_mm=reservation.width_mm or 0,
+            height_mm=reservation.height_mm or 0,
+            weight_g=reservation.weight_g,
+        )
+        if has_parcel
+        else None,
+        reserved_until=reservation.reserved_until,
+        pickup_deadline=reservation.pickup_deadline,
+        created_at=reservation.created_at,
+        updated_at=reservation.updated_at,
+        history=[
+            HistoryEntry(
+                type=e.type,
+                from_status=e.from_status,
+                to_status=e.to_status,
+                actor=e.actor,
+                reason=e.reason,
+                at=e.at,
+                data=e.data,
+            )
+            for e in events
+        ],
+    )
+
+
+def require_own(session: Session, carrier_id: str, reservation_id: str) -> Reservation:
+    """The caller's reservation; another carrier's is indistinguishable from a missing one."""
+    reservation = repo.get(session, reservation_id)
+    if reservation is None or reservation.carrier_id != carrier_id:
+        raise NotFound(f"reservation {reservation_id}")
+    return reservation
+
+
+def get(ctx: Ctx, carrier_id: str, reservation_id: str) -> ReservationOut:
+    return describe(ctx.session, require_own(ctx.session, carrier_id, reservation_id))
+
+
+def search(
+    ctx: Ctx,
+    carrier_id: str,
+    *,
+    tracking_number: str | None,
+    status: ReservationStatus | None,
+    cursor: str | None,
+    limit: int,
+) -> ReservationList:
+    before = _decode_cursor(cursor) if cursor else None
+    rows = repo.search(
+        ctx.session,
+        carrier_id,
+        tracking_number=normalize_tracking_number(tracking_number) if tracking_number else None,
+        status=status.value if status else None,
+        before=before,
+        limit=limit,
+    )
+    next_cursor = _encode_cursor(rows[-1]) if len(rows) == limit else None
+    return ReservationList(items=[describe(ctx.session, r) for r in rows], next_cursor=next_cursor)
+
+
+def _encode_cursor(row: Reservation) -> str:
+    return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, rid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), rid
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API gave out") from exc
+
+
+def transition(
+    ctx: Ctx,
+    reservation: Reservation,
+    target: ReservationStatus,
+    *,
+    actor: Actor,
+    actor_id: str | None = None,
+    reason: str | None = None,
+    changes: dict[str, Any] | None = None,
+    event_data: dict[str, Any] | None = None,
+    webhook_extra: dict[str, Any] | None = None,
+) -> ReservationOut:
+    """Apply one lifecycle transition with its history entry, capacity change and webhook."""
+    try:
+        rule = lifecycle.transition_for(
+            reservation.status, target.value, was_deposited=reservation.deposited_at is not None
+        )
+    except lifecycle.InvalidTransition as exc:
+        raise Conflict(
+            "invalid_transition", str(exc), status=reservation.status, requested=target.value
+        ) from exc
+    now = ctx.now
+    values: dict[str, Any] = {"status": target.value, "updated_at": now, **(changes or {})}
+    if lifecycle.is_closed(target.value, was_deposited=reservation.deposited_at is not None):
+        values.update(recipient=None, closed_at=now)
+    if not repo.set_status(ctx.session, reservation.id, reservation.status, values):
+        raise Conflict("concurrent_update", "the reservation changed meanwhile; fetch it again")
+    for key, value in values.items():
+        setattr(reservation, key, value)
+    if rule.frees_capacity:
+        banks_repository.release_unit(ctx.session, reservation.bank_id, reservation.size)
+    repo.add(
+        ctx.session,
+        ReservationEvent(
+            reservation_id=reservation.id,
+            type=target.value,
+            from_status=rule.source.value,
+            to_status=target.value,
+            actor=actor.value,
+            actor_id=actor_id,
+            reason=reason,
+            data=event_data,
+            at=now,
+        ),
+    )
+    ctx.session.flush()
+    out = describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
+    payload = out.model_dump(mode="json") | (webhook_extra or {})
+    enqueue_event(ctx.session, ctx.keys, reservation.carrier_id, rule.webhook, payload, now)
+    return out
+
+
+def cancel(ctx: Ctx, carrier_id: str, reservation_id: str, reason: str | None) -> ReservationOut:
+    reservation = require_own(ctx.session, carrier_id, reservation_id)
+    if reservation.status == ReservationStatus.CANCELLED:
+        return describe(ctx.session, reservation)  # cancelling twice is the same as once
+    if reservation.status != ReservationStatus.RESERVED:
+        raise Conflict(
+            "not_cancellable",
+            f"a {reservation.status} reservation cannot be cancelled",
+            status=reservation.status,
+        )
+    return transition(
+        ctx,
+        reservation,
+        ReservationStatus.CANCELLED,
+        actor=Actor.CARRIER,
+        actor_id=carrier_id,
+        reason=reason or "cancelled by carrier",
+    )
+
+
+def extend(
+    ctx: Ctx,
+    reservation: Reservation,
+    hours: int,
+    *,
+    actor: Actor,
+    actor_id: str | None,
+    reason: str | None,
+) -> ReservationOut:
+    """Move the deadline that applies now: the hold before deposit, the pickup deadline after.
+
+    Bounded by the bank's policy: at most `max_extension_hours` beyond the original deadline.
+    """
+    bank = banks_repository.get_bank(ctx.session, reservation.bank_id)
+    assert bank is not None
+    limit = timedelta(hours=bank.max_extension_hours)
+    if reservation.status == ReservationStatus.RESERVED:
+        field, current = "reserved_until", reservation.reserved_until
+        original = reservation.created_at + timedelta(hours=bank.hold_hours)
+    elif reservation.status == ReservationStatus.DEPOSITED and reservation.pickup_deadline:
+        assert reservation.deposited_at is not None
+        field, current = "pickup_deadline", reservation.pickup_deadline
+        original = reservation.deposited_at + timedelta(hours=bank.pickup_hours)
+    else:
+        raise Conflict(
+            "not_extendable",
+            f"a {reservation.status} reservation has no deadline to extend",
+            status=reservation.status,
+        )
+    ceiling = original + limit
+    new_deadline = current + timedelta(hours=hours)
+    if new_deadline > ceiling:
+        raise Conflict(
+            "extension_limit",
+            f"the deadline can move to {ceiling.isoformat()} at the latest",
+            max_deadline=ceiling.isoformat(),
+        )
+    repo.update_fields(ctx.session, reservation.id, {field: new_deadline, "updated_at": ctx.now})
+    setattr(reservation, field, new_deadline)
+    reservation.updated_at = ctx.now
+    repo.add(
+        ctx.session,
+        ReservationEvent(
+            reservation_id=reservation.id,
+            type="extended",
+            from_status=reservation.status,
+            to_status=reservation.status,
+            actor=actor.value,
+            actor_id=actor_id,
+            reason=reason,
+            data={"field": field, "from": current.isoformat(), "to": new_deadline.isoformat()},
+            at=ctx.now,
+        ),
+    )
+    ctx.session.flush()
+    return describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
+
+
+def expire_holds(ctx: Ctx, *, limit: int = 500) -> int:
+    """Expire reservations whose courier never came; frees their capacity. Returns the count."""
+    count = 0
+    for reservation_id in repo.expired_holds(ctx.session, ctx.now, limit):
+        reservation = repo.get(ctx.session, reservation_id)
+        if reservation is None or reservation.status != ReservationStatus.RESERVED:
+            continue
+        transition(
+            ctx,
+            reservation,
+            ReservationStatus.EXPIRED,
+            actor=Actor.SYSTEM,
+            reason="not deposited before reserved_until",
+        )
+        count += 1
+    return count

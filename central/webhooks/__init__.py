@@ -1,0 +1,1 @@
+"""Webhooks area of central."""

@@ -1,0 +1,75 @@
+"""Queries for webhook endpoints, the delivery outbox and attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from central.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+
+def active_endpoints(session: Session, carrier_id: str) -> Sequence[WebhookEndpoint]:
+    return session.scalars(
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.carrier_id == carrier_id, WebhookEndpoint.deleted_at.is_(None))
+        .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+    ).all()
+
+
+def get_endpoint(session: Session, carrier_id: str, endpoint_id: str) -> WebhookEndpoint | None:
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None or endpoint.carrier_id != carrier_id or endpoint.deleted_at is not None:
+        return None
+    return endpoint
+
+
+def add(session: Session, row: WebhookEndpoint | WebhookDelivery | WebhookAttempt) -> None:
+    session.add(row)
+
+
+def delete_endpoint(session: Session, endpoint_id: str, now: datetime) -> None:
+    session.execute(
+        update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).values(deleted_at=now)
+    )
+    # Nothing more will reach a deleted endpoint; its pending deliveries end here, recorded.
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
+        .values(status="cancelled", last_error="endpoint deleted")
+    )
+
+
+def due_deliveries(session: Session, now: datetime, limit: int) -> Sequence[WebhookDelivery]:
+    return session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+        .limit(limit)
+    ).all()
+
+
+def endpoints_by_id(session: Session, ids: set[str]) -> dict[str, WebhookEndpoint]:
+    if not ids:
+        return {}
+    rows = session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.id.in_(ids)))
+    return {row.id: row for row in rows}
+
+
+def attempts_of(session: Session, delivery_id: int) -> Sequence[WebhookAttempt]:
+    return session.scalars(
+        select(WebhookAttempt)
+        .where(WebhookAttempt.delivery_id == delivery_id)
+        .order_by(WebhookAttempt.id)
+    ).all()
+
+
+def deliveries_of(session: Session, endpoint_id: str, limit: int = 50) -> Sequence[WebhookDelivery]:
+    return session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.endpoint_id == endpoint_id)
+        .order_by(WebhookDelivery.id.desc())
+        .limit(limit)
+    ).all()
