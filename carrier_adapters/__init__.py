@@ -1,0 +1,1 @@
+"""Carrier integrations behind one `CarrierAdapter` protocol."""
