@@ -1,0 +1,1 @@
+"""Pure business logic of a locker node: doors, codes, parcels."""

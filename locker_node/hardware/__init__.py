@@ -1,0 +1,1 @@
+"""Lock-control boards: the `LockBoard` seam, serial and GPIO drivers, simulators."""

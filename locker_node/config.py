@@ -1,0 +1,259 @@
+"""The node's TOML configuration file as validated pydantic models."""
+
+from __future__ import annotations
+
+import tomllib
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Every table forbids unknown keys: a misspelt `lock_closed_bit` or `central_url` would otherwise
+# fall back to its default without a word, and at a locker that means doors read backwards or a
+# bank silently running offline. Later features add their own table as one more field with a
+# default (e.g. `sync: SyncConfig = SyncConfig()`), so older files keep loading.
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+SERIAL_PROTOCOLS = ("kerong-cu16", "kerong-cu48", "xor")
+SerialProtocol = Literal["kerong-cu16", "kerong-cu48", "xor"]
+SizeClass = Literal["S", "M", "L", "XL"]
+
+# Per protocol: (highest lock count, default lock count, highest address, default address,
+# default baud rate). The protocol note gives board ids 0-9 on a Kerong CU16 bus.
+_SERIAL_LIMITS: dict[str, tuple[int, int, int, int, int]] = {
+    "kerong-cu16": (16, 16, 9, 0, 19200),
+    "kerong-cu48": (48, 48, 0xFF, 0, 19200),
+    "xor": (50, 24, 0xFF, 1, 9600),
+}
+
+
+class ConfigError(ValueError):
+    """The node config file is missing, is not TOML, or does not validate."""
+
+
+class KioskConfig(BaseModel):
+    model_config = _STRICT
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class SerialBoardConfig(BaseModel):
+    """An RS485 board. Boards that share a `port` share one bus (and must agree on baud rate)."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1)
+    protocol: SerialProtocol
+    port: str = Field(min_length=1, description="device path or pyserial URL")
+    baudrate: int | None = Field(default=None, gt=0)
+    address: int | None = Field(default=None, ge=0)
+    lock_closed_bit: Literal[0, 1] = Field(
+        default=1, description="what a lock feedback bit of 1 means: 1 closed, 0 open"
+    )
+    locks: int | None = Field(default=None, ge=1, description="locks wired on this board")
+    reply_timeout_ms: int = Field(default=500, gt=0)
+    unlock_timeout_ms: int = Field(default=2000, gt=0, description="xor boards answer unlocks")
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Self:
+        max_locks, _, max_address, _, _ = _SERIAL_LIMITS[self.protocol]
+        if self.locks is not None and self.locks > max_locks:
+            raise ValueError(
+                f"board {self.name!r}: {self.protocol} boards have at most {max_locks} locks"
+            )
+        if self.address is not None and self.address > max_address:
+            raise ValueError(
+                f"board {self.name!r}: {self.protocol} addresses are 0..{max_address}, "
+                f"not {self.address}"
+            )
+        return self
+
+    @property
+    def lock_count(self) -> int:
+        return self.locks if self.locks is not None else _SERIAL_LIMITS[self.protocol][1]
+
+    @property
+    def bus_address(self) -> int:
+        return self.address if self.address is not None else _SERIAL_LIMITS[self.protocol][3]
+
+    @property
+    def line_baudrate(self) -> int:
+        return self.baudrate if self.baudrate is not None else _SERIAL_LIMITS[self.protocol][4]
+
+
+class GpioLockConfig(BaseModel):
+    model_config = _STRICT
+
+    relay: int | str
+    sensor: int | str
+
+
+class GpioBoardConfig(BaseModel):
+    """Relays and reed switches on the node's GPIO header, one `{relay, sensor}` pair per lock."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1)
+    protocol: Literal["gpio"]
+    pin_factory: Literal["lgpio", "rpigpio", "pigpio", "native"] = "lgpio"
+    relay_active_high: bool = False
+    sensor_pull_up: bool = True
+    door_closed_when_active: bool = True
+    pulse_ms: int = Field(default=500, ge=0)
+    bounce_ms: int | None = Field(default=None, ge=0)
+    locks: list[GpioLockConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_pins(self) -> Self:
+        pins = [str(p) for lock in self.locks for p in (lock.relay, lock.sensor)]
+        reused = sorted(pin for pin, count in Counter(pins).items() if count > 1)
+        if reused:
+            raise ValueError(f"board {self.name!r}: pins used twice: {', '.join(reused)}")
+        return self
+
+    @property
+    def lock_count(self) -> int:
+        return len(self.locks)
+
+
+class SimulatedBoardConfig(BaseModel):
+    """An in-process simulated board, for development without hardware."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1)
+    protocol: Literal["simulated"]
+    locks: int = Field(default=16, ge=1, le=256)
+    door_delay_ms: int = Field(default=50, ge=0)
+    auto_close_ms: int | None = Field(default=None, gt=0)
+
+    @property
+    def lock_count(self) -> int:
+        return self.locks
+
+
+BoardConfig = Annotated[
+    SerialBoardConfig | GpioBoardConfig | SimulatedBoardConfig, Field(discriminator="protocol")
+]
+
+
+class CompartmentConfig(BaseModel):
+    model_config = _STRICT
+
+    label: str = Field(min_length=1)
+    size: SizeClass
+    board: str
+    lock: int = Field(ge=1, description="1-based, as printed on the board")
+
+
+class NodeConfig(BaseModel):
+    """The whole node config file (see DESIGN.md for an example)."""
+
+    model_config = _STRICT
+
+    bank_id: str = Field(min_length=1)
+    central_url: str | None = Field(default=None, description="absent: the node runs on its own")
+    data_dir: Path
+    kiosk: KioskConfig = KioskConfig()
+    boards: list[BoardConfig] = Field(min_length=1)
+    compartments: list[CompartmentConfig] = Field(default_factory=list)
+
+    @field_validator("central_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("central_url must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Self:
+        boards = {board.name: board for board in self.boards}
+        duplicates = _duplicates(board.name for board in self.boards)
+        if duplicates:
+            raise ValueError(f"board names used twice: {', '.join(duplicates)}")
+        _check_shared_buses([b for b in self.boards if isinstance(b, SerialBoardConfig)])
+        duplicates = _duplicates(c.label for c in self.compartments)
+        if duplicates:
+            raise ValueError(f"compartment labels used twice: {', '.join(duplicates)}")
+        wired: dict[tuple[str, int], str] = {}
+        for compartment in self.compartments:
+            board = boards.get(compartment.board)
+            if board is None:
+                raise ValueError(
+                    f"compartment {compartment.label!r} refers to board {compartment.board!r}, "
+                    f"which is not configured (boards: {', '.join(sorted(boards))})"
+                )
+            if compartment.lock > board.lock_count:
+                raise ValueError(
+                    f"compartment {compartment.label!r}: board {board.name!r} "
+                    f"({board.protocol}) has locks 1..{board.lock_count}, not {compartment.lock}"
+                )
+            other = wired.setdefault((board.name, compartment.lock), compartment.label)
+            if other != compartment.label:
+                raise ValueError(
+                    f"compartments {other!r} and {compartment.label!r} share lock "
+                    f"{compartment.lock} on board {board.name!r}"
+                )
+        return self
+
+    def board(self, name: str) -> BoardConfig:
+        for board in self.boards:
+            if board.name == name:
+                return board
+        raise KeyError(name)
+
+
+def _duplicates(names: Any) -> list[str]:
+    return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
+def _check_shared_buses(boards: list[SerialBoardConfig]) -> None:
+    by_port: dict[str, list[SerialBoardConfig]] = {}
+    for board in boards:
+        by_port.setdefault(board.port, []).append(board)
+    for port, sharing in by_port.items():
+        rates = {board.line_baudrate for board in sharing}
+        if len(rates) > 1:
+            raise ValueError(f"boards on {port} disagree on the baud rate: {sorted(rates)}")
+        for protocol in {board.protocol for board in sharing}:
+            same = [b for b in sharing if b.protocol == protocol]
+            taken = _duplicates(str(b.bus_address) for b in same)
+            if taken:
+                raise ValueError(f"{protocol} boards on {port} share address {', '.join(taken)}")
+
+
+def parse_config(
+    data: dict[str, Any], *, base_dir: Path | None = None, source: str = "node config"
+) -> NodeConfig:
+    """Validate an already-parsed config; a relative `data_dir` is taken from `base_dir`."""
+    try:
+        config = NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(source, exc)) from exc
+    if base_dir is not None and not config.data_dir.is_absolute():
+        config = config.model_copy(update={"data_dir": base_dir / config.data_dir})
+    return config
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate the node's TOML config file; `data_dir` is relative to the file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the node config: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(data, base_dir=path.parent, source=str(path))
+
+
+def _describe(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid node config:"]
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(file)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)

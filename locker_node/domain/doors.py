@@ -1,0 +1,582 @@
+"""Door controller: fire a lock, confirm the door opened, and watch every door for faults."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from locker_node.hardware.board import DoorState, LockBoard, LockBoardError
+
+logger = logging.getLogger(__name__)
+
+
+# Errors
+
+
+class DoorControllerError(Exception):
+    """Base of the door controller's errors."""
+
+
+class UnknownCompartment(DoorControllerError, LookupError):
+    """A compartment label the bank does not have."""
+
+
+class CompartmentUnavailable(DoorControllerError):
+    """The compartment is out of service; it is not opened for customers."""
+
+
+class ControllerNotStarted(DoorControllerError, RuntimeError):
+    """Doors are served only after `start()` has read every door."""
+
+
+# Seams: clock, journal of unlock commands, event sink
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def now(self) -> datetime: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class CommandOutcome(enum.StrEnum):
+    OPENED = "opened"
+    JAMMED = "jammed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class UnlockIntent:
+    """An unlock the controller is about to fire, written down before it fires."""
+
+    command_id: str
+    label: str
+    board: str
+    lock: int
+    requested_at: datetime
+    reason: str = ""
+
+
+class CommandJournal(Protocol):
+    """Durable record of unlock commands, so that one in flight at a crash is never re-run."""
+
+    def record_intent(self, intent: UnlockIntent) -> None: ...
+
+    def record_outcome(self, command_id: str, outcome: CommandOutcome) -> None: ...
+
+    def unfinished(self) -> list[UnlockIntent]:
+        """Intents with no outcome yet, oldest first."""
+        ...
+
+
+class InMemoryCommandJournal:
+    """A `CommandJournal` in memory, for tests and for nodes without a store yet."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self.intents: dict[str, UnlockIntent] = {}
+        self.outcomes: dict[str, CommandOutcome] = {}
+
+    def record_intent(self, intent: UnlockIntent) -> None:
+        with self._mutex:
+            self.intents[intent.command_id] = intent
+
+    def record_outcome(self, command_id: str, outcome: CommandOutcome) -> None:
+        with self._mutex:
+            self.outcomes[command_id] = outcome
+
+    def unfinished(self) -> list[UnlockIntent]:
+        with self._mutex:
+            return [i for c, i in self.intents.items() if c not in self.outcomes]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoorEvent:
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoorOpened(DoorEvent):
+    """The sensor confirmed the door open after its lock fired."""
+
+    label: str
+    command_id: str
+    attempts: int
+    confirmed_after_s: float
+    was_open: bool = False  # the sensor already read open before firing: suspect the sensor
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoorJammed(DoorEvent):
+    """The lock fired on every attempt and the door never read open."""
+
+    label: str
+    command_id: str
+    attempts: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandOutcomeUnknown(DoorEvent):
+    """Nobody can tell whether the door opened: it is finished as unknown, never re-run."""
+
+    label: str
+    command_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoorClosed(DoorEvent):
+    label: str
+    open_for_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoorLeftOpen(DoorEvent):
+    label: str
+    open_for_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class UncommandedOpen(DoorEvent):
+    """A door opened with no command behind it: possible forced entry."""
+
+    label: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkedOutOfService(DoorEvent):
+    label: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReturnedToService(DoorEvent):
+    label: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoardUnreachable(DoorEvent):
+    board: str
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoardRecovered(DoorEvent):
+    board: str
+
+
+UnlockOutcome = DoorOpened | DoorJammed | CommandOutcomeUnknown
+E = TypeVar("E", bound=DoorEvent)
+
+
+class DoorEventSink(Protocol):
+    """Where door events go: the audit log and the compartment state the store keeps."""
+
+    def emit(self, event: DoorEvent) -> None: ...
+
+
+class InMemoryEventSink:
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._events: list[DoorEvent] = []
+
+    def emit(self, event: DoorEvent) -> None:
+        with self._mutex:
+            self._events.append(event)
+
+    @property
+    def events(self) -> list[DoorEvent]:
+        with self._mutex:
+            return list(self._events)
+
+    def of_type(self, kind: type[E]) -> list[E]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+
+# The controller
+
+
+@dataclass(frozen=True)
+class CompartmentWiring:
+    """Which lock on which board opens a compartment."""
+
+    label: str
+    board: str
+    lock: int
+
+
+@dataclass(frozen=True)
+class CompartmentStatus:
+    label: str
+    door: DoorState | None  # None: not read yet
+    in_service: bool
+    open_for_s: float | None
+
+
+@dataclass
+class _Compartment:
+    wiring: CompartmentWiring
+    door: DoorState | None = None
+    in_service: bool = True
+    open_since: float | None = None
+    command_in_flight: bool = False
+    left_open_reported: bool = False
+
+
+@dataclass
+class _Attempt:
+    opened: bool = False
+    read_any: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+class DoorController:
+    """Opens compartments and keeps every door's state, one command at a time.
+
+    Unlocking is a command and "opened" a separate fact from the sensor: the lock fires, then
+    the doors are read every `confirm_poll_s` for up to `confirm_window_s`. A door that stays
+    shut is fired once more (`attempts=2`) and then reported jammed and taken out of service.
+    An attempt in which the board could not be read at all is not repeated, since nobody knows
+    whether the first one opened the door: the command ends as unknown. Every command is
+    journalled before it fires so a crash leaves it unfinished, and `start()` closes such
+    commands as unknown without re-running them.
+
+    `poll()` is one monitoring pass (`DoorMonitor` calls it every 500 ms); commands and polls
+    are serialised, which is also what the boards need (one command on a bus at a time).
+    """
+
+    def __init__(
+        self,
+        boards: Mapping[str, LockBoard],
+        compartments: Iterable[CompartmentWiring],
+        *,
+        journal: CommandJournal,
+        events: DoorEventSink,
+        clock: Clock | None = None,
+        confirm_window_s: float = 2.0,
+        confirm_poll_s: float = 0.05,
+        attempts: int = 2,
+        left_open_after_s: float = 60.0,
+        out_of_service: Iterable[str] = (),
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("at least one attempt")
+        self._boards = dict(boards)
+        self._compartments: dict[str, _Compartment] = {}
+        for wiring in compartments:
+            board = self._boards.get(wiring.board)
+            if board is None:
+                raise ValueError(f"compartment {wiring.label!r}: no board {wiring.board!r}")
+            if not 1 <= wiring.lock <= board.lock_count:
+                raise ValueError(f"compartment {wiring.label!r}: no lock {wiring.lock}")
+            if wiring.label in self._compartments:
+                raise ValueError(f"compartment {wiring.label!r} wired twice")
+            self._compartments[wiring.label] = _Compartment(wiring)
+        for label in out_of_service:
+            self._compartment(label).in_service = False
+        self._journal = journal
+        self._events = events
+        self._clock = clock or SystemClock()
+        self.confirm_window_s = confirm_window_s
+        self.confirm_poll_s = confirm_poll_s
+        self.attempts = attempts
+        self.left_open_after_s = left_open_after_s
+        self._mutex = threading.RLock()
+        self._unreachable: dict[str, str] = {}
+        self._started = False
+
+    # Lifecycle
+
+    def start(self) -> dict[str, DoorState | None]:
+        """Finish commands left in flight as unknown, release relays, read every door."""
+        with self._mutex:
+            for intent in self._journal.unfinished():
+                self._journal.record_outcome(intent.command_id, CommandOutcome.UNKNOWN)
+                self._emit(
+                    CommandOutcomeUnknown(
+                        at=self._clock.now(),
+                        label=intent.label,
+                        command_id=intent.command_id,
+                        reason="in flight when the node stopped; not re-run",
+                    )
+                )
+            for name, board in self._boards.items():
+                try:
+                    board.release_all()
+                except LockBoardError as exc:
+                    self._board_failed(name, exc)
+            self._poll_locked()
+            self._started = True
+            return {label: c.door for label, c in self._compartments.items()}
+
+    def poll(self) -> None:
+        """Read every board once and raise whatever alerts the door states call for."""
+        with self._mutex:
+            self._poll_locked()
+
+    # Commands
+
+    def open_door(
+        self, label: str, *, reason: str = "", allow_out_of_service: bool = False
+    ) -> UnlockOutcome:
+        """Fire a compartment's lock and confirm its door opened (see the class docstring)."""
+        with self._mutex:
+            if not self._started:
+                raise ControllerNotStarted("call start() before opening doors")
+            compartment = self._compartment(label)
+            if not compartment.in_service and not allow_out_of_service:
+                raise CompartmentUnavailable(f"compartment {label!r} is out of service")
+            wiring = compartment.wiring
+            intent = UnlockIntent(
+                command_id=uuid.uuid4().hex,
+                label=label,
+                board=wiring.board,
+                lock=wiring.lock,
+                requested_at=self._clock.now(),
+                reason=reason,
+            )
+            self._journal.record_intent(intent)
+            compartment.command_in_flight = True
+            try:
+                outcome = self._run(compartment, intent)
+            finally:
+                compartment.command_in_flight = False
+            self._emit(outcome)
+            if isinstance(outcome, DoorOpened):
+                self._journal.record_outcome(intent.command_id, CommandOutcome.OPENED)
+            elif isinstance(outcome, DoorJammed):
+                self._journal.record_outcome(intent.command_id, CommandOutcome.JAMMED)
+                self._set_service(compartment, False, "jammed: door did not open")
+            else:
+                self._journal.record_outcome(intent.command_id, CommandOutcome.UNKNOWN)
+            return outcome
+
+    def mark_out_of_service(self, label: str, reason: str) -> None:
+        with self._mutex:
+            self._set_service(self._compartment(label), False, reason)
+
+    def return_to_service(self, label: str) -> None:
+        with self._mutex:
+            self._set_service(self._compartment(label), True, "")
+
+    def status(self, label: str) -> CompartmentStatus:
+        with self._mutex:
+            compartment = self._compartment(label)
+            since = compartment.open_since
+            return CompartmentStatus(
+                label=label,
+                door=compartment.door,
+                in_service=compartment.in_service,
+                open_for_s=None if since is None else self._clock.monotonic() - since,
+            )
+
+    def statuses(self) -> list[CompartmentStatus]:
+        with self._mutex:
+            return [self.status(label) for label in self._compartments]
+
+    # Internals
+
+    def _run(self, compartment: _Compartment, intent: UnlockIntent) -> UnlockOutcome:
+        wiring = compartment.wiring
+        board = self._boards[wiring.board]
+        was_open = compartment.door is DoorState.OPEN
+        first_fired = self._clock.monotonic()
+        errors: list[str] = []
+        for attempt_number in range(1, self.attempts + 1):
+            # A lost unlock reply does not say whether the relay fired: go on and read the door.
+            try:
+                board.unlock(wiring.lock)
+            except LockBoardError as exc:
+                errors.append(f"unlock: {exc}")
+            attempt = self._confirm(wiring)
+            errors.extend(attempt.errors)
+            if attempt.opened:
+                return DoorOpened(
+                    at=self._clock.now(),
+                    label=wiring.label,
+                    command_id=intent.command_id,
+                    attempts=attempt_number,
+                    confirmed_after_s=self._clock.monotonic() - first_fired,
+                    was_open=was_open,
+                )
+            if not attempt.read_any:
+                return CommandOutcomeUnknown(
+                    at=self._clock.now(),
+                    label=wiring.label,
+                    command_id=intent.command_id,
+                    reason="door state unreadable after firing: " + "; ".join(errors),
+                )
+        return DoorJammed(
+            at=self._clock.now(),
+            label=wiring.label,
+            command_id=intent.command_id,
+            attempts=self.attempts,
+        )
+
+    def _confirm(self, wiring: CompartmentWiring) -> _Attempt:
+        attempt = _Attempt()
+        deadline = self._clock.monotonic() + self.confirm_window_s
+        while True:
+            states = self._read(wiring.board, attempt.errors)
+            if states is not None:
+                attempt.read_any = True
+                self._observe(wiring.board, states)
+                if states.get(wiring.lock) is DoorState.OPEN:
+                    attempt.opened = True
+                    return attempt
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return attempt
+            self._clock.sleep(min(self.confirm_poll_s, remaining))
+
+    def _poll_locked(self) -> None:
+        for name in self._boards:
+            states = self._read(name, [])
+            if states is not None:
+                self._observe(name, states)
+
+    def _read(self, board_name: str, errors: list[str]) -> Mapping[int, DoorState] | None:
+        try:
+            states = self._boards[board_name].read_doors()
+        except LockBoardError as exc:
+            errors.append(f"read: {exc}")
+            self._board_failed(board_name, exc)
+            return None
+        if self._unreachable.pop(board_name, None) is not None:
+            self._emit(BoardRecovered(at=self._clock.now(), board=board_name))
+        return states
+
+    def _board_failed(self, board_name: str, exc: LockBoardError) -> None:
+        if board_name not in self._unreachable:
+            self._unreachable[board_name] = str(exc)
+            self._emit(BoardUnreachable(at=self._clock.now(), board=board_name, detail=str(exc)))
+
+    def _observe(self, board_name: str, states: Mapping[int, DoorState]) -> None:
+        now = self._clock.monotonic()
+        for compartment in self._compartments.values():
+            wiring = compartment.wiring
+            if wiring.board != board_name or wiring.lock not in states:
+                continue
+            state = states[wiring.lock]
+            previous = compartment.door
+            compartment.door = state
+            if state is DoorState.OPEN:
+                if previous is not DoorState.OPEN:
+                    compartment.open_since = now
+                    compartment.left_open_reported = False
+                    # Unknown before (first read): nobody knows why it is open, but the
+                    # left-open alert below still fires if it stays that way.
+                    if previous is DoorState.CLOSED and not compartment.command_in_flight:
+                        self._emit(UncommandedOpen(at=self._clock.now(), label=wiring.label))
+                self._check_left_open(compartment, now)
+            else:
+                if previous is DoorState.OPEN and compartment.open_since is not None:
+                    self._emit(
+                        DoorClosed(
+                            at=self._clock.now(),
+                            label=wiring.label,
+                            open_for_s=now - compartment.open_since,
+                        )
+                    )
+                compartment.open_since = None
+                compartment.left_open_reported = False
+
+    def _check_left_open(self, compartment: _Compartment, now: float) -> None:
+        since = compartment.open_since
+        if compartment.left_open_reported or since is None:
+            return
+        if now - since >= self.left_open_after_s:
+            compartment.left_open_reported = True
+            self._emit(
+                DoorLeftOpen(
+                    at=self._clock.now(), label=compartment.wiring.label, open_for_s=now - since
+                )
+            )
+
+    def _set_service(self, compartment: _Compartment, in_service: bool, reason: str) -> None:
+        if compartment.in_service == in_service:
+            return
+        compartment.in_service = in_service
+        label = compartment.wiring.label
+        if in_service:
+            self._emit(ReturnedToService(at=self._clock.now(), label=label))
+        else:
+            self._emit(MarkedOutOfService(at=self._clock.now(), label=label, reason=reason))
+
+    def _compartment(self, label: str) -> _Compartment:
+        try:
+            return self._compartments[label]
+        except KeyError:
+            raise UnknownCompartment(f"no compartment {label!r}") from None
+
+    def _emit(self, event: DoorEvent) -> None:
+        self._events.emit(event)
+
+
+class DoorMonitor:
+    """Calls `controller.poll()` every `interval_s` from a background thread until stopped.
+
+    About every 500 ms: slower polling can miss a whole open-remove-close.
+    """
+
+    def __init__(self, controller: DoorController, *, interval_s: float = 0.5) -> None:
+        self._controller = controller
+        self.interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> DoorMonitor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("monitor already running")
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="door-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise RuntimeError("door monitor did not stop")
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._controller.poll()
+            except Exception:
+                # Board errors are handled inside poll(); anything else is a bug, but a dead
+                # monitor would stop every door alert, so log it and keep watching.
+                logger.exception("door monitor poll failed")
+            self._stopping.wait(self.interval_s)
