@@ -1,44 +1,57 @@
-"""Request-scoped dependencies: the transaction, the clock, the calling carrier."""
+"""Request-scoped dependencies: the carrier's unit of work (one transaction, one thread hop)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from central.carriers.service import AuthenticatedCarrier, authenticate
+from central.config import CentralSettings
 from central.reservations.service import Ctx
+
+T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="a carrier API key: `Bearer lk_...`")
 
 
-def _session(request: Request) -> Iterator[Session]:
-    # The request owns the transaction: services never commit; this commits on success and rolls
-    # back on any error. scope="function" makes the commit happen before the response is sent, so a
-    # failed commit can never hide behind a 2xx already on the wire.
-    with request.app.state.sessions() as session, session.begin():
-        yield session
+class CarrierWork:
+    """Runs a request's database work as one unit: check the key, do the work, commit.
+
+    The request owns the transaction (services never commit) and the whole of it runs in a single
+    worker-thread hop. Spreading it over several hops (a dependency that opens the transaction, the
+    endpoint, FastAPI's response validation, a dependency exit that commits) lets a request hold a
+    connection, or SQLite's write lock, while it waits for a worker thread that is itself waiting
+    for that lock; under load that deadlocks until timeouts fire. Endpoints are async and await
+    `run`, so response serialisation happens on the event loop after the commit.
+    """
+
+    def __init__(self, request: Request, header: str | None) -> None:
+        self._sessions: sessionmaker[Session] = request.app.state.sessions
+        self._keys = request.app.state.keys
+        self._clock = request.app.state.clock
+        self.settings: CentralSettings = request.app.state.settings
+        self._header = header
+
+    async def run(self, work: Callable[[Ctx, AuthenticatedCarrier], T]) -> T:
+        return await anyio.to_thread.run_sync(self._run, work)
+
+    def _run(self, work: Callable[[Ctx, AuthenticatedCarrier], T]) -> T:
+        with self._sessions() as session, session.begin():
+            ctx = Ctx(session=session, keys=self._keys, now=self._clock())
+            carrier = authenticate(session, self._header, ctx.now)
+            return work(ctx, carrier)
 
 
-SessionDep = Annotated[Session, Depends(_session, scope="function")]
-
-
-def _ctx(request: Request, session: SessionDep) -> Ctx:
-    return Ctx(session=session, keys=request.app.state.keys, now=request.app.state.clock())
-
-
-CtxDep = Annotated[Ctx, Depends(_ctx)]
-
-
-def _carrier(
-    ctx: CtxDep,
+async def _carrier_work(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> AuthenticatedCarrier:
-    header = f"Bearer {credentials.credentials}" if credentials else None
-    return authenticate(ctx.session, header, ctx.now)
+) -> CarrierWork:
+    return CarrierWork(request, f"Bearer {credentials.credentials}" if credentials else None)
 
 
-CarrierDep = Annotated[AuthenticatedCarrier, Depends(_carrier)]
+CarrierWorkDep = Annotated[CarrierWork, Depends(_carrier_work)]

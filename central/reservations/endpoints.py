@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from central.deps import CarrierDep, CtxDep
+from central.deps import CarrierWorkDep
 from central.errors import error_responses
 from central.models import Actor, ReservationStatus
 from central.reservations import service
@@ -30,8 +30,8 @@ ReservationId = Annotated[str, Path(min_length=1, max_length=64)]
         **error_responses(400, 401, 404, 409, 422),
     },
 )
-def create_reservation(
-    ctx: CtxDep, carrier: CarrierDep, body: ReservationCreate, response: Response
+async def create_reservation(
+    work: CarrierWorkDep, body: ReservationCreate, response: Response
 ) -> ReservationOut:
     """Reserve one unit of capacity for a parcel.
 
@@ -39,48 +39,49 @@ def create_reservation(
     in any orientation is used). Repeating the same tracking number while its reservation is active
     returns that reservation with 200. 409 `no_capacity` lists `alternatives` nearby.
     """
-    out, created = service.create(ctx, carrier.carrier_id, body)
+    out, created = await work.run(
+        lambda ctx, carrier: service.create(ctx, carrier.carrier_id, body)
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return out
 
 
 @router.get("", response_model=ReservationList, responses=error_responses(400, 401, 422))
-def search_reservations(
-    ctx: CtxDep,
-    carrier: CarrierDep,
+async def search_reservations(
+    work: CarrierWorkDep,
     tracking_number: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     status: ReservationStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ReservationList:
     """Your own reservations, newest first; pass `next_cursor` back as `cursor` for more."""
-    return service.search(
-        ctx,
-        carrier.carrier_id,
-        tracking_number=tracking_number,
-        status=status,
-        cursor=cursor,
-        limit=limit,
+    return await work.run(
+        lambda ctx, carrier: service.search(
+            ctx,
+            carrier.carrier_id,
+            tracking_number=tracking_number,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+        )
     )
 
 
 @router.get("/{reservation_id}", response_model=ReservationOut, responses=error_responses(401, 404))
-def get_reservation(
-    ctx: CtxDep, carrier: CarrierDep, reservation_id: ReservationId
-) -> ReservationOut:
+async def get_reservation(work: CarrierWorkDep, reservation_id: ReservationId) -> ReservationOut:
     """The reservation with its full history."""
-    return service.get(ctx, carrier.carrier_id, reservation_id)
+    return await work.run(lambda ctx, carrier: service.get(ctx, carrier.carrier_id, reservation_id))
 
 
 @router.delete(
     "/{reservation_id}", response_model=ReservationOut, responses=error_responses(401, 404, 409)
 )
-def cancel_reservation(
-    ctx: CtxDep, carrier: CarrierDep, reservation_id: ReservationId
-) -> ReservationOut:
+async def cancel_reservation(work: CarrierWorkDep, reservation_id: ReservationId) -> ReservationOut:
     """Cancel before deposit (the unit is freed); after deposit the answer is 409."""
-    return service.cancel(ctx, carrier.carrier_id, reservation_id, None)
+    return await work.run(
+        lambda ctx, carrier: service.cancel(ctx, carrier.carrier_id, reservation_id, None)
+    )
 
 
 @router.post(
@@ -88,16 +89,17 @@ def cancel_reservation(
     response_model=ReservationOut,
     responses=error_responses(401, 404, 409, 422),
 )
-def extend_reservation(
-    ctx: CtxDep, carrier: CarrierDep, reservation_id: ReservationId, body: ExtendRequest
+async def extend_reservation(
+    work: CarrierWorkDep, reservation_id: ReservationId, body: ExtendRequest
 ) -> ReservationOut:
     """Move the pickup deadline (or, before deposit, the hold) by `hours`, within bank policy."""
-    reservation = service.require_own(ctx.session, carrier.carrier_id, reservation_id)
-    return service.extend(
-        ctx,
-        reservation,
-        body.hours,
-        actor=Actor.CARRIER,
-        actor_id=carrier.carrier_id,
-        reason=body.reason,
+    return await work.run(
+        lambda ctx, carrier: service.extend(
+            ctx,
+            service.require_own(ctx.session, carrier.carrier_id, reservation_id),
+            body.hours,
+            actor=Actor.CARRIER,
+            actor_id=carrier.carrier_id,
+            reason=body.reason,
+        )
     )

@@ -1,0 +1,59 @@
+"""Scheduled jobs: reservation expiry, and one scheduler per deployment through a lease."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from central.config import CentralSettings
+from central.models import BankCapacity
+from central.scheduler import Jobs
+from tests.central.conftest import FakeClock, World
+
+
+def jobs_for(app: FastAPI, clock: FakeClock) -> Jobs:
+    http = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    settings: CentralSettings = app.state.settings
+    return Jobs(app.state.sessions, app.state.keys, clock, http, settings)
+
+
+def test_holds_expire_after_reserved_until_and_free_their_unit(
+    client: TestClient, world: World, app: FastAPI, clock: FakeClock
+) -> None:
+    auth = world.auth("acme")
+    body = {"tracking_number": "ACME-E1", "bank_id": "NYC-1", "size": "S", "hold_hours": 2}
+    rid = client.post("/v1/reservations", json=body, headers=auth).json()["id"]
+    keep = client.post(
+        "/v1/reservations",
+        json=body | {"tracking_number": "ACME-E2", "hold_hours": 5},
+        headers=auth,
+    ).json()["id"]
+    jobs = jobs_for(app, clock)
+
+    clock.advance(hours=1)
+    assert jobs.expire_reservations() == 0
+    clock.advance(hours=1, seconds=1)
+    assert jobs.expire_reservations() == 1
+    assert jobs.expire_reservations() == 0  # nothing twice
+
+    expired = client.get(f"/v1/reservations/{rid}", headers=auth).json()
+    assert expired["status"] == "expired"
+    last = expired["history"][-1]
+    assert (last["type"], last["actor"], last["from_status"]) == ("expired", "system", "reserved")
+    assert client.get(f"/v1/reservations/{keep}", headers=auth).json()["status"] == "reserved"
+    with app.state.sessions() as session:
+        capacity = session.get(BankCapacity, ("NYC-1", "S"))
+        assert capacity is not None and capacity.available == 1
+
+
+def test_only_one_scheduler_holds_the_lease(app: FastAPI, clock: FakeClock) -> None:
+    first, second = jobs_for(app, clock), jobs_for(app, clock)
+    assert first.is_leader()
+    assert not second.is_leader()
+    clock.advance(seconds=10)
+    assert first.is_leader()  # renewing
+    assert not second.is_leader()
+    clock.advance(seconds=31)  # the first one died: its lease lapses
+    assert second.is_leader()
+    assert not first.is_leader()
