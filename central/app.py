@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from central.banks.endpoints import router as banks_router
+from central.banks.service import BankDirectory
 from central.clock import Clock, utcnow
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker
@@ -45,6 +46,7 @@ def create_app(
     app.state.sessions = make_sessionmaker(engine)
     app.state.keys = build_keys(settings)
     app.state.clock = clock
+    app.state.bank_directory = BankDirectory()
     install_error_handlers(app)
     app.include_router(banks_router)
     app.include_router(reservations_router)

@@ -34,6 +34,7 @@ class CarrierWork:
         self._sessions: sessionmaker[Session] = request.app.state.sessions
         self._keys = request.app.state.keys
         self._clock = request.app.state.clock
+        self._banks = request.app.state.bank_directory
         self.settings: CentralSettings = request.app.state.settings
         self._header = header
 
@@ -42,7 +43,7 @@ class CarrierWork:
 
     def _run(self, work: Callable[[Ctx, AuthenticatedCarrier], T]) -> T:
         with self._sessions() as session, session.begin():
-            ctx = Ctx(session=session, keys=self._keys, now=self._clock())
+            ctx = Ctx(session=session, keys=self._keys, now=self._clock(), banks=self._banks)
             carrier = authenticate(session, self._header, ctx.now)
             return work(ctx, carrier)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from time import monotonic
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
@@ -174,14 +176,25 @@ def describe(bank: Bank, capacity: Sequence[BankCapacity], distance_km: float | 
     )
 
 
-def option_for(bank: Bank, capacity: Sequence[BankCapacity], distance_km: float) -> BankOption:
+def option_for(
+    bank: Bank,
+    capacity: Sequence[BankCapacity],
+    distance_km: float,
+    *,
+    optimistic: bool = False,
+) -> BankOption:
+    """The bank as the allocation choice sees it.
+
+    `optimistic` treats every working unit as possibly free: for capacity rows that may be a few
+    seconds old, where the atomic decrement, not this snapshot, decides.
+    """
     return BankOption(
         bank_id=bank.id,
         distance_km=distance_km,
         classes={
             SizeClass(row.size): ClassOption(
                 dimensions=Dimensions(row.length_mm, row.width_mm, row.height_mm),
-                available=row.available,
+                available=row.total if optimistic else row.available,
             )
             for row in capacity
             if row.total > 0
@@ -213,3 +226,32 @@ def courier_code(keys: ServiceKeys, carrier_id: str, bank: Bank, now: datetime) 
         valid_from=start.isoformat(),
         valid_until=end.isoformat(),
     )
+
+
+class BankDirectory:
+    """Per-process snapshot of banks' static facts (place, policy, classes) for a few seconds.
+
+    Reserving at a named bank needs its policy and class dimensions on every request; these change
+    rarely, and free capacity is never taken from here (the conditional decrement decides), so a
+    short-lived copy saves two queries per reservation. A policy change takes effect within `ttl_s`.
+    """
+
+    def __init__(self, ttl_s: float = 5.0, clock: Callable[[], float] = monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, Bank, list[BankCapacity]]] = {}
+
+    def get(self, session: Session, bank_id: str) -> tuple[Bank, list[BankCapacity]]:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(bank_id)
+        if entry is not None and now - entry[0] < self._ttl_s:
+            return entry[1], entry[2]
+        bank = require_bank(session, bank_id)
+        capacity = repository.capacity_of(session, [bank.id])[bank.id]
+        for row in (bank, *capacity):
+            session.expunge(row)  # a detached, read-only copy shared between threads
+        with self._lock:
+            self._entries[bank_id] = (now, bank, capacity)
+        return bank, capacity

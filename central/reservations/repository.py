@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Insert, and_, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from central.db import rowcount
@@ -15,6 +16,43 @@ from central.models import ACTIVE_STATUSES, Reservation, ReservationEvent
 
 def add(session: Session, row: Reservation | ReservationEvent) -> None:
     session.add(row)
+
+
+_ACTIVE = text("status IN ('reserved', 'deposited')")
+
+
+def insert_if_no_active_twin(session: Session, values: dict[str, Any]) -> bool:
+    """Insert a reservation unless the carrier has an active one for the same tracking number.
+
+    One statement against the partial unique index: under a race the loser waits for the
+    winner's commit and then inserts nothing, instead of failing the whole transaction.
+    """
+    dialect = session.get_bind().dialect.name
+    stmt: Insert
+    if dialect == "postgresql":
+        stmt = (
+            postgresql.insert(Reservation)
+            .values(**values)
+            .on_conflict_do_nothing(
+                index_elements=["carrier_id", "tracking_number"], index_where=_ACTIVE
+            )
+        )
+    elif dialect == "sqlite":
+        stmt = (
+            sqlite.insert(Reservation)
+            .values(**values)
+            .on_conflict_do_nothing(
+                index_elements=["carrier_id", "tracking_number"], index_where=_ACTIVE
+            )
+        )
+    else:  # pragma: no cover - the two supported backends are above
+        raise NotImplementedError(dialect)
+    # RETURNING, not rowcount: drivers disagree on the count of an ON CONFLICT DO NOTHING insert.
+    return session.execute(stmt.returning(Reservation.id)).first() is not None
+
+
+def insert_event(session: Session, values: dict[str, Any]) -> None:
+    session.execute(insert(ReservationEvent).values(**values))
 
 
 def find_active(session: Session, carrier_id: str, tracking_number: str) -> Reservation | None:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from carrier_adapters.tracking_numbers import (
@@ -23,6 +22,7 @@ from central.allocation.sizing import Dimensions
 from central.banks import repository as banks_repository
 from central.banks import service as banks
 from central.banks.schemas import Location
+from central.banks.service import BankDirectory
 from central.errors import ApiError, Conflict, NotFound, Unprocessable
 from central.keys import ServiceKeys
 from central.models import (
@@ -58,6 +58,7 @@ class Ctx:
     session: Session
     keys: ServiceKeys
     now: datetime
+    banks: BankDirectory | None = None  # cached static bank facts, where the caller keeps some
 
 
 def _checked_tracking_number(carrier_id: str, raw: str) -> str:
@@ -92,7 +93,7 @@ def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> tuple[Reservat
         return describe(ctx.session, existing), False
 
     need = _need(body)
-    options, banks_by_id, origin = _options(ctx.session, body)
+    options, banks_by_id, origin = _options(ctx, body)
     try:
         candidates = choose_candidates(need, options)
     except NoFit as exc:
@@ -113,12 +114,18 @@ def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> tuple[Reservat
 
 
 def _options(
-    session: Session, body: ReservationCreate
+    ctx: Ctx, body: ReservationCreate
 ) -> tuple[list[BankOption], dict[str, Bank], tuple[float, float]]:
+    session = ctx.session
     if body.bank_id is not None:
-        bank = banks.require_bank(session, body.bank_id)
-        capacity = banks_repository.capacity_of(session, [bank.id])[bank.id]
-        return [banks.option_for(bank, capacity, 0.0)], {bank.id: bank}, (bank.lat, bank.lon)
+        if ctx.banks is not None:
+            bank, capacity = ctx.banks.get(session, body.bank_id)
+            option = banks.option_for(bank, capacity, 0.0, optimistic=True)
+        else:
+            bank = banks.require_bank(session, body.bank_id)
+            capacity = banks_repository.capacity_of(session, [bank.id])[bank.id]
+            option = banks.option_for(bank, capacity, 0.0)
+        return [option], {bank.id: bank}, (bank.lat, bank.lon)
     assert body.near is not None
     near = banks.banks_near(session, body.near.lat, body.near.lon, body.near.radius_km)
     options = [banks.option_for(bank, cap, distance) for bank, distance, cap in near]
@@ -176,29 +183,36 @@ def _try_candidate(
         data={"bank_id": bank.id, "size": candidate.size.value},
         at=now,
     )
-    savepoint = ctx.session.begin_nested()
-    try:
-        repo.add(ctx.session, reservation)
-        ctx.session.flush()
-    except IntegrityError:
-        savepoint.rollback()
+    # Take the unit first: if the class is full there is nothing to undo. The row lock it takes
+    # is held until commit, which is two short inserts away.
+    if not banks_repository.take_unit(ctx.session, bank.id, candidate.size.value):
+        return None
+    if not repo.insert_if_no_active_twin(ctx.session, _columns(reservation)):
+        # An identical request committed first: give the unit back and answer with its result.
+        banks_repository.release_unit(ctx.session, bank.id, candidate.size.value)
         twin = repo.find_active(ctx.session, carrier_id, number)
         if twin is None:
-            raise Conflict(
-                "concurrent_update", "the reservation changed meanwhile; retry"
-            ) from None
+            raise Conflict("concurrent_update", "the reservation changed meanwhile; retry")
         return describe(ctx.session, twin), False
-    repo.add(ctx.session, event)
-    ctx.session.flush()
-    if not banks_repository.take_unit(ctx.session, bank.id, candidate.size.value):
-        savepoint.rollback()
-        return None
-    savepoint.commit()
+    repo.insert_event(ctx.session, _columns(event, skip=("id",)))
     out = describe(ctx.session, reservation, bank=bank, history=[event])
     enqueue_event(
-        ctx.session, ctx.keys, carrier_id, "reservation.created", out.model_dump(mode="json"), now
+        ctx.session,
+        ctx.keys,
+        carrier_id,
+        "reservation.created",
+        lambda: out.model_dump(mode="json"),
+        now,
     )
     return out, True
+
+
+def _columns(row: Reservation | ReservationEvent, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        column.key: getattr(row, column.key)
+        for column in type(row).__table__.columns
+        if column.key not in skip
+    }
 
 
 def _alternatives(
@@ -373,8 +387,14 @@ def transition(
     )
     ctx.session.flush()
     out = describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
-    payload = out.model_dump(mode="json") | (webhook_extra or {})
-    enqueue_event(ctx.session, ctx.keys, reservation.carrier_id, rule.webhook, payload, now)
+    enqueue_event(
+        ctx.session,
+        ctx.keys,
+        reservation.carrier_id,
+        rule.webhook,
+        lambda: out.model_dump(mode="json") | (webhook_extra or {}),
+        now,
+    )
     return out
 
 

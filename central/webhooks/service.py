@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -115,13 +116,14 @@ def enqueue_event(
     keys: ServiceKeys,
     carrier_id: str,
     event_type: str,
-    data: dict[str, Any],
+    data: Callable[[], dict[str, Any]],
     now: datetime,
 ) -> str | None:
     """Put one event in the outbox for each subscribed endpoint, in the caller's transaction.
 
-    Returns the event id, or None when no endpoint wants it. The body is serialised once here, so
-    every retry sends the same bytes with the same `id` and receivers can dedupe.
+    Returns the event id, or None when no endpoint wants it; `data` is only built in the first
+    case. The body is serialised once here, so every retry sends the same bytes with the same `id`
+    and receivers can dedupe.
     """
     assert event_type in EVENT_TYPES, event_type
     endpoints = [
@@ -131,7 +133,7 @@ def enqueue_event(
         return None
     event_id = f"evt_{secrets.token_hex(12)}"
     body = json.dumps(
-        {"id": event_id, "type": event_type, "created_at": now.isoformat(), "data": data},
+        {"id": event_id, "type": event_type, "created_at": now.isoformat(), "data": data()},
         separators=(",", ":"),
         default=str,
     )

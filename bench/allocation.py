@@ -1,0 +1,217 @@
+"""Allocation throughput: reservations per second against a real server on PostgreSQL.
+
+Starts `locker-central serve` on a fresh PostgreSQL database, drives it with concurrent keep-alive
+clients for a fixed time, and prints reservations/s, p50/p99 latency, double-bookings (must be 0),
+and the same server's throughput on a no-op endpoint (`/healthz`) in the same run, with the ratio.
+
+    python bench/allocation.py [--clients 32] [--seconds 10] [--workers 2]
+
+LOCKER_BENCH_DATABASE_URL (default: the machine's PostgreSQL) names the server to create a
+throw-away database on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from central.banks.service import NewBank, add_bank, parse_compartment_spec  # noqa: E402
+from central.carriers.service import add_carrier, create_api_key  # noqa: E402
+from central.db import make_engine, make_sessionmaker, upgrade_database  # noqa: E402
+
+BANKS = 100
+UNITS_PER_BANK = 400
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def prepare(url: str) -> str:
+    now = datetime.now(UTC)
+    engine = make_engine(url)
+    with make_sessionmaker(engine).begin() as session:
+        add_carrier(session, "acme", "ACME Parcel", now)
+        key = create_api_key(session, "acme", now).key
+        for n in range(BANKS):
+            add_bank(
+                session,
+                NewBank(
+                    bank_id=f"B{n:04d}",
+                    name=f"Bank {n}",
+                    address=f"{n} Main St",
+                    lat=40.7 + n * 0.001,
+                    lon=-74.0,
+                    compartments=parse_compartment_spec(f"M:{UNITS_PER_BANK}"),
+                ),
+                now,
+            )
+    engine.dispose()
+    return key
+
+
+async def drive(
+    port: int, clients: int, seconds: float, make_request: object
+) -> tuple[list[float], list[int]]:
+    """`clients` keep-alive connections sending requests back to back for `seconds`."""
+    latencies: list[float] = []
+    statuses: list[int] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                request = make_request()  # type: ignore[operator]
+                started = time.perf_counter()
+                writer.write(request)
+                await writer.drain()
+                status_line = await reader.readline()
+                length = 0
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                statuses.append(int(status_line.split()[1]))
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, statuses
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    admin_url = os.environ.get("LOCKER_BENCH_DATABASE_URL", DEFAULT_URL)
+    name = f"locker_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    server = None
+    try:
+        upgrade_database(url)
+        key = prepare(url)
+        port = free_port()
+        env = os.environ | {
+            "LOCKER_DATABASE_URL": url,
+            "LOCKER_SECRET_KEY": "bench-secret-key-" + "x" * 40,
+            "LOCKER_DATA_DIR": "/tmp/locker-bench",
+            "LOCKER_SCHEDULER_ENABLED": "false",
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "central.cli", "serve", "--port", str(port),
+             "--workers", str(args.workers), "--no-scheduler"],
+            env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
+        noop = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        counter = itertools.count()
+
+        def reservation() -> bytes:
+            body = json.dumps(
+                {
+                    "tracking_number": f"BENCH-{next(counter):08d}",
+                    "bank_id": f"B{random.randrange(BANKS):04d}",
+                    "size": "M",
+                }
+            ).encode()
+            return (
+                f"POST /v1/reservations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+        asyncio.run(drive(port, args.clients, 1.0, lambda: noop))  # warm-up
+        noop_lat, noop_status = asyncio.run(drive(port, args.clients, args.seconds, lambda: noop))
+        res_lat, res_status = asyncio.run(drive(port, args.clients, args.seconds, reservation))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        active = dict(
+            conn.execute(
+                text(
+                    "SELECT bank_id, count(*) FROM reservations "
+                    "WHERE status IN ('reserved', 'deposited') GROUP BY bank_id"
+                )
+            ).all()
+        )
+        capacity = conn.execute(
+            text("SELECT bank_id, total, available FROM bank_capacity WHERE size = 'M'")
+        ).all()
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+    over = sum(max(0, active.get(bank, 0) - total) for bank, total, _ in capacity)
+    mismatched = sum(1 for bank, total, free in capacity if free != total - active.get(bank, 0))
+    created = sum(1 for s in res_status if s == 201)
+    errors = sum(1 for s in res_status if s >= 500)
+    res_rate = created / args.seconds
+    noop_rate = len(noop_status) / args.seconds
+    print(f"clients={args.clients} seconds={args.seconds} server workers={args.workers}")
+    print(f"no-op /healthz:      {noop_rate:8.0f} req/s  p50 {percentile(noop_lat, .5)*1e3:6.1f} ms"
+          f"  p99 {percentile(noop_lat, .99)*1e3:6.1f} ms")  # fmt: skip
+    print(f"reservations:        {res_rate:8.0f} /s     p50 {percentile(res_lat, .5)*1e3:6.1f} ms"
+          f"  p99 {percentile(res_lat, .99)*1e3:6.1f} ms")  # fmt: skip
+    print(f"ratio reservations/no-op: {res_rate / noop_rate:.2f}")
+    print(f"server errors (5xx): {errors}")
+    print(
+        f"double-bookings: {over} (units over capacity), {mismatched} banks with free != total-active"
+    )
+    print(f"reservations in database: {sum(active.values())} (answered 201: {created})")
+
+
+if __name__ == "__main__":
+    main()
