@@ -127,6 +127,8 @@ def serve(
 
 
 def _serve(settings: CentralSettings, host: str, port: int, workers: int, jobs: bool) -> None:
+    # APScheduler reports every run at INFO: every two seconds for webhook delivery.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     background = None
     http = httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
     if jobs:
