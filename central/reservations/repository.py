@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, and_, insert, or_, select, text, update
+from sqlalchemy import and_, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -19,6 +19,14 @@ def add(session: Session, row: Reservation | ReservationEvent) -> None:
 
 
 _ACTIVE = text("status IN ('reserved', 'deposited')")
+# Built once: constructing an INSERT with twenty literal values costs more Python than running it.
+_INSERT_UNLESS_TWIN = {
+    name: dialect.insert(Reservation)
+    .on_conflict_do_nothing(index_elements=["carrier_id", "tracking_number"], index_where=_ACTIVE)
+    .returning(Reservation.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_INSERT_EVENT = insert(ReservationEvent)
 
 
 def insert_if_no_active_twin(session: Session, values: dict[str, Any]) -> bool:
@@ -26,33 +34,14 @@ def insert_if_no_active_twin(session: Session, values: dict[str, Any]) -> bool:
 
     One statement against the partial unique index: under a race the loser waits for the
     winner's commit and then inserts nothing, instead of failing the whole transaction.
+    RETURNING, not rowcount, says which: drivers disagree on the count of ON CONFLICT DO NOTHING.
     """
-    dialect = session.get_bind().dialect.name
-    stmt: Insert
-    if dialect == "postgresql":
-        stmt = (
-            postgresql.insert(Reservation)
-            .values(**values)
-            .on_conflict_do_nothing(
-                index_elements=["carrier_id", "tracking_number"], index_where=_ACTIVE
-            )
-        )
-    elif dialect == "sqlite":
-        stmt = (
-            sqlite.insert(Reservation)
-            .values(**values)
-            .on_conflict_do_nothing(
-                index_elements=["carrier_id", "tracking_number"], index_where=_ACTIVE
-            )
-        )
-    else:  # pragma: no cover - the two supported backends are above
-        raise NotImplementedError(dialect)
-    # RETURNING, not rowcount: drivers disagree on the count of an ON CONFLICT DO NOTHING insert.
-    return session.execute(stmt.returning(Reservation.id)).first() is not None
+    stmt = _INSERT_UNLESS_TWIN[session.get_bind().dialect.name]
+    return session.execute(stmt, values).first() is not None
 
 
 def insert_event(session: Session, values: dict[str, Any]) -> None:
-    session.execute(insert(ReservationEvent).values(**values))
+    session.execute(_INSERT_EVENT, values)
 
 
 def find_active(session: Session, carrier_id: str, tracking_number: str) -> Reservation | None:
