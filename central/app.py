@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import httpx
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from carrier_adapters.base import CarrierAdapter
+from carrier_adapters.registry import build_adapters
+from carrier_adapters.settings import CarrierSettings
 from central.banks.endpoints import router as banks_router
 from central.banks.service import BankDirectory
 from central.clock import Clock, utcnow
@@ -13,6 +19,7 @@ from central.db import make_engine, make_sessionmaker
 from central.errors import install_error_handlers
 from central.keys import ServiceKeys, load_master_key
 from central.reservations.endpoints import router as reservations_router
+from central.tracking.endpoints import router as carrier_webhooks_router
 from central.webhooks.endpoints import router as webhooks_router
 
 API_DESCRIPTION = """
@@ -26,11 +33,28 @@ def build_keys(settings: CentralSettings) -> ServiceKeys:
     return ServiceKeys(load_master_key(secret, settings.data_dir))
 
 
+def build_carrier_adapters(settings: CarrierSettings | None = None) -> dict[str, CarrierAdapter]:
+    """Adapters for the carriers with credentials in `LOCKER_CARRIER_*`; none configured, none.
+
+    They share one AsyncClient for the life of the process, as their token caches and rate
+    budgets do; its connections close with the process.
+    """
+    settings = settings or CarrierSettings()
+    sections = (settings.usps, settings.fedex, settings.ups, settings.dhl)
+    if not any(section.configured for section in sections):
+        return {}
+    client = httpx.AsyncClient(
+        follow_redirects=False, headers={"User-Agent": "locker-central-tracking/1"}
+    )
+    return build_adapters(settings, client)
+
+
 def create_app(
     settings: CentralSettings | None = None,
     *,
     engine: Engine | None = None,
     clock: Clock = utcnow,
+    carrier_adapters: Mapping[str, CarrierAdapter] | None = None,
 ) -> FastAPI:
     settings = settings or CentralSettings()
     engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
@@ -47,13 +71,19 @@ def create_app(
     app.state.keys = build_keys(settings)
     app.state.clock = clock
     app.state.bank_directory = BankDirectory()
+    # The web app only verifies and parses carrier pushes (no carrier I/O); polling runs in
+    # the scheduler's process with the adapters given to central.scheduler.Jobs.
+    app.state.carrier_adapters = dict(
+        build_carrier_adapters() if carrier_adapters is None else carrier_adapters
+    )
     install_error_handlers(app)
     app.include_router(banks_router)
     app.include_router(reservations_router)
     app.include_router(webhooks_router)
+    app.include_router(carrier_webhooks_router)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: answers without touching the database."""
         return {"status": "ok"}
 

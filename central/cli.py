@@ -8,8 +8,9 @@ from typing import Annotated
 import httpx
 import typer
 import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
 
-from central.app import build_keys, create_app
+from central.app import build_carrier_adapters, build_keys, create_app
 from central.banks.service import BankError, NewBank, add_bank, parse_compartment_spec
 from central.carriers.service import CarrierError, add_carrier, create_api_key, revoke_api_key
 from central.clock import utcnow
@@ -33,7 +34,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _sessions(settings: CentralSettings):  # type: ignore[no-untyped-def]
+def _sessions(settings: CentralSettings) -> sessionmaker[Session]:
     return make_sessionmaker(make_engine(settings.database_url))
 
 
@@ -119,14 +120,26 @@ def serve(
     scheduler: Annotated[
         bool, typer.Option(help="run the background jobs in this process (leader-elected)")
     ] = True,
+    access_log: Annotated[
+        bool, typer.Option(help="log every request (usually the reverse proxy does)")
+    ] = False,
 ) -> None:
     """Serve the carrier API (and /docs); runs the background jobs too unless --no-scheduler."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = CentralSettings()
-    _serve(settings, host, port, workers, scheduler and settings.scheduler_enabled)
+    jobs = scheduler and settings.scheduler_enabled
+    _serve(settings, host, port, workers, jobs, access_log=access_log)
 
 
-def _serve(settings: CentralSettings, host: str, port: int, workers: int, jobs: bool) -> None:
+def _serve(
+    settings: CentralSettings,
+    host: str,
+    port: int,
+    workers: int,
+    jobs: bool,
+    *,
+    access_log: bool = False,
+) -> None:
     # APScheduler reports every run at INFO: every two seconds for webhook delivery.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     background = None
@@ -136,7 +149,14 @@ def _serve(settings: CentralSettings, host: str, port: int, workers: int, jobs: 
         # keeps it to one per deployment even when several hosts run `serve`.
         engine = make_engine(settings.database_url)
         background = start_scheduler(
-            Jobs(make_sessionmaker(engine), build_keys(settings), utcnow, http, settings)
+            Jobs(
+                make_sessionmaker(engine),
+                build_keys(settings),
+                utcnow,
+                http,
+                settings,
+                carrier_adapters=build_carrier_adapters(),
+            )
         )
     try:
         if workers > 1:
@@ -146,10 +166,10 @@ def _serve(settings: CentralSettings, host: str, port: int, workers: int, jobs: 
                 host=host,
                 port=port,
                 workers=workers,
-                log_level="warning",
+                access_log=access_log,
             )
         else:
-            uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+            uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log)
     finally:
         if background is not None:
             background.shutdown(wait=False)

@@ -6,18 +6,22 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import CancelledError
 from datetime import timedelta
 
 import httpx
+from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
+from carrier_adapters.base import CarrierAdapter
 from central import leases
 from central.clock import Clock
 from central.config import CentralSettings
 from central.keys import ServiceKeys
 from central.reservations.service import Ctx, expire_holds
+from central.tracking.tasks import CarrierPoll, EventLoopThread, TrackingPoller
 from central.webhooks.tasks import WebhookDispatcher, run_dispatch
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,8 @@ class Jobs:
         clock: Clock,
         http: httpx.Client,
         settings: CentralSettings,
+        *,
+        carrier_adapters: Mapping[str, CarrierAdapter] | None = None,
     ) -> None:
         self.sessions = sessions
         self.keys = keys
@@ -47,6 +53,11 @@ class Jobs:
             clock,
             retry_for=timedelta(hours=settings.webhook_retry_hours),
         )
+        # Without adapters (no carrier credentials configured) there is nothing to poll.
+        self.tracking = (
+            TrackingPoller(sessions, keys, clock, carrier_adapters) if carrier_adapters else None
+        )
+        self._carrier_io = EventLoopThread()
 
     def is_leader(self) -> bool:
         with self.sessions() as session, session.begin():
@@ -59,10 +70,25 @@ class Jobs:
     def deliver_webhooks(self) -> None:
         run_dispatch(self.dispatcher)
 
+    def poll_tracking(self) -> dict[str, CarrierPoll]:
+        if self.tracking is None:
+            return {}
+        try:
+            return self._carrier_io.run(self.tracking.poll)
+        except CancelledError:
+            # close() on shutdown; what was recorded stays, the rest is asked again next time.
+            log.info("tracking poll interrupted by shutdown")
+            return {}
+
+    def close(self) -> None:
+        """Stop the carrier I/O loop; a poll still running is cancelled."""
+        self._carrier_io.close()
+
     def all(self) -> dict[str, Callable[[], object]]:
         return {
             "expire_reservations": self.expire_reservations,
             "deliver_webhooks": self.deliver_webhooks,
+            "poll_tracking": self.poll_tracking,
         }
 
 
@@ -79,7 +105,7 @@ def _guarded(jobs: Jobs, name: str, job: Callable[[], object]) -> Callable[[], N
     return run
 
 
-INTERVALS = {"expire_reservations": 30, "deliver_webhooks": 2}
+INTERVALS = {"expire_reservations": 30, "deliver_webhooks": 2, "poll_tracking": 300}
 
 
 def start_scheduler(jobs: Jobs) -> BackgroundScheduler:
@@ -93,5 +119,6 @@ def start_scheduler(jobs: Jobs) -> BackgroundScheduler:
             max_instances=1,
             coalesce=True,
         )
+    scheduler.add_listener(lambda _event: jobs.close(), EVENT_SCHEDULER_SHUTDOWN)
     scheduler.start()
     return scheduler

@@ -13,6 +13,7 @@ from central.models.base import (
 from central.models.carriers import ApiKey, Carrier
 from central.models.leases import Lease
 from central.models.reservations import Reservation, ReservationEvent
+from central.models.tracking import TrackingEventRecord
 from central.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ReservationEvent",
     "ReservationStatus",
     "SizeClass",
+    "TrackingEventRecord",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -50,6 +50,9 @@ class Reservation(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # What the carrier last said (a carrier_adapters TrackingStatus) and when it was last asked.
+    tracking_status: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    tracking_checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     history: Mapped[list[ReservationEvent]] = relationship(
         lazy="raise", order_by="ReservationEvent.id"

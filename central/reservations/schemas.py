@@ -91,6 +91,9 @@ class ReservationOut(BaseModel):
     size: SizeClass
     compartment: str | None
     parcel: Parcel | None
+    tracking_status: str | None = Field(
+        default=None, description="the carrier's latest normalised tracking status, if known"
+    )
     reserved_until: datetime
     pickup_deadline: datetime | None
     created_at: datetime

@@ -275,6 +275,7 @@ def describe(
         )
         if has_parcel
         else None,
+        tracking_status=reservation.tracking_status,
         reserved_until=reservation.reserved_until,
         pickup_deadline=reservation.pickup_deadline,
         created_at=reservation.created_at,

@@ -1,0 +1,1 @@
+"""Parcel tracking from the carriers: polling, inbound pushes, and what they do to reservations."""
