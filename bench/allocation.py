@@ -33,9 +33,9 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from central.banks.service import NewBank, add_bank, parse_compartment_spec  # noqa: E402
-from central.carriers.service import add_carrier, create_api_key  # noqa: E402
-from central.db import make_engine, make_sessionmaker, upgrade_database  # noqa: E402
+from central.banks.service import NewBank, add_bank, parse_compartment_spec
+from central.carriers.service import add_carrier, create_api_key
+from central.db import make_engine, make_sessionmaker, upgrade_database
 
 BANKS = 100
 UNITS_PER_BANK = 400
@@ -207,9 +207,8 @@ def main() -> None:
           f"  p99 {percentile(res_lat, .99)*1e3:6.1f} ms")  # fmt: skip
     print(f"ratio reservations/no-op: {res_rate / noop_rate:.2f}")
     print(f"server errors (5xx): {errors}")
-    print(
-        f"double-bookings: {over} (units over capacity), {mismatched} banks with free != total-active"
-    )
+    drift = f"{mismatched} banks with free != total-active"
+    print(f"double-bookings: {over} (units over capacity), {drift}")
     print(f"reservations in database: {sum(active.values())} (answered 201: {created})")
 
 
