@@ -86,18 +86,24 @@ def _need(body: ReservationCreate) -> Need:
 
 
 def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> tuple[ReservationOut, bool]:
-    """Reserve a unit; returns the reservation and whether it was made now (201) or before (200)."""
-    number = _checked_tracking_number(carrier_id, body.tracking_number)
-    existing = repo.find_active(ctx.session, carrier_id, number)
-    if existing is not None:
-        return describe(ctx.session, existing), False
+    """Reserve a unit; returns the reservation and whether it was made now (201) or before (200).
 
+    The active reservation for a repeated tracking number is looked up only when it can matter:
+    when the insert meets it (see `_try_candidate`) or before refusing. A new reservation, the
+    common case, costs no lookup.
+    """
+    number = _checked_tracking_number(carrier_id, body.tracking_number)
     need = _need(body)
-    options, banks_by_id, origin = _options(ctx, body)
     try:
+        options, banks_by_id, origin = _options(ctx, body)
         candidates = choose_candidates(need, options)
-    except NoFit as exc:
-        raise Unprocessable(exc.code, exc.detail) from exc
+    except (ApiError, NoFit) as exc:
+        existing = repo.find_active(ctx.session, carrier_id, number)
+        if existing is not None:
+            return describe(ctx.session, existing), False
+        if isinstance(exc, NoFit):
+            raise Unprocessable(exc.code, exc.detail) from exc
+        raise
 
     for candidate in candidates:
         bank = banks_by_id[candidate.bank_id]
@@ -105,6 +111,9 @@ def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> tuple[Reservat
         if outcome is not None:
             return outcome
 
+    existing = repo.find_active(ctx.session, carrier_id, number)
+    if existing is not None:
+        return describe(ctx.session, existing), False
     raise Conflict(
         "no_capacity",
         f"no free {need.size or 'fitting'} locker"

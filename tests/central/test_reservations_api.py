@@ -334,3 +334,15 @@ def test_history_is_append_only_in_the_database(
     ):
         with pytest.raises(DatabaseError), sessions.begin() as session:
             session.execute(text(statement))
+
+
+def test_repeating_a_number_at_a_full_bank_returns_the_reservation(
+    client: TestClient, world: World, sessions: Any
+) -> None:
+    first = reserve(client, world, tracking_number="ACME-L1", size="L")
+    assert first.status_code == 201
+    # NYC-1 has one L compartment, now taken: the repeat still finds its reservation.
+    again = reserve(client, world, tracking_number="ACME-L1", size="L")
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert free_units(sessions, "NYC-1", "L") == 0
