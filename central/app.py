@@ -18,6 +18,7 @@ from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker
 from central.errors import install_error_handlers
 from central.keys import ServiceKeys, load_master_key
+from central.nodes.endpoints import router as nodes_router
 from central.reservations.endpoints import router as reservations_router
 from central.tracking.endpoints import router as carrier_webhooks_router
 from central.webhooks.endpoints import router as webhooks_router
@@ -81,6 +82,7 @@ def create_app(
     app.include_router(reservations_router)
     app.include_router(webhooks_router)
     app.include_router(carrier_webhooks_router)
+    app.include_router(nodes_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

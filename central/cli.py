@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import timedelta
 from typing import Annotated
 
 import httpx
@@ -16,6 +18,7 @@ from central.carriers.service import CarrierError, add_carrier, create_api_key, 
 from central.clock import utcnow
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
+from central.nodes.service import NodeError, issue_command, issue_enrollment_token
 from central.scheduler import Jobs, start_scheduler
 
 app = typer.Typer(no_args_is_help=True, help="Central service of the locker network.")
@@ -27,6 +30,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(carrier_app, name="carrier")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(bank_app, name="bank")
+node_app = typer.Typer(no_args_is_help=True, help="Locker nodes.")
+app.add_typer(node_app, name="node")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -110,6 +115,50 @@ def bank_add(
         except BankError as exc:
             raise _fail(str(exc)) from exc
     typer.echo(f"bank {bank.id} added")
+
+
+@bank_app.command("enroll")
+def bank_enroll(bank_id: str) -> None:
+    """Issue a one-time enrollment token for the bank's node and print it (valid 24 hours)."""
+    with _sessions(CentralSettings()).begin() as session:
+        try:
+            token = issue_enrollment_token(session, bank_id, utcnow())
+        except NodeError as exc:
+            raise _fail(str(exc)) from exc
+    typer.echo(token)
+
+
+@node_app.command("command")
+def node_command(
+    bank_id: str,
+    command_type: Annotated[str, typer.Argument(metavar="TYPE", help="e.g. open_compartment")],
+    payload: Annotated[
+        str, typer.Option(help='JSON object, e.g. \'{"compartment": "A01"}\'')
+    ] = "{}",
+    ttl_minutes: Annotated[int, typer.Option(help="minutes the command stays valid")] = 15,
+) -> None:
+    """Sign and queue a command for the bank's node; prints its id."""
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise _fail("--payload is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise _fail("--payload must be a JSON object")
+    settings = CentralSettings()
+    with _sessions(settings).begin() as session:
+        try:
+            command = issue_command(
+                session,
+                build_keys(settings),
+                bank_id,
+                command_type,
+                body,
+                utcnow(),
+                timedelta(minutes=ttl_minutes),
+            )
+        except NodeError as exc:
+            raise _fail(str(exc)) from exc
+    typer.echo(command.id)
 
 
 @app.command("serve")

@@ -20,6 +20,7 @@ from central import leases
 from central.clock import Clock
 from central.config import CentralSettings
 from central.keys import ServiceKeys
+from central.nodes import service as nodes
 from central.reservations.service import Ctx, expire_holds
 from central.tracking.tasks import CarrierPoll, EventLoopThread, TrackingPoller
 from central.webhooks.tasks import WebhookDispatcher, run_dispatch
@@ -67,6 +68,18 @@ class Jobs:
         with self.sessions() as session, session.begin():
             return expire_holds(Ctx(session=session, keys=self.keys, now=self.clock()))
 
+    def detect_offline_nodes(self) -> int:
+        with self.sessions() as session, session.begin():
+            return nodes.mark_silent_nodes_offline(session, self.clock())
+
+    def purge_node_nonces(self) -> int:
+        with self.sessions() as session, session.begin():
+            return nodes.purge_nonces(session, self.clock())
+
+    def expire_node_commands(self) -> int:
+        with self.sessions() as session, session.begin():
+            return nodes.expire_commands(session, self.clock())
+
     def deliver_webhooks(self) -> None:
         run_dispatch(self.dispatcher)
 
@@ -89,6 +102,9 @@ class Jobs:
             "expire_reservations": self.expire_reservations,
             "deliver_webhooks": self.deliver_webhooks,
             "poll_tracking": self.poll_tracking,
+            "detect_offline_nodes": self.detect_offline_nodes,
+            "purge_node_nonces": self.purge_node_nonces,
+            "expire_node_commands": self.expire_node_commands,
         }
 
 
@@ -105,7 +121,14 @@ def _guarded(jobs: Jobs, name: str, job: Callable[[], object]) -> Callable[[], N
     return run
 
 
-INTERVALS = {"expire_reservations": 30, "deliver_webhooks": 2, "poll_tracking": 300}
+INTERVALS = {
+    "expire_reservations": 30,
+    "deliver_webhooks": 2,
+    "poll_tracking": 300,
+    "detect_offline_nodes": 30,
+    "purge_node_nonces": 60,
+    "expire_node_commands": 60,
+}
 
 
 def start_scheduler(jobs: Jobs) -> BackgroundScheduler:

@@ -12,6 +12,14 @@ from central.models.base import (
 )
 from central.models.carriers import ApiKey, Carrier
 from central.models.leases import Lease
+from central.models.nodes import (
+    Alert,
+    EnrollmentToken,
+    Node,
+    NodeCommand,
+    NodeEventRecord,
+    NodeNonce,
+)
 from central.models.reservations import Reservation, ReservationEvent
 from central.models.tracking import TrackingEventRecord
 from central.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -19,6 +27,7 @@ from central.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndp
 __all__ = [
     "ACTIVE_STATUSES",
     "Actor",
+    "Alert",
     "ApiKey",
     "Bank",
     "BankCapacity",
@@ -27,7 +36,12 @@ __all__ = [
     "Carrier",
     "Compartment",
     "CompartmentState",
+    "EnrollmentToken",
     "Lease",
+    "Node",
+    "NodeCommand",
+    "NodeEventRecord",
+    "NodeNonce",
     "Reservation",
     "ReservationEvent",
     "ReservationStatus",

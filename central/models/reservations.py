@@ -29,6 +29,8 @@ class Reservation(Base):
         Index("ix_reservations_status_reserved_until", "status", "reserved_until"),
         Index("ix_reservations_status_pickup_deadline", "status", "pickup_deadline"),
         Index("ix_reservations_carrier_tracking", "carrier_id", "tracking_number"),
+        # The node feed reads one bank's changes in (updated_at, id) order.
+        Index("ix_reservations_bank_updated", "bank_id", "updated_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -1,0 +1,1 @@
+"""Locker nodes as central sees them: enrollment, signed requests, events, feed, commands."""

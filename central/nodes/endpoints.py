@@ -1,0 +1,190 @@
+"""The node API under /v1/node: enrollment, then signed events, feed, command acks, heartbeats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from central.errors import ApiError, error_responses
+from central.models import Node
+from central.nodes import service
+from central.reservations.service import Ctx
+from locker_wire.schemas import (
+    CommandAck,
+    CommandAckResult,
+    EnrollmentRequest,
+    EnrollmentResponse,
+    EventBatch,
+    EventBatchResult,
+    FeedResponse,
+    Heartbeat,
+    HeartbeatResult,
+)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+router = APIRouter(prefix="/v1/node", tags=["nodes"])
+
+
+def parse_body(model: type[M], body: bytes) -> M:
+    """Parse the exact bytes that were signed, with the API's error shape."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if any(err.get("type") == "json_invalid" for err in errors):
+            raise ApiError(400, "invalid_json", "request body is not valid JSON") from exc
+        readable = [
+            {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err["type"]}
+            for err in errors
+        ]
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in readable)
+        raise ApiError(
+            422, "validation_error", f"invalid input: {fields}", errors=readable
+        ) from exc
+
+
+class NodeWork:
+    """A node request's database work: verify the signature, then do the work, in one thread hop.
+
+    As with the carriers' unit of work, the whole of it runs in a single worker-thread hop so a
+    request never holds a connection (or SQLite's write lock) while waiting for a thread. The
+    signature check and its nonce commit on their own first, so a request refused by the work
+    still cannot be replayed.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._sessions: sessionmaker[Session] = request.app.state.sessions
+        self._keys = request.app.state.keys
+        self._clock = request.app.state.clock
+        self._banks = request.app.state.bank_directory
+
+    def _signed_path(self) -> str:
+        scope = self._request.scope
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        query = scope.get("query_string", b"").decode("latin-1")
+        return f"{path}?{query}" if query else path
+
+    async def run(self, work: Callable[[Ctx, Node, bytes], T]) -> T:
+        body = await self._request.body()
+        return await anyio.to_thread.run_sync(self._run, body, work)
+
+    def _run(self, body: bytes, work: Callable[[Ctx, Node, bytes], T]) -> T:
+        request = self._request
+        with self._sessions() as session:
+            with session.begin():
+                node = service.authenticate(
+                    session,
+                    request.method,
+                    self._signed_path(),
+                    request.headers,
+                    body,
+                    self._clock(),
+                )
+            with session.begin():
+                ctx = Ctx(session=session, keys=self._keys, now=self._clock(), banks=self._banks)
+                return work(ctx, node, body)
+
+
+async def _node_work(request: Request) -> NodeWork:
+    return NodeWork(request)
+
+
+NodeWorkDep = Annotated[NodeWork, Depends(_node_work)]
+_SIGNED_ERRORS = error_responses(400, 401, 404, 422)
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    # The body is read as bytes (it is what was signed), so OpenAPI is told its shape here.
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+@router.post(
+    "/enroll",
+    response_model=EnrollmentResponse,
+    responses=error_responses(400, 401, 403, 422),
+    openapi_extra=_json_body(EnrollmentRequest),
+)
+async def enroll(request: Request) -> EnrollmentResponse:
+    """Register a node for its one-time token's bank (not signed: the token is the proof)."""
+    body = parse_body(EnrollmentRequest, await request.body())
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    keys = request.app.state.keys
+    clock = request.app.state.clock
+
+    def work() -> EnrollmentResponse:
+        with sessions() as session, session.begin():
+            return service.enroll(session, keys, body, clock())
+
+    return await anyio.to_thread.run_sync(work)
+
+
+@router.post(
+    "/events",
+    response_model=EventBatchResult,
+    responses=_SIGNED_ERRORS,
+    openapi_extra=_json_body(EventBatch),
+)
+async def post_events(work: NodeWorkDep) -> EventBatchResult:
+    """Apply a batch of node events, each at most once, in order; answers per event."""
+    return await work.run(
+        lambda ctx, node, body: service.apply_events(ctx, node, parse_body(EventBatch, body))
+    )
+
+
+@router.get("/feed", response_model=FeedResponse, responses=_SIGNED_ERRORS)
+async def get_feed(
+    work: NodeWorkDep,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+    courier_codes: Annotated[bool, Query(description="include courier code hashes")] = True,
+) -> FeedResponse:
+    """Reservations changed since the cursor, pending signed commands, courier code hashes."""
+    response, due = await work.run(
+        lambda ctx, node, _body: service.feed(ctx, node, cursor, limit, courier_codes=courier_codes)
+    )
+    # Hashed after the transaction is over, in a hop of its own that holds no connection.
+    response.courier_codes = await anyio.to_thread.run_sync(service.hash_courier_codes, due)
+    return response
+
+
+@router.post(
+    "/commands/{command_id}/ack",
+    response_model=CommandAckResult,
+    responses=_SIGNED_ERRORS,
+    openapi_extra=_json_body(CommandAck),
+)
+async def ack_command(command_id: str, work: NodeWorkDep) -> CommandAckResult:
+    """Record what the node did with a command; only the command's node may."""
+    return await work.run(
+        lambda ctx, node, body: service.ack_command(
+            ctx.session, node, command_id, parse_body(CommandAck, body), ctx.now
+        )
+    )
+
+
+@router.post(
+    "/heartbeat",
+    response_model=HeartbeatResult,
+    responses=_SIGNED_ERRORS,
+    openapi_extra=_json_body(Heartbeat),
+)
+async def heartbeat(work: NodeWorkDep) -> HeartbeatResult:
+    """The node is alive: doors, boards and outbox depth."""
+    return await work.run(
+        lambda ctx, node, body: service.record_heartbeat(
+            ctx.session, node, parse_body(Heartbeat, body), ctx.now
+        )
+    )

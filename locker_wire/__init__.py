@@ -1,0 +1,1 @@
+"""The node <-> central wire: request and command signatures, sealed secrets, shared shapes."""

@@ -1,0 +1,191 @@
+"""Shapes of the node <-> central API, shared by both sides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Size = Literal["S", "M", "L", "XL"]
+MAX_EVENTS_PER_BATCH = 500
+EventType = Literal[
+    "parcel.deposited",
+    "parcel.picked_up",
+    "parcel.returned",
+    "door.fault",
+    "door.left_open",
+    "door.forced_open",
+    "compartment.out_of_service",
+]
+CommandType = Literal[
+    "open_compartment",
+    "disable_compartment",
+    "enable_compartment",
+    "cancel_reservation",
+    "extend_deadline",
+    "invalidate_code",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Enrollment -------------------------------------------------------------------------------------
+
+
+class ReportedCompartment(_Strict):
+    label: str = Field(min_length=1, max_length=16)
+    size: Size
+
+
+class EnrollmentRequest(_Strict):
+    token: str = Field(min_length=16, max_length=200)
+    public_key: str = Field(min_length=43, max_length=44, description="Ed25519, base64url raw")
+    bank_id: str | None = Field(default=None, description="when given, must be the token's bank")
+    node_version: str | None = Field(default=None, max_length=64)
+    compartments: list[ReportedCompartment] = Field(default_factory=list, max_length=2000)
+
+
+class CompartmentInfo(BaseModel):
+    label: str
+    size: Size
+    length_mm: int
+    width_mm: int
+    height_mm: int
+    state: str
+
+
+class NodePolicy(BaseModel):
+    hold_hours: int
+    pickup_hours: int
+    reminder_hours: int
+    max_extension_hours: int
+    allow_upsize: bool
+
+
+class EnrollmentResponse(BaseModel):
+    node_id: str
+    bank_id: str
+    timezone: str
+    compartments: list[CompartmentInfo]
+    policy: NodePolicy
+    layout_matches: bool
+    central_signing_public_key: str = Field(description="Ed25519, base64url raw 32 bytes")
+    central_sealing_public_key: str = Field(description="X25519, base64url raw 32 bytes")
+
+
+# Events up --------------------------------------------------------------------------------------
+
+
+class NodeEvent(_Strict):
+    id: UUID
+    type: str = Field(max_length=64)
+    occurred_at: AwareDatetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventBatch(_Strict):
+    events: list[NodeEvent] = Field(max_length=MAX_EVENTS_PER_BATCH)
+
+
+class DepositedData(_Strict):
+    reservation_id: str = Field(max_length=32)
+    compartment: str = Field(max_length=16)
+    sealed_pickup_code: str = Field(max_length=1000)
+    sealed_qr_payload: str = Field(max_length=2000)
+
+
+class ReservationEventData(_Strict):
+    reservation_id: str = Field(max_length=32)
+
+
+class CompartmentEventData(_Strict):
+    compartment: str = Field(max_length=16)
+    detail: dict[str, Any] | None = None
+
+
+class EventResult(BaseModel):
+    id: UUID
+    status: Literal["applied", "duplicate", "rejected"]
+    error: str | None = None
+    detail: str | None = None
+
+
+class EventBatchResult(BaseModel):
+    results: list[EventResult]
+
+
+# Feed down --------------------------------------------------------------------------------------
+
+
+class FeedReservation(BaseModel):
+    id: str
+    carrier: str
+    tracking_number: str
+    size: Size
+    status: str
+    compartment: str | None
+    reserved_until: datetime
+    pickup_deadline: datetime | None
+    updated_at: datetime
+
+
+class Command(BaseModel):
+    id: str
+    node_id: str
+    bank_id: str
+    type: CommandType
+    payload: dict[str, Any]
+    issued_at: int = Field(description="unix seconds")
+    expires_at: int = Field(description="unix seconds")
+    signature: str = Field(description="Ed25519 by central over the canonical JSON, base64url")
+
+    def signed_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"signature"})
+
+
+class CourierCodeHash(BaseModel):
+    carrier: str
+    valid_from: datetime
+    valid_until: datetime
+    code_hash: str = Field(description="hex scrypt(code, salt, n, r, p, dklen=32)")
+    salt: str = Field(description="hex, 16 random bytes")
+    n: int
+    r: int
+    p: int
+
+
+class FeedResponse(BaseModel):
+    reservations: list[FeedReservation]
+    commands: list[Command]
+    courier_codes: list[CourierCodeHash]
+    cursor: str
+    more: bool = Field(description="a full page: ask again at once with the new cursor")
+
+
+class CommandAck(_Strict):
+    outcome: Literal["ok", "failed"]
+    detail: str | None = Field(default=None, max_length=2000)
+
+
+class CommandAckResult(BaseModel):
+    id: str
+    status: Literal["pending", "acknowledged", "failed", "expired"]
+
+
+# Heartbeat --------------------------------------------------------------------------------------
+
+
+class Heartbeat(_Strict):
+    doors: dict[str, str] = Field(default_factory=dict, max_length=2000)
+    boards: dict[str, Literal["ok", "error"]] = Field(default_factory=dict, max_length=64)
+    outbox_depth: int = Field(ge=0)
+    version: str = Field(max_length=64)
+
+
+class HeartbeatResult(BaseModel):
+    server_time: int
+    online: bool

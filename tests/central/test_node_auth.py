@@ -1,0 +1,140 @@
+"""Signed node requests: what central refuses, and with which code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from central.config import CentralSettings
+from central.models import NodeNonce
+from central.scheduler import INTERVALS, Jobs
+from locker_wire import signing
+from tests.central.conftest import FakeClock, World
+from tests.central.test_node_support import NodeClient, enroll
+
+BEAT = {"doors": {"A01": "closed"}, "boards": {"main": "ok"}, "outbox_depth": 0, "version": "1"}
+
+
+def node(client: TestClient, sessions: sessionmaker[Session], clock: FakeClock) -> NodeClient:
+    return enroll(client, sessions, clock)
+
+
+def error(response: Any) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]
+
+
+def test_a_signed_request_is_accepted(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    response = node(client, sessions, clock).post("/v1/node/heartbeat", BEAT)
+    assert response.status_code == 200, response.text
+    assert response.json()["server_time"] == int(clock().timestamp())
+
+
+def test_an_unsigned_request_is_refused(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    node(client, sessions, clock)
+    assert error(client.post("/v1/node/heartbeat", json=BEAT)) == (401, "missing_signature")
+    assert error(client.get("/v1/node/feed")) == (401, "missing_signature")
+
+
+def test_tampered_body_path_or_method_is_refused(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    n = node(client, sessions, clock)
+    body = b'{"outbox_depth": 0, "version": "1"}'
+    other = b'{"outbox_depth": 9, "version": "1"}'
+    cases = [
+        ("POST", "/v1/node/heartbeat", ("POST", "/v1/node/heartbeat", other)),
+        ("POST", "/v1/node/heartbeat", ("POST", "/v1/node/events", body)),
+        ("POST", "/v1/node/heartbeat", ("PUT", "/v1/node/heartbeat", body)),
+        ("GET", "/v1/node/feed?limit=5", ("GET", "/v1/node/feed?limit=500", b"")),
+    ]
+    for method, path, signed_as in cases:
+        sent = b"" if method == "GET" else body
+        response = n.request(method, path, body=sent, sign_as=signed_as)
+        assert error(response) == (401, "invalid_signature"), (method, path, signed_as)
+    assert n.request("GET", "/v1/node/feed?limit=5&courier_codes=false").status_code == 200
+
+
+def test_a_signature_by_another_key_is_refused(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    n = node(client, sessions, clock)
+    n.key = signing.generate_private_key()
+    assert error(n.post("/v1/node/heartbeat", BEAT)) == (401, "invalid_signature")
+
+
+def test_an_unknown_node_is_refused(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    n = node(client, sessions, clock)
+    n.node_id = "node_000000000000000000000000"
+    assert error(n.post("/v1/node/heartbeat", BEAT)) == (401, "unknown_node")
+
+
+def test_clock_skew_over_five_minutes_is_refused_with_server_time(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    n = node(client, sessions, clock)
+    now = int(clock().timestamp())
+    for skew in (-301, 301):
+        response = n.request("POST", "/v1/node/heartbeat", BEAT, now=now + skew)
+        assert error(response) == (401, "clock_skew")
+        assert response.json()["server_time"] == now
+    assert n.request("POST", "/v1/node/heartbeat", BEAT, now=now - 300).status_code == 200
+
+
+def test_a_replayed_nonce_is_refused_even_after_a_refused_request(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    n = node(client, sessions, clock)
+    nonce = "ab" * 16
+    assert n.request("POST", "/v1/node/heartbeat", BEAT, nonce=nonce).status_code == 200
+    clock.advance(seconds=5)
+    replay = n.request("POST", "/v1/node/heartbeat", BEAT, nonce=nonce)
+    assert error(replay) == (401, "replayed_nonce")
+    # The work refused this one (no such command); the nonce still counts as used.
+    missing = n.request("POST", "/v1/node/commands/nope/ack", {"outcome": "ok"}, nonce="cd" * 16)
+    assert error(missing) == (404, "unknown_command")
+    again = n.request("POST", "/v1/node/commands/nope/ack", {"outcome": "ok"}, nonce="cd" * 16)
+    assert error(again) == (401, "replayed_nonce")
+
+
+def test_the_same_nonce_from_two_nodes_is_two_requests(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    first = enroll(client, sessions, clock, "NYC-1")
+    second = enroll(client, sessions, clock, "NYC-2")
+    nonce = "ef" * 16
+    assert first.request("POST", "/v1/node/heartbeat", BEAT, nonce=nonce).status_code == 200
+    assert second.request("POST", "/v1/node/heartbeat", BEAT, nonce=nonce).status_code == 200
+
+
+def test_nonces_are_purged_after_ten_minutes(
+    client: TestClient,
+    world: World,
+    app: FastAPI,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    n = node(client, sessions, clock)
+    assert n.post("/v1/node/heartbeat", BEAT).status_code == 200
+    clock.advance(minutes=6)
+    assert n.post("/v1/node/heartbeat", BEAT).status_code == 200
+    settings: CentralSettings = app.state.settings
+    http = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    jobs = Jobs(sessions, app.state.keys, clock, http, settings)
+    assert "purge_node_nonces" in jobs.all() and "purge_node_nonces" in INTERVALS
+    assert jobs.purge_node_nonces() == 0
+    clock.advance(minutes=4, seconds=1)
+    assert jobs.purge_node_nonces() == 1  # the first one, now older than ten minutes
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(NodeNonce)) == 1
+    jobs.close()
