@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import httpx
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
@@ -72,6 +73,9 @@ def create_app(
     app.state.keys = build_keys(settings)
     app.state.clock = clock
     app.state.bank_directory = BankDirectory()
+    # As many database threads as pooled connections: more would only queue for a connection
+    # while contending for the GIL; waiting requests cost nothing on the event loop instead.
+    app.state.db_limiter = CapacityLimiter(settings.db_pool_size)
     # The web app only verifies and parses carrier pushes (no carrier I/O); polling runs in
     # the scheduler's process with the adapters given to central.scheduler.Jobs.
     app.state.carrier_adapters = dict(

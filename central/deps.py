@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import anyio.to_thread
+from anyio import CapacityLimiter
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,9 +38,10 @@ class CarrierWork:
         self._banks = request.app.state.bank_directory
         self.settings: CentralSettings = request.app.state.settings
         self._header = header
+        self._limiter: CapacityLimiter = request.app.state.db_limiter
 
     async def run(self, work: Callable[[Ctx, AuthenticatedCarrier], T]) -> T:
-        return await anyio.to_thread.run_sync(self._run, work)
+        return await anyio.to_thread.run_sync(self._run, work, limiter=self._limiter)
 
     def _run(self, work: Callable[[Ctx, AuthenticatedCarrier], T]) -> T:
         with self._sessions() as session, session.begin():

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from central.db import rowcount
 from central.models import Bank, BankCapacity, Compartment
 
 
@@ -71,23 +71,30 @@ def list_banks(
     return session.scalars(stmt).all()
 
 
+_CAPACITY = cast(Table, BankCapacity.__table__)
+# Prebuilt Core statements: this pair runs on every reservation, and the ORM's statement machinery
+# costs more than the round trip itself.
+_TAKE_UNIT = (
+    update(_CAPACITY)
+    .where(
+        _CAPACITY.c.bank_id == bindparam("p_bank"),
+        _CAPACITY.c.size == bindparam("p_size"),
+        _CAPACITY.c.available > 0,
+    )
+    .values(available=_CAPACITY.c.available - 1)
+)
+_RELEASE_UNIT = (
+    update(_CAPACITY)
+    .where(_CAPACITY.c.bank_id == bindparam("p_bank"), _CAPACITY.c.size == bindparam("p_size"))
+    .values(available=_CAPACITY.c.available + 1)
+)
+
+
 def take_unit(session: Session, bank_id: str, size: str) -> bool:
     """Take one free unit in one statement: the WHERE re-checked under the row lock is the guard."""
-    result = session.execute(
-        update(BankCapacity)
-        .where(
-            BankCapacity.bank_id == bank_id,
-            BankCapacity.size == size,
-            BankCapacity.available > 0,
-        )
-        .values(available=BankCapacity.available - 1)
-    )
-    return rowcount(result) == 1
+    result = session.connection().execute(_TAKE_UNIT, {"p_bank": bank_id, "p_size": size})
+    return result.rowcount == 1
 
 
 def release_unit(session: Session, bank_id: str, size: str) -> None:
-    session.execute(
-        update(BankCapacity)
-        .where(BankCapacity.bank_id == bank_id, BankCapacity.size == size)
-        .values(available=BankCapacity.available + 1)
-    )
+    session.connection().execute(_RELEASE_UNIT, {"p_bank": bank_id, "p_size": size})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from central.db import rowcount
@@ -25,8 +26,31 @@ def add_api_key(session: Session, key: ApiKey) -> None:
     session.flush()
 
 
-def find_api_key(session: Session, prefix: str) -> ApiKey | None:
-    return session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: int
+    carrier_id: str
+    prefix: str
+    key_hash: str
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+_KEYS = ApiKey.__table__
+# Core rather than ORM: this runs on every API request.
+_FIND_KEY = select(
+    _KEYS.c.id,
+    _KEYS.c.carrier_id,
+    _KEYS.c.prefix,
+    _KEYS.c.key_hash,
+    _KEYS.c.last_used_at,
+    _KEYS.c.revoked_at,
+).where(_KEYS.c.prefix == bindparam("p_prefix"))
+
+
+def find_api_key(session: Session, prefix: str) -> KeyRecord | None:
+    row = session.connection().execute(_FIND_KEY, {"p_prefix": prefix}).first()
+    return None if row is None else KeyRecord(*row)
 
 
 def touch_api_key(session: Session, key_id: int, now: datetime) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -90,6 +91,26 @@ def authenticate(
         raise ApiError(401, "invalid_api_key", "the API key is not valid", headers=challenge)
     if key.revoked_at is not None:
         raise ApiError(401, "api_key_revoked", "the API key has been revoked", headers=challenge)
-    if key.last_used_at is None or now - key.last_used_at > _TOUCH_INTERVAL:
+    if (key.last_used_at is None or now - key.last_used_at > _TOUCH_INTERVAL) and _claim_touch(
+        key.id, now
+    ):
         repository.touch_api_key(session, key.id, now)
     return AuthenticatedCarrier(carrier_id=key.carrier_id, key_prefix=key.prefix)
+
+
+_touch_lock = threading.Lock()
+_touched: dict[int, datetime] = {}
+
+
+def _claim_touch(key_id: int, now: datetime) -> bool:
+    """Whether this request records the key's use: one request per key and process a minute.
+
+    Without it, every request that read a stale `last_used_at` would update the same row and
+    queue on its lock behind the others, a burst of waiting at the start of each minute.
+    """
+    with _touch_lock:
+        last = _touched.get(key_id)
+        if last is not None and now - last <= _TOUCH_INTERVAL:
+            return False
+        _touched[key_id] = now
+        return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from central.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -17,6 +17,18 @@ def active_endpoints(session: Session, carrier_id: str) -> Sequence[WebhookEndpo
         .where(WebhookEndpoint.carrier_id == carrier_id, WebhookEndpoint.deleted_at.is_(None))
         .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
     ).all()
+
+
+_ENDPOINTS = WebhookEndpoint.__table__
+_SUBSCRIPTIONS = select(_ENDPOINTS.c.id, _ENDPOINTS.c.event_types).where(
+    _ENDPOINTS.c.carrier_id == bindparam("p_carrier"), _ENDPOINTS.c.deleted_at.is_(None)
+)
+
+
+def subscribed_endpoint_ids(session: Session, carrier_id: str, event_type: str) -> list[str]:
+    """Ids of the carrier's endpoints that want this event type (Core: runs on every event)."""
+    rows = session.connection().execute(_SUBSCRIPTIONS, {"p_carrier": carrier_id})
+    return sorted(row.id for row in rows if event_type in row.event_types)
 
 
 def get_endpoint(session: Session, carrier_id: str, endpoint_id: str) -> WebhookEndpoint | None:

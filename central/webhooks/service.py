@@ -126,10 +126,8 @@ def enqueue_event(
     and receivers can dedupe.
     """
     assert event_type in EVENT_TYPES, event_type
-    endpoints = [
-        e for e in repository.active_endpoints(session, carrier_id) if event_type in e.event_types
-    ]
-    if not endpoints:
+    endpoint_ids = repository.subscribed_endpoint_ids(session, carrier_id, event_type)
+    if not endpoint_ids:
         return None
     event_id = f"evt_{secrets.token_hex(12)}"
     body = json.dumps(
@@ -138,13 +136,13 @@ def enqueue_event(
         default=str,
     )
     sealed = keys.encrypt(body)
-    for endpoint in endpoints:
+    for endpoint_id in endpoint_ids:
         repository.add(
             session,
             WebhookDelivery(
                 event_id=event_id,
                 event_type=event_type,
-                endpoint_id=endpoint.id,
+                endpoint_id=endpoint_id,
                 body_sealed=sealed,
                 status="pending",
                 attempts=0,
