@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
+import secrets
 import signal
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 
+from locker_node.config import ConfigError, NodeConfig, load_config
 from locker_node.hardware.simulator import (
     DEFAULT_LOCKS,
     BoardSimulator,
@@ -126,6 +132,104 @@ def simulate_board(
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="the node's TOML config file", exists=False)
+]
+
+
+def _load(path: Path) -> NodeConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("run")
+def run(config: ConfigOption) -> None:
+    """Run the node: kiosk, door monitor and (once it exists) sync, in one process.
+
+    Every door is read before the kiosk serves; the store's schema is upgraded first if needed.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from locker_node.app import run_node
+
+    # Ctrl-C: uvicorn has already shut the kiosk down and the node has stopped; no traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        run_node(_load(config))
+
+
+@app.command("seed-demo")
+def seed_demo(
+    config: ConfigOption,
+    carrier: Annotated[str, typer.Option(help="carrier id of the demo courier")] = "demo",
+    parcels: Annotated[int, typer.Option(help="reservations to create", min=0, max=500)] = 3,
+    size: Annotated[str, typer.Option(help="size class of the reservations")] = "S",
+    code: Annotated[
+        str | None, typer.Option(help="courier access code (default: a random 8 digits)")
+    ] = None,
+    hold_hours: Annotated[int, typer.Option(help="how long the reservations hold", min=1)] = 72,
+) -> None:
+    """Give a node without central something to work with: reservations and a courier code.
+
+    The courier code is printed once and stored only as a hash, as central's would be.
+    """
+    from locker_node.domain.credentials import hash_courier_code
+    from locker_node.store.database import database_path, ensure_schema, make_engine, transaction
+    from locker_node.store.inbound import (
+        CourierCredentialIn,
+        InboundError,
+        ReservationIn,
+        add_courier_credential,
+        apply_reservation,
+    )
+
+    node_config = _load(config)
+    if code is not None and not (code.isdigit() and 4 <= len(code) <= 12):
+        raise typer.BadParameter("4-12 digits", param_hint="--code")
+    courier_code = code or f"{secrets.randbelow(10**8):08d}"
+    path = database_path(node_config.data_dir)
+    ensure_schema(path, in_process=True)
+    engine = make_engine(path)
+    now = datetime.now(UTC)
+    tag = secrets.token_hex(2).upper()
+    tracking_numbers = [f"DEMO{tag}{n:04d}" for n in range(1, parcels + 1)]
+    try:
+        with transaction(engine) as conn:
+            for number, tracking in enumerate(tracking_numbers, start=1):
+                apply_reservation(
+                    conn,
+                    ReservationIn(
+                        id=f"demo-{tag.lower()}-{number:04d}",
+                        carrier_id=carrier,
+                        tracking_number=tracking,
+                        size=size,
+                        reserved_until=now + timedelta(hours=hold_hours),
+                    ),
+                    now,
+                )
+            add_courier_credential(
+                conn,
+                CourierCredentialIn(
+                    carrier_id=carrier,
+                    code_hash=hash_courier_code(courier_code),
+                    valid_from=now - timedelta(minutes=1),
+                    valid_until=now + timedelta(days=1),
+                ),
+                now,
+            )
+    except InboundError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"carrier: {carrier}")
+    typer.echo(f"courier code (valid 24 h, shown once): {courier_code}")
+    for tracking in tracking_numbers:
+        typer.echo(f"reservation: {tracking} size {size}")
 
 
 def main() -> None:

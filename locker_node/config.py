@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from locker_node.domain.lockout import MAX_GUESS_CHANCE_PER_DAY, LockoutPolicy
+
 # Every table forbids unknown keys: a misspelt `lock_closed_bit` or `central_url` would otherwise
 # fall back to its default without a word, and at a locker that means doors read backwards or a
 # bank silently running offline. Later features add their own table as one more field with a
@@ -37,6 +39,79 @@ class KioskConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    kiosk_id: str = Field(
+        default="kiosk", min_length=1, max_length=32, description="keypad lockouts are per kiosk"
+    )
+    idle_timeout_s: int = Field(
+        default=60, ge=5, le=600, description="every screen returns home after this long idle"
+    )
+    language: Literal["en", "es"] = "en"
+
+
+class LockoutConfig(BaseModel):
+    """Growing lockouts after wrong codes (see `LockoutPolicy`)."""
+
+    model_config = _STRICT
+
+    free_attempts: int = Field(default=5, ge=1, le=20)
+    first_lockout_s: int = Field(default=30, ge=1)
+    max_lockout_s: int = Field(default=3600, ge=1)
+    window_s: int = Field(default=86_400, ge=60, description="wrong attempts count this long")
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Self:
+        if self.max_lockout_s < self.first_lockout_s:
+            raise ValueError("max_lockout_s must be at least first_lockout_s")
+        if self.window_s < self.max_lockout_s:
+            raise ValueError("window_s must be at least max_lockout_s")
+        return self
+
+    def policy(self) -> LockoutPolicy:
+        return LockoutPolicy(
+            free_attempts=self.free_attempts,
+            first_lockout_s=self.first_lockout_s,
+            max_lockout_s=self.max_lockout_s,
+            window_s=self.window_s,
+        )
+
+
+class PickupConfig(BaseModel):
+    model_config = _STRICT
+
+    code_digits: int = Field(default=8, ge=6, le=12)
+    hold_hours: int = Field(default=72, ge=1, description="from deposit to the pickup deadline")
+    keypad: LockoutConfig = LockoutConfig()
+
+
+class CourierConfig(BaseModel):
+    model_config = _STRICT
+
+    session_idle_s: int = Field(default=300, ge=30, le=3600)
+    login: LockoutConfig = LockoutConfig()
+
+
+class DepositConfig(BaseModel):
+    model_config = _STRICT
+
+    allow_upsize: bool = Field(
+        default=True, description="a parcel may take a larger class when its own is full"
+    )
+    allow_walk_up: bool = Field(
+        default=False, description="accept parcels with no reservation when there is room"
+    )
+    confirm_timeout_s: int = Field(
+        default=900, ge=60, description="an unconfirmed deposit is abandoned after this long"
+    )
+
+
+class DoorsConfig(BaseModel):
+    model_config = _STRICT
+
+    confirm_window_ms: int = Field(default=2000, ge=50, description="wait for the sensor")
+    confirm_poll_ms: int = Field(default=50, ge=5)
+    attempts: int = Field(default=2, ge=1, le=5, description="fire this often before a jam")
+    left_open_alert_s: int = Field(default=60, ge=5)
+    monitor_interval_ms: int = Field(default=500, ge=50, le=5000)
 
 
 class SerialBoardConfig(BaseModel):
@@ -157,6 +232,10 @@ class NodeConfig(BaseModel):
     central_url: str | None = Field(default=None, description="absent: the node runs on its own")
     data_dir: Path
     kiosk: KioskConfig = KioskConfig()
+    pickup: PickupConfig = PickupConfig()
+    courier: CourierConfig = CourierConfig()
+    deposit: DepositConfig = DepositConfig()
+    doors: DoorsConfig = DoorsConfig()
     boards: list[BoardConfig] = Field(min_length=1)
     compartments: list[CompartmentConfig] = Field(default_factory=list)
 
@@ -196,7 +275,20 @@ class NodeConfig(BaseModel):
                     f"compartments {other!r} and {compartment.label!r} share lock "
                     f"{compartment.lock} on board {board.name!r}"
                 )
+        self._check_guessing_bound()
         return self
+
+    def _check_guessing_bound(self) -> None:
+        """Refuse a keypad policy under which guessing could open a full bank too easily."""
+        policy = self.pickup.keypad.policy()
+        live_codes = max(1, len(self.compartments))
+        chance = policy.guess_chance_per_day(live_codes, 10**self.pickup.code_digits)
+        if chance >= MAX_GUESS_CHANCE_PER_DAY:
+            raise ValueError(
+                f"pickup.keypad: {policy.max_attempts_per_day()} guesses a day at a full bank of "
+                f"{live_codes} compartments open one with probability {chance:.1e}, not below "
+                f"{MAX_GUESS_CHANCE_PER_DAY:.0e}; lengthen the lockouts or the codes"
+            )
 
     def board(self, name: str) -> BoardConfig:
         for board in self.boards:

@@ -336,9 +336,18 @@ class DoorController:
     # Commands
 
     def open_door(
-        self, label: str, *, reason: str = "", allow_out_of_service: bool = False
+        self,
+        label: str,
+        *,
+        reason: str = "",
+        allow_out_of_service: bool = False,
+        command_id: str | None = None,
     ) -> UnlockOutcome:
-        """Fire a compartment's lock and confirm its door opened (see the class docstring)."""
+        """Fire a compartment's lock and confirm its door opened (see the class docstring).
+
+        A caller may choose the `command_id` so that it can write down, before the door opens,
+        which business operation the command belongs to (and settle it after a crash).
+        """
         with self._mutex:
             if not self._started:
                 raise ControllerNotStarted("call start() before opening doors")
@@ -347,7 +356,7 @@ class DoorController:
                 raise CompartmentUnavailable(f"compartment {label!r} is out of service")
             wiring = compartment.wiring
             intent = UnlockIntent(
-                command_id=uuid.uuid4().hex,
+                command_id=command_id or uuid.uuid4().hex,
                 label=label,
                 board=wiring.board,
                 lock=wiring.lock,

@@ -1,0 +1,274 @@
+"""Builds a locker node from its config and runs it: the one place objects are made and wired."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from locker_node.config import NodeConfig
+from locker_node.domain.crashpoints import NO_CRASHES, CrashPoints
+from locker_node.domain.doors import CompartmentWiring, DoorController, DoorMonitor
+from locker_node.hardware.board import LockBoard
+from locker_node.hardware.factory import build_boards
+from locker_node.kiosk.endpoints import KioskUi, create_kiosk_app
+from locker_node.kiosk.service import KioskPolicy, KioskService
+from locker_node.store import repository as repo
+from locker_node.store.database import database_path, ensure_schema, make_engine, transaction
+from locker_node.store.journal import SqliteCommandJournal, StoreDoorEventSink
+from locker_node.store.keys import NodeKeys
+
+logger = logging.getLogger(__name__)
+
+CRASH_ENV = "LOCKER_NODE_CRASH_AT"
+HOUSEKEEPING_INTERVAL_S = 30.0
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def crash_points_from_env(environ: Mapping[str, str] | None = None) -> CrashPoints:
+    """`LOCKER_NODE_CRASH_AT=<point>[#n]` makes the node SIGKILL itself there (crash tests)."""
+    spec = (os.environ if environ is None else environ).get(CRASH_ENV)
+    if not spec:
+        return NO_CRASHES
+    logger.warning("crash point armed: %s", spec)
+    return CrashPoints(spec, kill=lambda: os.kill(os.getpid(), signal.SIGKILL))
+
+
+def kiosk_policy(config: NodeConfig) -> KioskPolicy:
+    return KioskPolicy(
+        bank_id=config.bank_id,
+        kiosk_id=config.kiosk.kiosk_id,
+        code_digits=config.pickup.code_digits,
+        pickup_hold=timedelta(hours=config.pickup.hold_hours),
+        keypad=config.pickup.keypad.policy(),
+        login=config.courier.login.policy(),
+        session_idle=timedelta(seconds=config.courier.session_idle_s),
+        allow_upsize=config.deposit.allow_upsize,
+        allow_walk_up=config.deposit.allow_walk_up,
+        deposit_timeout=timedelta(seconds=config.deposit.confirm_timeout_s),
+    )
+
+
+class Housekeeper:
+    """Runs `KioskService.housekeeping` every `interval_s` from a background thread."""
+
+    def __init__(self, service: KioskService, *, interval_s: float) -> None:
+        self._service = service
+        self.interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping.set()
+            thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            try:
+                self._service.housekeeping()
+            except Exception:
+                # A failed pass is retried on the next tick; stopping would leave codes alive
+                # past their deadline.
+                logger.exception("housekeeping failed")
+
+
+@dataclass
+class Node:
+    """Every long-lived object of a running node, wired together."""
+
+    config: NodeConfig
+    engine: Engine
+    keys: NodeKeys
+    boards: dict[str, LockBoard]
+    doors: DoorController
+    journal: SqliteCommandJournal
+    service: KioskService
+    app: FastAPI
+    monitor: DoorMonitor
+    housekeeper: Housekeeper
+    owns_boards: bool = True
+    started: bool = field(default=False, init=False)
+
+    def start(self) -> None:
+        """Read every door, settle what a crash left open, then start watching."""
+        states = self.doors.start()
+        unread = sorted(label for label, state in states.items() if state is None)
+        if unread:
+            logger.warning("doors not readable at start: %s", ", ".join(unread))
+        settled = self.service.recover()
+        if settled:
+            logger.warning("settled %d door operations left open by the last run", settled)
+        self.service.housekeeping()
+        self.monitor.start()
+        self.housekeeper.start()
+        self.started = True
+
+    def stop(self) -> None:
+        self.housekeeper.stop()
+        self.monitor.stop()
+        if self.owns_boards:
+            for board in self.boards.values():
+                board.close()
+        self.engine.dispose()
+        self.started = False
+
+    def __enter__(self) -> Node:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def build_node(
+    config: NodeConfig,
+    *,
+    boards: Mapping[str, LockBoard] | None = None,
+    clock: Callable[[], datetime] = system_clock,
+    crash: CrashPoints = NO_CRASHES,
+    migrate_in_process: bool = False,
+    housekeeping_interval_s: float = HOUSEKEEPING_INTERVAL_S,
+) -> Node:
+    """Config -> keys and store (schema upgraded) -> boards -> door controller -> kiosk app.
+
+    `boards` replaces the configured ones (tests pass simulated boards they control); the node
+    closes only boards it built itself.
+    """
+    data_dir = config.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = NodeKeys.load_or_create(data_dir)
+    path = database_path(data_dir)
+    ensure_schema(path, in_process=migrate_in_process)
+    engine = make_engine(path)
+    try:
+        now = clock()
+        with transaction(engine) as conn:
+            repo.sync_compartments(
+                conn,
+                [
+                    repo.CompartmentSpec(c.label, c.size, c.board, c.lock)
+                    for c in config.compartments
+                ],
+                now,
+            )
+            out_of_service = repo.out_of_service_labels(conn)
+        owns_boards = boards is None
+        built = build_boards(config.boards) if boards is None else dict(boards)
+    except BaseException:
+        engine.dispose()
+        raise
+    configured = {c.label for c in config.compartments}
+    journal = SqliteCommandJournal(engine, clock=clock, crash=crash)
+    doors = DoorController(
+        built,
+        [CompartmentWiring(c.label, c.board, c.lock) for c in config.compartments],
+        journal=journal,
+        events=StoreDoorEventSink(engine, bank_id=config.bank_id),
+        confirm_window_s=config.doors.confirm_window_ms / 1000,
+        confirm_poll_s=config.doors.confirm_poll_ms / 1000,
+        attempts=config.doors.attempts,
+        left_open_after_s=config.doors.left_open_alert_s,
+        out_of_service=[label for label in out_of_service if label in configured],
+    )
+    policy = kiosk_policy(config)
+    service = KioskService(engine, doors, journal, keys, policy, clock=clock, crash=crash)
+    app = create_kiosk_app(
+        service,
+        KioskUi(
+            bank_id=config.bank_id,
+            idle_timeout_s=config.kiosk.idle_timeout_s,
+            language=config.kiosk.language,
+            code_digits=config.pickup.code_digits,
+        ),
+    )
+    return Node(
+        config=config,
+        engine=engine,
+        keys=keys,
+        boards=built,
+        doors=doors,
+        journal=journal,
+        service=service,
+        app=app,
+        monitor=DoorMonitor(doors, interval_s=config.doors.monitor_interval_ms / 1000),
+        housekeeper=Housekeeper(service, interval_s=housekeeping_interval_s),
+        owns_boards=owns_boards,
+    )
+
+
+def run_node(config: NodeConfig) -> None:
+    """Kiosk, door monitor and housekeeping in one process until SIGINT or SIGTERM.
+
+    Sync with central joins here once it exists; without it the node serves pickups and
+    deposits for everything it already knows.
+    """
+    import uvicorn
+
+    node = build_node(config, crash=crash_points_from_env())
+    with node:
+        # Bound here rather than by uvicorn so that the log line below comes only once the
+        # doors have been read and the port is really listening.
+        # IPPROTO_TCP spelt out: asyncio sets TCP_NODELAY only on sockets that say so, and
+        # without it every answer written in two parts waits out a 40 ms delayed ACK.
+        family = socket.AF_INET6 if ":" in config.kiosk.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((config.kiosk.host, config.kiosk.port))
+            sock.listen(64)
+        except OSError:
+            sock.close()
+            raise
+        # asyncio and h11 rather than uvloop and httptools: a kiosk has one client, and the
+        # pure-Python stack keeps several megabytes out of a node that runs for months.
+        server = uvicorn.Server(
+            uvicorn.Config(
+                node.app,
+                loop="asyncio",
+                http="h11",
+                ws="none",
+                lifespan="off",
+                log_level="info",
+                access_log=False,
+                server_header=False,
+            )
+        )
+        host, port = sock.getsockname()[:2]
+        logger.info("kiosk listening on http://%s:%d (bank %s)", host, port, config.bank_id)
+        if config.central_url:
+            logger.info(
+                "central_url %s is set, but this node version does not sync: it serves what it "
+                "already knows",
+                config.central_url,
+            )
+        # uvicorn stops gracefully on SIGTERM and then raises the signal again for the handler
+        # it found: this one turns it into a normal exit through `with node`, which releases
+        # the boards and closes the store.
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            sock.close()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)

@@ -1,0 +1,76 @@
+"""States of compartments, reservations, deposits, parcels and codes on a node, and event types."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Occupancy(enum.StrEnum):
+    """What a compartment holds. Whether it works is separate (`in_service`): a compartment
+    whose door jammed on a pickup is both occupied and out of service."""
+
+    FREE = "free"
+    BOUND = "bound"  # reserved for a deposit in progress
+    OCCUPIED = "occupied"
+
+
+class ReservationStatus(enum.StrEnum):
+    RESERVED = "reserved"
+    DEPOSITED = "deposited"
+    PICKED_UP = "picked_up"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    RETURNED = "returned"
+
+
+class DepositStatus(enum.StrEnum):
+    OPENING = "opening"  # compartment bound, door not yet seen open
+    OPEN = "open"  # door seen open: waiting for the courier to confirm
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"  # never confirmed: the compartment waits for an inspection
+
+    @property
+    def active(self) -> bool:
+        return self in (DepositStatus.OPENING, DepositStatus.OPEN)
+
+
+class ParcelStatus(enum.StrEnum):
+    IN_LOCKER = "in_locker"
+    PICKED_UP = "picked_up"
+    EXPIRED = "expired"  # pickup deadline passed: waits for its carrier to take it back
+    RETURNED = "returned"
+
+
+class CodeStatus(enum.StrEnum):
+    ACTIVE = "active"
+    USED = "used"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class Purpose(enum.StrEnum):
+    """Why a door is opened."""
+
+    DEPOSIT = "deposit"
+    PICKUP = "pickup"
+    RETURN = "return"
+
+
+class OperationResult(enum.StrEnum):
+    OPENED = "opened"
+    NOT_OPENED = "not_opened"
+
+
+class EventType(enum.StrEnum):
+    """Events for central, written to the outbox with the state change they record."""
+
+    PARCEL_DEPOSITED = "parcel.deposited"
+    PARCEL_PICKED_UP = "parcel.picked_up"
+    PARCEL_EXPIRED = "parcel.expired"
+    PARCEL_RETURNED = "parcel.returned"
+    COMPARTMENT_OUT_OF_SERVICE = "compartment.out_of_service"
+    COMPARTMENT_IN_SERVICE = "compartment.in_service"
+    DOOR_FORCED_OPEN = "door.forced_open"  # opened with no command behind it
+    DOOR_LEFT_OPEN = "door.left_open"
+    BOARD_UNREACHABLE = "board.unreachable"

@@ -1,0 +1,296 @@
+"""The kiosk web app: the touchscreen page, its static files and the local JSON API."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from locker_node.kiosk import schemas
+from locker_node.kiosk.i18n import STRINGS
+from locker_node.kiosk.service import Courier, DepositView, KioskError, KioskService
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "courier_session"
+
+_ERROR_CODES = {
+    400: "bad_input",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+@dataclass(frozen=True)
+class KioskUi:
+    bank_id: str
+    idle_timeout_s: int = 60
+    language: str = "en"
+    code_digits: int = 8
+
+
+class SecurityHeaders:
+    """Headers for every answer: nothing cached, nothing framed, scripts only from the node."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Content-Security-Policy"] = (
+                    "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+                    "frame-ancestors 'none'; base-uri 'none'"
+                )
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "no-referrer"
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"error": code, "detail": detail, **extra}
+
+
+def current_courier(request: Request) -> Courier:
+    """The courier session from `Authorization: Bearer` or the HttpOnly cookie."""
+    service: KioskService = request.app.state.service
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else None
+    return service.authenticate(token or request.cookies.get(SESSION_COOKIE))
+
+
+CourierDep = Annotated[Courier, Depends(current_courier)]
+
+
+def create_kiosk_app(service: KioskService, ui: KioskUi) -> FastAPI:
+    app = FastAPI(
+        title="Locker node kiosk",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.service = service
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    page_config = json.dumps(
+        {
+            "bankId": ui.bank_id,
+            "idleTimeoutS": ui.idle_timeout_s,
+            "language": ui.language,
+            "codeDigits": ui.code_digits,
+        }
+    )
+    page_strings = json.dumps(STRINGS, ensure_ascii=False)
+
+    @app.exception_handler(KioskError)
+    async def _kiosk_error(request: Request, exc: KioskError) -> JSONResponse:
+        headers = {}
+        if "retry_after_s" in exc.extra:
+            headers["Retry-After"] = str(exc.extra["retry_after_s"])
+        return JSONResponse(
+            error_body(exc.code, exc.detail, **exc.extra), status_code=exc.status, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        return JSONResponse(
+            error_body("bad_input", "; ".join(problems) or "invalid request body"),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _ERROR_CODES.get(exc.status_code, "error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("kiosk request failed: %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal", "internal error"), status_code=500)
+
+    # The page
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page(request: Request) -> Response:
+        return templates.TemplateResponse(
+            request,
+            "kiosk.html",
+            {
+                "bank_id": ui.bank_id,
+                "strings": STRINGS[ui.language],
+                "language": ui.language,
+                "config_json": page_config,
+                "strings_json": page_strings,
+                "code_digits": ui.code_digits,
+            },
+        )
+
+    # Recipients
+
+    @app.get("/api/status")
+    def status() -> schemas.StatusOut:
+        keypad = service.keypad_status()
+        return schemas.StatusOut(
+            bank_id=ui.bank_id,
+            kiosk_id=service.policy.kiosk_id,
+            code_digits=service.policy.code_digits,
+            keypad=schemas.KeypadOut(locked=keypad.locked, retry_after_s=keypad.retry_after_s),
+        )
+
+    @app.post(
+        "/api/pickup",
+        responses={401: {}, 422: {}, 429: {}, 503: {}},
+    )
+    def pickup(body: schemas.PickupIn) -> schemas.DoorOut:
+        result = service.pickup_with_code(body.code)
+        return schemas.DoorOut(compartment=result.compartment, door=result.door)
+
+    @app.post("/api/pickup/qr", responses={401: {}, 422: {}, 503: {}})
+    def pickup_qr(body: schemas.QrPickupIn) -> schemas.DoorOut:
+        result = service.pickup_with_qr(body.token)
+        return schemas.DoorOut(compartment=result.compartment, door=result.door)
+
+    # Couriers
+
+    @app.get("/api/courier/carriers")
+    def carriers() -> schemas.CarriersOut:
+        return schemas.CarriersOut(carriers=service.carriers())
+
+    @app.post("/api/courier/login", responses={401: {}, 422: {}, 429: {}})
+    def login(body: schemas.LoginIn, response: Response) -> schemas.LoginOut:
+        result = service.login(body.carrier, body.pin)
+        response.set_cookie(
+            SESSION_COOKIE,
+            result.token,
+            httponly=True,
+            samesite="strict",
+            path="/api/courier",
+        )
+        return schemas.LoginOut(
+            token=result.token, carrier=result.carrier, expires_in_s=result.expires_in_s
+        )
+
+    @app.get("/api/courier/session", responses={401: {}})
+    def session(who: CourierDep) -> schemas.SessionOut:
+        return schemas.SessionOut(
+            carrier=who.carrier_id,
+            expires_in_s=int(service.policy.session_idle.total_seconds()),
+        )
+
+    @app.post("/api/courier/logout", status_code=204, responses={401: {}})
+    def logout(who: CourierDep) -> Response:
+        service.logout(who)
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, path="/api/courier")
+        return response
+
+    @app.post("/api/courier/deposit", responses={401: {}, 404: {}, 409: {}, 422: {}, 503: {}})
+    def deposit(body: schemas.DepositIn, who: CourierDep) -> schemas.DepositOut:
+        return _deposit_out(service.start_deposit(who, body.tracking_number, body.size))
+
+    @app.post("/api/courier/deposit/{deposit_id}/confirm", responses={401: {}, 404: {}, 409: {}})
+    def confirm(deposit_id: str, who: CourierDep) -> schemas.ConfirmOut:
+        result = service.confirm_deposit(who, deposit_id)
+        return schemas.ConfirmOut(
+            deposit_id=result.deposit_id,
+            parcel_id=result.parcel_id,
+            compartment=result.compartment,
+            status="confirmed",
+            pickup_deadline=result.pickup_deadline,
+        )
+
+    @app.post(
+        "/api/courier/deposit/{deposit_id}/too-small",
+        responses={401: {}, 404: {}, 409: {}, 503: {}},
+    )
+    def too_small(deposit_id: str, who: CourierDep) -> schemas.DepositOut:
+        return _deposit_out(service.too_small(who, deposit_id))
+
+    @app.post(
+        "/api/courier/deposit/{deposit_id}/door-problem",
+        responses={401: {}, 404: {}, 409: {}, 503: {}},
+    )
+    def door_problem(deposit_id: str, who: CourierDep) -> schemas.DepositOut:
+        return _deposit_out(service.report_door_problem(who, deposit_id))
+
+    @app.post("/api/courier/deposit/{deposit_id}/cancel", responses={401: {}, 404: {}, 409: {}})
+    def cancel(deposit_id: str, who: CourierDep) -> schemas.CancelOut:
+        service.cancel_deposit(who, deposit_id)
+        return schemas.CancelOut(deposit_id=deposit_id, status="cancelled")
+
+    @app.get("/api/courier/returns", responses={401: {}})
+    def returns(who: CourierDep) -> schemas.ReturnsOut:
+        return schemas.ReturnsOut(
+            returns=[
+                schemas.ReturnOut(
+                    parcel_id=item.parcel_id,
+                    tracking_number=item.tracking_number,
+                    compartment=item.compartment,
+                    pickup_deadline=item.pickup_deadline,
+                )
+                for item in service.list_returns(who)
+            ]
+        )
+
+    @app.post(
+        "/api/courier/returns/{parcel_id}/open", responses={401: {}, 404: {}, 409: {}, 503: {}}
+    )
+    def open_return(parcel_id: str, who: CourierDep) -> schemas.ReturnDoorOut:
+        result = service.open_return(who, parcel_id)
+        return schemas.ReturnDoorOut(
+            parcel_id=parcel_id, compartment=result.compartment, door="open", status="expired"
+        )
+
+    @app.post("/api/courier/returns/{parcel_id}/confirm", responses={401: {}, 404: {}, 409: {}})
+    def confirm_return(parcel_id: str, who: CourierDep) -> schemas.ReturnDoorOut:
+        result = service.confirm_return(who, parcel_id)
+        return schemas.ReturnDoorOut(
+            parcel_id=parcel_id, compartment=result.compartment, door="closed", status="returned"
+        )
+
+    return app
+
+
+def _deposit_out(view: DepositView) -> schemas.DepositOut:
+    return schemas.DepositOut(
+        deposit_id=view.deposit_id,
+        compartment=view.compartment,
+        size=view.size,
+        door=view.door,
+        status=str(view.status),
+        moved_from=list(view.moved_from),
+    )

@@ -1,0 +1,109 @@
+"""Request and response bodies of the kiosk's local JSON API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Lengths are bounded here so that nothing oversized reaches the service; what the text must
+# look like (digits, tracking-number shape) the service checks, with its own error codes.
+_BODY = ConfigDict(extra="forbid", str_max_length=128)
+
+
+class PickupIn(BaseModel):
+    model_config = _BODY
+
+    code: str = Field(max_length=32)
+
+
+class QrPickupIn(BaseModel):
+    model_config = _BODY
+
+    token: str = Field(max_length=128)
+
+
+class LoginIn(BaseModel):
+    model_config = _BODY
+
+    carrier: str = Field(max_length=64)
+    pin: str = Field(max_length=32)
+
+
+class DepositIn(BaseModel):
+    model_config = _BODY
+
+    tracking_number: str = Field(max_length=64)
+    size: str | None = Field(default=None, max_length=2, description="walk-ups only")
+
+
+class DoorOut(BaseModel):
+    compartment: str
+    door: str
+
+
+class LoginOut(BaseModel):
+    token: str
+    carrier: str
+    expires_in_s: int
+
+
+class SessionOut(BaseModel):
+    carrier: str
+    expires_in_s: int
+
+
+class CarriersOut(BaseModel):
+    carriers: list[str]
+
+
+class DepositOut(BaseModel):
+    deposit_id: str
+    compartment: str
+    size: str
+    door: str
+    status: str
+    moved_from: list[str]
+
+
+class ConfirmOut(BaseModel):
+    deposit_id: str
+    parcel_id: str
+    compartment: str
+    status: str
+    pickup_deadline: datetime
+
+
+class CancelOut(BaseModel):
+    deposit_id: str
+    status: str
+
+
+class ReturnOut(BaseModel):
+    parcel_id: str
+    tracking_number: str
+    compartment: str
+    pickup_deadline: datetime
+
+
+class ReturnsOut(BaseModel):
+    returns: list[ReturnOut]
+
+
+class ReturnDoorOut(BaseModel):
+    parcel_id: str
+    compartment: str
+    door: str
+    status: str
+
+
+class KeypadOut(BaseModel):
+    locked: bool
+    retry_after_s: int
+
+
+class StatusOut(BaseModel):
+    bank_id: str
+    kiosk_id: str
+    code_digits: int
+    keypad: KeypadOut

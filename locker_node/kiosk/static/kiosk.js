@@ -1,0 +1,570 @@
+/* Kiosk screens: one page, one screen at a time, everything through the node's local API. */
+(function () {
+  "use strict";
+
+  var config = JSON.parse(document.getElementById("kiosk-config").textContent);
+  var strings = JSON.parse(document.getElementById("kiosk-strings").textContent);
+  var COURIER_SCREENS = ["courier-scan", "deposit", "deposit-done", "returns"];
+
+  var state = {
+    lang: config.language,
+    screen: "home",
+    lastActivity: Date.now(),
+    pickupCode: "",
+    loginPin: "",
+    carrier: null,
+    deposit: null,
+    pendingTracking: null,
+    lockedUntil: 0,
+    afterLock: "pickup",
+    lastPickup: null
+  };
+
+  function $(id) { return document.getElementById(id); }
+
+  // Language
+
+  function t(key, vars) {
+    var table = strings[state.lang] || strings.en;
+    var text = table[key] !== undefined ? table[key] : (strings.en[key] || key);
+    Object.keys(vars || {}).forEach(function (name) {
+      text = text.split("{" + name + "}").join(String(vars[name]));
+    });
+    return text;
+  }
+
+  function setText(element, key, vars) {
+    element.dataset.i18n = key;
+    element.dataset.i18nVars = JSON.stringify(vars || {});
+    element.textContent = t(key, vars);
+  }
+
+  function clearText(element) {
+    delete element.dataset.i18n;
+    delete element.dataset.i18nVars;
+    element.textContent = "";
+  }
+
+  function applyLanguage() {
+    document.documentElement.lang = state.lang;
+    document.querySelectorAll("[data-i18n]").forEach(function (element) {
+      var vars = element.dataset.i18nVars ? JSON.parse(element.dataset.i18nVars) : {};
+      element.textContent = t(element.dataset.i18n, vars);
+    });
+  }
+
+  function setLanguage(lang) {
+    state.lang = lang;
+    applyLanguage();
+  }
+
+  // Screens
+
+  function show(name) {
+    document.querySelectorAll(".screen").forEach(function (screen) {
+      screen.hidden = screen.dataset.name !== name;
+    });
+    state.screen = name;
+    document.body.dataset.screen = name;
+    var enter = ENTER[name];
+    if (enter) { enter(); }
+  }
+
+  function goHome() {
+    if (COURIER_SCREENS.indexOf(state.screen) >= 0) {
+      api("POST", "/api/courier/logout");
+    }
+    state.deposit = null;
+    state.pendingTracking = null;
+    setLanguage(config.language);
+    show("home");
+  }
+
+  var ENTER = {
+    pickup: function () {
+      state.pickupCode = "";
+      renderCode();
+      clearText($("pickup-message"));
+      api("GET", "/api/status").then(function (answer) {
+        if (answer.status === 200 && answer.data.keypad.locked) {
+          showLocked(answer.data.keypad.retry_after_s);
+        }
+      });
+    },
+    qr: function () {
+      $("qr-input").value = "";
+      clearText($("qr-message"));
+      $("qr-input").focus();
+    },
+    "courier-login": function () {
+      state.loginPin = "";
+      state.carrier = null;
+      renderPin();
+      clearText($("login-message"));
+      loadCarriers();
+    },
+    "courier-scan": function () {
+      $("scan-input").value = "";
+      $("size-choice").hidden = true;
+      state.pendingTracking = null;
+      clearText($("scan-message"));
+      $("scan-input").focus();
+    },
+    returns: function () { loadReturns(); }
+  };
+
+  // Inactivity: every screen goes home, and a courier is logged out, after idleTimeoutS.
+
+  function touched() { state.lastActivity = Date.now(); }
+  ["pointerdown", "keydown", "input"].forEach(function (type) {
+    document.addEventListener(type, touched, true);
+  });
+  setInterval(function () {
+    if (state.screen !== "home" && Date.now() - state.lastActivity > config.idleTimeoutS * 1000) {
+      goHome();
+    }
+    if (state.screen === "locked") { renderCountdown(); }
+  }, 250);
+
+  // The API
+
+  var busyTimer = null;
+
+  function api(method, path, body) {
+    var options = { method: method, headers: { "Accept": "application/json" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    clearTimeout(busyTimer);
+    busyTimer = setTimeout(function () { $("busy").hidden = false; }, 300);
+    return fetch(path, options).then(function (response) {
+      if (response.status === 204) { return { status: 204, data: {} }; }
+      return response.json().then(function (data) {
+        return { status: response.status, data: data };
+      }, function () { return { status: response.status, data: { error: "bad_answer" } }; });
+    }, function () {
+      return { status: 0, data: { error: "network" } };
+    }).then(function (answer) {
+      clearTimeout(busyTimer);
+      $("busy").hidden = true;
+      touched();
+      return answer;
+    });
+  }
+
+  function courierExpired(answer, messageElement) {
+    if (answer.status === 401 && (answer.data.error === "session_expired" || answer.data.error === "not_logged_in")) {
+      show("courier-login");
+      setText($("login-message"), "session.expired");
+      return true;
+    }
+    if (answer.status >= 500 && answer.data.error !== "door_fault") {
+      setText(messageElement, "common.error");
+      return true;
+    }
+    return false;
+  }
+
+  // Keypads
+
+  function bindKeypad(name, onKey) {
+    document.querySelector('[data-keypad="' + name + '"]').addEventListener("click", function (event) {
+      var key = event.target.closest("[data-key]");
+      if (key) { onKey(key.dataset.key); }
+    });
+  }
+
+  function edit(value, key, max) {
+    if (key === "clear") { return ""; }
+    if (key === "back") { return value.slice(0, -1); }
+    return value.length < max ? value + key : value;
+  }
+
+  function renderCode() {
+    var shown = state.pickupCode;
+    for (var i = shown.length; i < config.codeDigits; i++) { shown += "_"; }
+    $("pickup-display").textContent = shown;
+  }
+
+  function renderPin() {
+    $("login-display").textContent = state.loginPin.replace(/./g, "•");
+  }
+
+  // Recipients
+
+  function showDoorOpen(label) {
+    $("door-open-label").textContent = label;
+    setText($("door-open-title"), "door.title", { label: label });
+    show("door-open");
+  }
+
+  function showProblem(key, label, retry) {
+    setText($("door-problem-detail"), key, { label: label });
+    $("door-problem-retry").hidden = !retry;
+    show("door-problem");
+  }
+
+  function showLocked(seconds, after) {
+    state.lockedUntil = Date.now() + seconds * 1000;
+    state.afterLock = after || "pickup";
+    show("locked");
+    renderCountdown();
+  }
+
+  function renderCountdown() {
+    var left = Math.max(0, Math.ceil((state.lockedUntil - Date.now()) / 1000));
+    var minutes = Math.floor(left / 60);
+    var seconds = left % 60;
+    $("locked-countdown").textContent = minutes + ":" + (seconds < 10 ? "0" : "") + seconds;
+    if (left === 0) { show(state.afterLock); }
+  }
+
+  function handlePickup(answer, messageElement, invalidKey) {
+    if (answer.status === 200) {
+      showDoorOpen(answer.data.compartment);
+    } else if (answer.status === 429) {
+      showLocked(answer.data.retry_after_s);
+    } else if (answer.status === 401 && answer.data.retry_after_s) {
+      showLocked(answer.data.retry_after_s);
+    } else if (answer.status === 401) {
+      setText(messageElement, invalidKey, { attempts_left: answer.data.attempts_left });
+    } else if (answer.status === 503) {
+      showProblem("problem.pickup", answer.data.compartment, true);
+    } else if (answer.status === 422) {
+      setText(messageElement, invalidKey === "qr.invalid" ? "qr.invalid" : "pickup.short", { digits: config.codeDigits });
+    } else {
+      setText(messageElement, "common.error");
+    }
+  }
+
+  bindKeypad("pickup", function (key) {
+    state.pickupCode = edit(state.pickupCode, key, config.codeDigits);
+    renderCode();
+    clearText($("pickup-message"));
+  });
+
+  $("pickup-submit").addEventListener("click", function () {
+    if (state.pickupCode.length !== config.codeDigits) {
+      setText($("pickup-message"), "pickup.short", { digits: config.codeDigits });
+      return;
+    }
+    var code = state.pickupCode;
+    state.pickupCode = "";
+    renderCode();
+    state.lastPickup = { kind: "code", value: code };
+    api("POST", "/api/pickup", { code: code }).then(function (answer) {
+      handlePickup(answer, $("pickup-message"), "pickup.wrong");
+    });
+  });
+
+  $("qr-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var token = $("qr-input").value.trim();
+    $("qr-input").value = "";
+    if (!token) { return; }
+    state.lastPickup = { kind: "qr", value: token };
+    api("POST", "/api/pickup/qr", { token: token }).then(function (answer) {
+      handlePickup(answer, $("qr-message"), "qr.invalid");
+    });
+  });
+
+  $("door-problem-retry").addEventListener("click", function () {
+    var last = state.lastPickup;
+    if (!last) { show("home"); return; }
+    var request = last.kind === "qr"
+      ? api("POST", "/api/pickup/qr", { token: last.value })
+      : api("POST", "/api/pickup", { code: last.value });
+    request.then(function (answer) {
+      if (answer.status !== 200) { state.lastPickup = null; }
+      handlePickup(answer, $("door-problem-detail"), last.kind === "qr" ? "qr.invalid" : "pickup.wrong");
+    });
+  });
+
+  // Couriers
+
+  function loadCarriers() {
+    var list = $("carrier-list");
+    list.textContent = "";
+    api("GET", "/api/courier/carriers").then(function (answer) {
+      var carriers = answer.status === 200 ? answer.data.carriers : [];
+      if (!carriers.length) { setText($("login-message"), "login.none"); }
+      carriers.forEach(function (carrier) {
+        var button = document.createElement("button");
+        button.type = "button";
+        button.className = "choice";
+        button.dataset.carrier = carrier;
+        button.setAttribute("role", "radio");
+        button.setAttribute("aria-checked", "false");
+        button.textContent = carrier.toUpperCase();
+        list.appendChild(button);
+      });
+      if (carriers.length === 1) { selectCarrier(carriers[0]); }
+    });
+  }
+
+  function selectCarrier(carrier) {
+    state.carrier = carrier;
+    document.querySelectorAll("#carrier-list [data-carrier]").forEach(function (button) {
+      button.setAttribute("aria-checked", button.dataset.carrier === carrier ? "true" : "false");
+    });
+  }
+
+  $("carrier-list").addEventListener("click", function (event) {
+    var button = event.target.closest("[data-carrier]");
+    if (button) { selectCarrier(button.dataset.carrier); }
+  });
+
+  bindKeypad("login", function (key) {
+    state.loginPin = edit(state.loginPin, key, 12);
+    renderPin();
+    clearText($("login-message"));
+  });
+
+  $("login-submit").addEventListener("click", function () {
+    if (!state.carrier) { setText($("login-message"), "login.no_carrier"); return; }
+    var pin = state.loginPin;
+    state.loginPin = "";
+    renderPin();
+    api("POST", "/api/courier/login", { carrier: state.carrier, pin: pin }).then(function (answer) {
+      if (answer.status === 200) {
+        show("courier-scan");
+      } else if (answer.status === 429 || (answer.status === 401 && answer.data.retry_after_s)) {
+        showLocked(answer.data.retry_after_s, "courier-login");
+      } else if (answer.status === 401) {
+        setText($("login-message"), "login.wrong", { attempts_left: answer.data.attempts_left });
+      } else {
+        setText($("login-message"), "common.error");
+      }
+    });
+  });
+
+  function logout() {
+    api("POST", "/api/courier/logout").then(function () { state.screen = "home"; goHome(); });
+  }
+  $("courier-logout").addEventListener("click", logout);
+  $("done-logout").addEventListener("click", logout);
+
+  $("scan-keyboard").addEventListener("click", function (event) {
+    var key = event.target.closest("[data-char]");
+    if (!key) { return; }
+    var input = $("scan-input");
+    input.value = key.dataset.char === "back" ? input.value.slice(0, -1) : (input.value + key.dataset.char).slice(0, 64);
+    clearText($("scan-message"));
+  });
+
+  var SCAN_ERRORS = {
+    no_reservation: "scan.no_reservation",
+    no_capacity: "scan.no_capacity",
+    already_deposited: "scan.already",
+    reservation_cancelled: "scan.cancelled",
+    reservation_expired: "scan.expired"
+  };
+
+  function startDeposit(tracking, size) {
+    var body = { tracking_number: tracking };
+    if (size) { body.size = size; }
+    api("POST", "/api/courier/deposit", body).then(function (answer) {
+      var message = $("scan-message");
+      if (courierExpired(answer, message)) { return; }
+      if (answer.status === 200) {
+        showDeposit(answer.data, "deposit");
+      } else if (answer.data.error === "size_required") {
+        state.pendingTracking = tracking;
+        setText(message, "scan.size_required");
+        $("size-choice").hidden = false;
+      } else if (answer.status === 503) {
+        showProblem("problem.deposit", answer.data.compartment, false);
+      } else {
+        setText(message, SCAN_ERRORS[answer.data.error] || "common.error");
+      }
+    });
+  }
+
+  function submitScan() {
+    var tracking = $("scan-input").value.trim();
+    if (!tracking) { return; }
+    startDeposit(tracking, null);
+  }
+
+  $("scan-form").addEventListener("submit", function (event) { event.preventDefault(); submitScan(); });
+  $("scan-submit").addEventListener("click", submitScan);
+  $("size-choice").addEventListener("click", function (event) {
+    var button = event.target.closest("[data-size]");
+    if (button && state.pendingTracking) { startDeposit(state.pendingTracking, button.dataset.size); }
+  });
+  $("go-returns").addEventListener("click", function () { show("returns"); });
+
+  function showDeposit(view, variant) {
+    state.deposit = view;
+    var label = view.compartment;
+    var moved = view.moved_from || [];
+    $("deposit-label").textContent = label;
+    clearText($("deposit-message"));
+    var notice = $("deposit-notice");
+    notice.hidden = true;
+    if (variant === "toosmall") {
+      setText($("deposit-title"), "toosmall.title", { label: label });
+      setText(notice, "toosmall.hint", { label: label, from: moved[0] });
+      notice.hidden = false;
+    } else {
+      setText($("deposit-title"), "deposit.title", { label: label });
+      if (moved.length) {
+        setText(notice, "deposit.moved", { label: label, from: moved[moved.length - 1] });
+        notice.hidden = false;
+      }
+    }
+    document.body.dataset.depositVariant = variant;
+    show("deposit");
+  }
+
+  function depositCall(action) {
+    var deposit = state.deposit;
+    return api("POST", "/api/courier/deposit/" + encodeURIComponent(deposit.deposit_id) + "/" + action);
+  }
+
+  $("deposit-confirm").addEventListener("click", function () {
+    depositCall("confirm").then(function (answer) {
+      var message = $("deposit-message");
+      if (courierExpired(answer, message)) { return; }
+      if (answer.status === 200) {
+        setText($("done-title"), "done.title", { label: answer.data.compartment });
+        show("deposit-done");
+      } else if (answer.data.error === "door_open") {
+        setText(message, "deposit.close_first", { label: state.deposit.compartment });
+      } else if (answer.data.error === "door_not_opened") {
+        setText(message, "deposit.never_opened");
+      } else {
+        setText(message, "common.error");
+      }
+    });
+  });
+
+  $("deposit-too-small").addEventListener("click", function () {
+    depositCall("too-small").then(function (answer) {
+      var message = $("deposit-message");
+      if (courierExpired(answer, message)) { return; }
+      if (answer.status === 200) {
+        showDeposit(answer.data, "toosmall");
+      } else if (answer.data.error === "no_larger_compartment") {
+        setText(message, "deposit.no_larger");
+      } else if (answer.status === 503) {
+        showProblem("problem.deposit", answer.data.compartment, false);
+      } else {
+        setText(message, "common.error");
+      }
+    });
+  });
+
+  $("deposit-door-problem").addEventListener("click", function () {
+    depositCall("door-problem").then(function (answer) {
+      var message = $("deposit-message");
+      if (courierExpired(answer, message)) { return; }
+      if (answer.status === 200) {
+        showDeposit(answer.data, "moved");
+      } else if (answer.status === 503) {
+        showProblem("problem.deposit", answer.data.compartment, false);
+      } else {
+        setText(message, "common.error");
+      }
+    });
+  });
+
+  $("deposit-cancel").addEventListener("click", function () {
+    depositCall("cancel").then(function (answer) {
+      var message = $("deposit-message");
+      if (courierExpired(answer, message)) { return; }
+      if (answer.status === 200) {
+        show("courier-scan");
+      } else if (answer.data.error === "door_open") {
+        setText(message, "deposit.close_first", { label: state.deposit.compartment });
+      } else {
+        setText(message, "common.error");
+      }
+    });
+  });
+
+  function loadReturns() {
+    var list = $("returns-list");
+    list.textContent = "";
+    clearText($("returns-message"));
+    api("GET", "/api/courier/returns").then(function (answer) {
+      if (courierExpired(answer, $("returns-message"))) { return; }
+      var items = answer.status === 200 ? answer.data.returns : [];
+      if (!items.length) { setText($("returns-message"), "returns.none"); }
+      items.forEach(function (item) { list.appendChild(returnRow(item)); });
+    });
+  }
+
+  function returnRow(item) {
+    var row = document.createElement("li");
+    row.dataset.parcel = item.parcel_id;
+    var where = document.createElement("span");
+    where.className = "compartment";
+    where.textContent = item.compartment;
+    var what = document.createElement("span");
+    what.textContent = item.tracking_number;
+    var note = document.createElement("span");
+    note.className = "note";
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "big";
+    setText(button, "returns.open");
+    button.addEventListener("click", function () {
+      var opened = button.dataset.step === "opened";
+      var action = opened ? "confirm" : "open";
+      api("POST", "/api/courier/returns/" + encodeURIComponent(item.parcel_id) + "/" + action).then(function (answer) {
+        if (courierExpired(answer, $("returns-message"))) { return; }
+        if (answer.status === 200 && !opened) {
+          button.dataset.step = "opened";
+          setText(button, "returns.collected");
+          setText(note, "returns.opened", { label: item.compartment });
+        } else if (answer.status === 200) {
+          button.remove();
+          setText(note, "returns.done");
+        } else if (answer.data.error === "door_open") {
+          setText(note, "deposit.close_first", { label: item.compartment });
+        } else if (answer.status === 503) {
+          setText(note, "problem.pickup", { label: item.compartment });
+        } else {
+          setText(note, "common.error");
+        }
+      });
+    });
+    row.appendChild(where);
+    row.appendChild(what);
+    row.appendChild(note);
+    row.appendChild(button);
+    return row;
+  }
+
+  // Wiring that every screen shares
+
+  document.addEventListener("click", function (event) {
+    var target = event.target.closest("[data-goto]");
+    if (!target) { return; }
+    if (target.dataset.goto === "home") { goHome(); } else { show(target.dataset.goto); }
+  });
+
+  $("lang-toggle").addEventListener("click", function () {
+    setLanguage(state.lang === "en" ? "es" : "en");
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (state.screen !== "pickup") { return; }
+    if (/^[0-9]$/.test(event.key)) {
+      state.pickupCode = edit(state.pickupCode, event.key, config.codeDigits);
+    } else if (event.key === "Backspace") {
+      state.pickupCode = edit(state.pickupCode, "back", config.codeDigits);
+    } else if (event.key === "Enter") {
+      $("pickup-submit").click();
+      return;
+    } else {
+      return;
+    }
+    renderCode();
+  });
+
+  applyLanguage();
+  show("home");
+})();

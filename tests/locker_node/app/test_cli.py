@@ -1,0 +1,102 @@
+"""`locker-node seed-demo` and `locker-node run`, as an installer would type them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from locker_node.cli import app
+from locker_node.store import repository as repo
+from locker_node.store.database import database_path, make_engine, transaction
+from tests.locker_node.e2e.nodes import free_port, node_process
+
+CONFIG = """
+bank_id = "DEMO-1"
+data_dir = "data"
+
+[kiosk]
+port = {port}
+
+[[boards]]
+name = "main"
+protocol = "simulated"
+locks = 4
+door_delay_ms = 0
+
+[[compartments]]
+label = "A01"
+size = "S"
+board = "main"
+lock = 1
+"""
+
+
+def write(tmp_path: Path, port: int = 8080) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(CONFIG.format(port=port))
+    return path
+
+
+def test_seed_demo_stores_reservations_and_only_a_hash_of_the_courier_code(
+    tmp_path: Path,
+) -> None:
+    result = CliRunner().invoke(
+        app, ["seed-demo", "--config", str(write(tmp_path)), "--parcels", "2"]
+    )
+
+    assert result.exit_code == 0, result.output
+    code = re.search(r"courier code \(valid 24 h, shown once\): (\d{8})", result.output)
+    assert code is not None
+    engine = make_engine(database_path(tmp_path / "data"))
+    with transaction(engine) as conn:
+        hashes = repo.valid_credential_hashes(conn, "demo", repo_now())
+        tracking = re.findall(r"reservation: (DEMO\w+)", result.output)
+        found = [repo.find_reservation(conn, "demo", number) for number in tracking]
+    engine.dispose()
+    assert len(tracking) == 2 and all(found)
+    assert len(hashes) == 1 and hashes[0].startswith("$scrypt$")
+    assert code.group(1) not in database_path(tmp_path / "data").read_bytes().decode("latin-1")
+
+
+def test_a_bad_config_is_refused_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('bank_id = "B1"\ndata_dir = "data"\n[kiosk]\nprot = 1\n')
+
+    result = CliRunner().invoke(app, ["run", "--config", str(path)])
+
+    assert result.exit_code == 2
+    assert "kiosk.prot" in result.output
+
+
+def test_run_serves_the_kiosk_on_its_own_without_central(tmp_path: Path) -> None:
+    port = free_port()
+    config = write(tmp_path, port)
+    with node_process(config, port=port) as node, httpx.Client() as client:
+        node.wait_ready(client)
+        status = client.get(f"{node.base_url}/api/status").json()
+        page = client.get(f"{node.base_url}/")
+    assert status["bank_id"] == "DEMO-1" and page.status_code == 200
+    assert node.process.returncode == 0  # stopped cleanly by SIGTERM
+    assert "kiosk listening on http://127.0.0.1" in node.log_text()
+    assert (tmp_path / "data" / "node.db").exists()  # schema made on first start
+
+
+def repo_now() -> object:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def test_the_console_script_is_installed() -> None:
+    result = subprocess.run(
+        [str(Path(__import__("sys").executable).parent / "locker-node"), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "seed-demo" in result.stdout and "run" in result.stdout
