@@ -232,6 +232,61 @@ def seed_demo(
         typer.echo(f"reservation: {tracking} size {size}")
 
 
+DEMO_LAYOUT = (("S", 24), ("M", 20), ("L", 12), ("XL", 4))
+
+
+def demo_config(bank_id: str, port: int) -> str:
+    """A node config for one simulated 60-door bank whose doors close themselves after 4 s."""
+    lines = [
+        f'bank_id = "{bank_id}"',
+        'data_dir = "data"',
+        "",
+        "[kiosk]",
+        f"port = {port}",
+        "",
+        "[[boards]]",
+        'name = "main"',
+        'protocol = "simulated"',
+        f"locks = {sum(count for _, count in DEMO_LAYOUT)}",
+        "door_delay_ms = 300",
+        "auto_close_ms = 4000",
+    ]
+    lock = 0
+    for size, count in DEMO_LAYOUT:
+        for _ in range(count):
+            column, row = divmod(lock, 12)
+            lock += 1
+            lines += [
+                "",
+                "[[compartments]]",
+                f'label = "{chr(ord("A") + column)}{row + 1:02d}"',
+                f'size = "{size}"',
+                'board = "main"',
+                f"lock = {lock}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+@app.command("demo")
+def demo(
+    folder: Annotated[Path, typer.Option(help="where the demo node keeps its config and store")] = (
+        Path("var/node")
+    ),
+    port: Annotated[int, typer.Option(help="kiosk port")] = 8080,
+) -> None:
+    """A standalone demo node: 60 simulated doors, demo parcels and a courier code, then run.
+
+    Writes `<folder>/node.toml` on first use and keeps its store between runs.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "node.toml"
+    if not config.exists():
+        config.write_text(demo_config("DEMO-NODE", port))
+    typer.echo(f"kiosk           http://127.0.0.1:{port}/  (node config {config})")
+    seed_demo(config=config, carrier="usps", parcels=5, size="S", code=None, hold_hours=72)
+    run(config)
+
+
 def main() -> None:
     app()
 

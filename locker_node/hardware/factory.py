@@ -13,7 +13,6 @@ from locker_node.config import (
     SimulatedBoardConfig,
 )
 from locker_node.hardware.board import BoardUnavailable, LockBoard
-from locker_node.hardware.gpio import GpioLockBoard, GpioLockPins
 from locker_node.hardware.kerong import KerongCu16Board, KerongCu48Board
 from locker_node.hardware.serial_bus import SerialBus, SerialLockBoard
 from locker_node.hardware.simulated import SimulatedLockBoard
@@ -40,6 +39,9 @@ def build_board(
     if isinstance(config, SerialBoardConfig):
         return _build_serial(config, bus)
     if isinstance(config, GpioBoardConfig):
+        # Imported here: gpiozero costs a serial-board node memory it never uses.
+        from locker_node.hardware.gpio import GpioLockBoard, GpioLockPins
+
         owns_factory = pin_factory is None
         factory = open_pin_factory(config.pin_factory) if owns_factory else pin_factory
         try:
