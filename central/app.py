@@ -82,8 +82,9 @@ def create_app(
         build_carrier_adapters() if carrier_adapters is None else carrier_adapters
     )
     install_error_handlers(app)
-    app.include_router(banks_router)
+    # Reservations first: routes are tried in order, and this is the hot path.
     app.include_router(reservations_router)
+    app.include_router(banks_router)
     app.include_router(webhooks_router)
     app.include_router(carrier_webhooks_router)
     app.include_router(nodes_router)

@@ -30,9 +30,7 @@ ReservationId = Annotated[str, Path(min_length=1, max_length=64)]
         **error_responses(400, 401, 404, 409, 422),
     },
 )
-async def create_reservation(
-    work: CarrierWorkDep, body: ReservationCreate, response: Response
-) -> ReservationOut:
+async def create_reservation(work: CarrierWorkDep, body: ReservationCreate) -> Response:
     """Reserve one unit of capacity for a parcel.
 
     Give `bank_id` or `near`, and `size` or `parcel` dimensions (the smallest class the parcel fits
@@ -42,9 +40,12 @@ async def create_reservation(
     out, created = await work.run(
         lambda ctx, carrier: service.create(ctx, carrier.carrier_id, body)
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return out
+    # Already a validated model: send its JSON as is rather than have it validated again.
+    return Response(
+        content=out.model_dump_json(),
+        status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        media_type="application/json",
+    )
 
 
 @router.get("", response_model=ReservationList, responses=error_responses(400, 401, 422))
