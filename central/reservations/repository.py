@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy import Table, and_, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -19,14 +19,16 @@ def add(session: Session, row: Reservation | ReservationEvent) -> None:
 
 
 _ACTIVE = text("status IN ('reserved', 'deposited')")
-# Built once: constructing an INSERT with twenty literal values costs more Python than running it.
+_RESERVATIONS = cast(Table, Reservation.__table__)
+# Built once, on the tables, and run on the connection: constructing an INSERT with twenty literal
+# values, or passing it through the ORM's bulk-insert machinery, costs more than running it.
 _INSERT_UNLESS_TWIN = {
-    name: dialect.insert(Reservation)
+    name: dialect.insert(_RESERVATIONS)
     .on_conflict_do_nothing(index_elements=["carrier_id", "tracking_number"], index_where=_ACTIVE)
-    .returning(Reservation.id)
+    .returning(_RESERVATIONS.c.id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
-_INSERT_EVENT = insert(ReservationEvent)
+_INSERT_EVENT = insert(cast(Table, ReservationEvent.__table__))
 
 
 def insert_if_no_active_twin(session: Session, values: dict[str, Any]) -> bool:
@@ -36,12 +38,13 @@ def insert_if_no_active_twin(session: Session, values: dict[str, Any]) -> bool:
     winner's commit and then inserts nothing, instead of failing the whole transaction.
     RETURNING, not rowcount, says which: drivers disagree on the count of ON CONFLICT DO NOTHING.
     """
-    stmt = _INSERT_UNLESS_TWIN[session.get_bind().dialect.name]
-    return session.execute(stmt, values).first() is not None
+    connection = session.connection()
+    stmt = _INSERT_UNLESS_TWIN[connection.dialect.name]
+    return connection.execute(stmt, values).first() is not None
 
 
 def insert_event(session: Session, values: dict[str, Any]) -> None:
-    session.execute(_INSERT_EVENT, values)
+    session.connection().execute(_INSERT_EVENT, values)
 
 
 def find_active(session: Session, carrier_id: str, tracking_number: str) -> Reservation | None:
