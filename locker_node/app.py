@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -25,6 +26,11 @@ from locker_node.store import repository as repo
 from locker_node.store.database import database_path, ensure_schema, make_engine, transaction
 from locker_node.store.journal import SqliteCommandJournal, StoreDoorEventSink
 from locker_node.store.keys import NodeKeys
+
+if TYPE_CHECKING:
+    import httpx
+
+    from locker_node.sync.service import SyncService
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +111,7 @@ class Node:
     monitor: DoorMonitor
     housekeeper: Housekeeper
     owns_boards: bool = True
+    sync: SyncService | None = None
     started: bool = field(default=False, init=False)
 
     def start(self) -> None:
@@ -119,9 +126,13 @@ class Node:
         self.service.housekeeping()
         self.monitor.start()
         self.housekeeper.start()
+        if self.sync is not None:
+            self.sync.start()
         self.started = True
 
     def stop(self) -> None:
+        if self.sync is not None:
+            self.sync.stop()
         self.housekeeper.stop()
         self.monitor.stop()
         if self.owns_boards:
@@ -146,6 +157,7 @@ def build_node(
     crash: CrashPoints = NO_CRASHES,
     migrate_in_process: bool = False,
     housekeeping_interval_s: float = HOUSEKEEPING_INTERVAL_S,
+    central_transport: httpx.BaseTransport | None = None,
 ) -> Node:
     """Config -> keys and store (schema upgraded) -> boards -> door controller -> kiosk app.
 
@@ -199,6 +211,9 @@ def build_node(
             code_digits=config.pickup.code_digits,
         ),
     )
+    sync = None
+    if config.central_url:
+        sync = build_sync(config, engine, keys, doors, clock, central_transport)
     return Node(
         config=config,
         engine=engine,
@@ -211,14 +226,66 @@ def build_node(
         monitor=DoorMonitor(doors, interval_s=config.doors.monitor_interval_ms / 1000),
         housekeeper=Housekeeper(service, interval_s=housekeeping_interval_s),
         owns_boards=owns_boards,
+        sync=sync,
     )
+
+
+def build_sync(
+    config: NodeConfig,
+    engine: Engine,
+    keys: NodeKeys,
+    doors: DoorController,
+    clock: Callable[[], datetime],
+    transport: httpx.BaseTransport | None = None,
+) -> SyncService | None:
+    """The sync loop, or None (logged) for a node that has a central_url but no enrollment."""
+    # Imported here: a node without central never loads httpx or the wire's crypto.
+    from locker_node.sync.client import CentralClient
+    from locker_node.sync.identity import IdentityError, load_identity
+    from locker_node.sync.service import SyncService
+
+    assert config.central_url is not None
+    try:
+        identity = load_identity(config.data_dir)
+    except IdentityError as exc:
+        logger.error("no sync with central: %s", exc)
+        return None
+    client = CentralClient(
+        config.central_url,
+        identity,
+        transport=transport,
+        clock=lambda: clock().timestamp(),
+        timeout_s=config.sync.timeout_s,
+    )
+    return SyncService(
+        engine,
+        client,
+        identity,
+        keys,
+        doors,
+        config.sync,
+        bank_id=config.bank_id,
+        data_dir=config.data_dir,
+        board_of={c.label: c.board for c in config.compartments},
+        clock=clock,
+        version=_version(),
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("locker-network")
+    except PackageNotFoundError:
+        return "0"
 
 
 def run_node(config: NodeConfig) -> None:
     """Kiosk, door monitor and housekeeping in one process until SIGINT or SIGTERM.
 
-    Sync with central joins here once it exists; without it the node serves pickups and
-    deposits for everything it already knows.
+    With a `central_url` and an enrollment, sync runs beside them; when central cannot be
+    reached the node serves pickups and deposits for everything it already knows.
     """
     import uvicorn
 
@@ -253,12 +320,8 @@ def run_node(config: NodeConfig) -> None:
         )
         host, port = sock.getsockname()[:2]
         logger.info("kiosk listening on http://%s:%d (bank %s)", host, port, config.bank_id)
-        if config.central_url:
-            logger.info(
-                "central_url %s is set, but this node version does not sync: it serves what it "
-                "already knows",
-                config.central_url,
-            )
+        if node.sync is not None:
+            logger.info("syncing with %s every %s s", config.central_url, config.sync.interval_s)
         # uvicorn stops gracefully on SIGTERM and then raises the signal again for the handler
         # it found: this one turns it into a normal exit through `with node`, which releases
         # the boards and closes the store.

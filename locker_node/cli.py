@@ -149,7 +149,7 @@ def _load(path: Path) -> NodeConfig:
 
 @app.command("run")
 def run(config: ConfigOption) -> None:
-    """Run the node: kiosk, door monitor and (once it exists) sync, in one process.
+    """Run the node: kiosk, door monitor and sync with central (when enrolled), in one process.
 
     Every door is read before the kiosk serves; the store's schema is upgraded first if needed.
     """
@@ -233,6 +233,36 @@ def seed_demo(
 
 
 DEMO_LAYOUT = (("S", 24), ("M", 20), ("L", 12), ("XL", 4))
+
+
+@app.command("provision")
+def provision(
+    central: Annotated[str, typer.Option("--central", help="central's base URL")],
+    bank: Annotated[str, typer.Option("--bank", help="the bank this node runs")],
+    token: Annotated[str, typer.Option("--token", help="one-time token from `bank enroll`")],
+    config: ConfigOption,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="default: the config's, else ./data")
+    ] = None,
+) -> None:
+    """Enroll this node with central: a new key pair, then the node config for the bank."""
+    from locker_node.sync.provision import ProvisionError
+    from locker_node.sync.provision import provision as enroll_node
+
+    try:
+        done = enroll_node(
+            central_url=central, bank_id=bank, token=token, config_path=config, data_dir=data_dir
+        )
+    except ProvisionError as exc:
+        typer.echo(f"provision failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    layout = "matches" if done.enrollment.layout_matches else "does NOT match"
+    typer.echo(
+        f"enrolled as {done.node_id} for bank {done.enrollment.bank_id}; "
+        f"{len(done.enrollment.compartments)} compartments ({layout} the old config)\n"
+        f"config: {done.config_path}\nkey: {done.key_path}\n"
+        "edit [[boards]] and the compartments' board/lock to the real wiring before running"
+    )
 
 
 def demo_config(bank_id: str, port: int) -> str:

@@ -114,6 +114,26 @@ class DoorsConfig(BaseModel):
     monitor_interval_ms: int = Field(default=500, ge=50, le=5000)
 
 
+class SyncConfig(BaseModel):
+    """How often the node talks to central (used only when `central_url` is set)."""
+
+    model_config = _STRICT
+
+    interval_s: float = Field(
+        default=2.0, ge=0.05, le=300, description="deliver the outbox and pull the feed"
+    )
+    heartbeat_s: float = Field(default=30.0, ge=1, le=600)
+    courier_codes_s: float = Field(
+        default=600.0, ge=1, description="fetch courier code hashes this often (scrypt is slow)"
+    )
+    batch_size: int = Field(default=500, ge=1, le=500, description="events per request")
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    remote_open_limit: int = Field(
+        default=3, ge=0, le=100, description="remote opens allowed per window; more are refused"
+    )
+    remote_open_window_s: int = Field(default=600, ge=1)
+
+
 class SerialBoardConfig(BaseModel):
     """An RS485 board. Boards that share a `port` share one bus (and must agree on baud rate)."""
 
@@ -236,6 +256,7 @@ class NodeConfig(BaseModel):
     courier: CourierConfig = CourierConfig()
     deposit: DepositConfig = DepositConfig()
     doors: DoorsConfig = DoorsConfig()
+    sync: SyncConfig = SyncConfig()
     boards: list[BoardConfig] = Field(min_length=1)
     compartments: list[CompartmentConfig] = Field(default_factory=list)
 

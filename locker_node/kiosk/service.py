@@ -889,7 +889,7 @@ class KioskService:
                 "compartment_size": size,
                 "deposited_at": now.isoformat(),
                 "pickup_deadline": deadline.isoformat(),
-                # SYNC: sealed under a node key for now; the sync client re-seals to central.
+                # Sealed under a node key at rest; sync re-seals them to central's key on delivery.
                 "sealed_pickup_code": self._keys.seal(code),
                 "sealed_qr_payload": self._keys.seal(token),
             },

@@ -1,21 +1,20 @@
 """What reaches the node from outside: reservations and courier credentials.
 
-Until the sync client exists, `locker-node seed-demo` and the tests call these functions; the
-sync client will call the same ones with what it pulls from central, inside one transaction per
-batch.
+The sync client calls these with what it pulls from central (one transaction per feed page,
+one per command); `locker-node seed-demo` and the tests call the same ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
 from locker_node.domain.allocation import SIZE_CLASSES
 from locker_node.domain.credentials import CredentialFormatError, format_courier_hash
 from locker_node.domain.inputs import normalise_carrier, normalise_tracking_number
-from locker_node.domain.lifecycle import ReservationStatus
+from locker_node.domain.lifecycle import CodeStatus, ReservationStatus
 from locker_node.store import repository as repo
 
 
@@ -153,3 +152,26 @@ def _scrypt_fields(stored: str) -> tuple[str, str, int, int, int]:
         return parts[4], parts[3], int(params["n"]), int(params["r"]), int(params["p"])
     except (KeyError, ValueError) as exc:
         raise CredentialFormatError("scrypt parameters missing") from exc
+
+
+def extend_pickup(conn: Connection, reservation_id: str, hours: int, now: datetime) -> bool:
+    """Give a parcel still in its compartment more time; False if there is no such parcel."""
+    if not 1 <= hours <= 24 * 7:
+        raise InboundError("an extension is 1 to 168 hours")
+    parcel = repo.parcel_in_locker(conn, reservation_id)
+    if parcel is None:
+        return False
+    repo.move_pickup_deadline(conn, parcel, parcel.pickup_deadline + timedelta(hours=hours), now)
+    return True
+
+
+def invalidate_pickup_code(conn: Connection, reservation_id: str, now: datetime) -> bool:
+    """Kill the live pickup code (and QR) of a parcel in its compartment; False if none."""
+    parcel = repo.parcel_in_locker(conn, reservation_id)
+    if parcel is None:
+        return False
+    code = repo.get_pickup_code(conn, parcel.id)
+    if code is None or code.status != CodeStatus.ACTIVE:
+        return False
+    repo.kill_pickup_code(conn, parcel.id, CodeStatus.REVOKED, now)
+    return True

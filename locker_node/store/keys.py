@@ -44,9 +44,9 @@ class NodeKeys:
     def _derive(self, purpose: str) -> bytes:
         return hmac.new(self._secret, b"locker-node/" + purpose.encode(), hashlib.sha256).digest()
 
-    # SYNC: the sync client re-seals these to central's X25519 key, bound to the event id
-    # (`locker_wire.sealing`), when it sends the event; until then they are sealed under a
-    # node-local key so that the outbox never holds a pickup code or QR payload in clear.
+    # The sync client re-seals these to central's X25519 key, bound to the event id
+    # (`locker_wire.sealing`), when it sends the event (`SyncService.wire_event`); until then
+    # they are sealed under a node-local key so that the outbox never holds a code in clear.
     def seal(self, secret: str) -> str:
         return self._sealer().encrypt(secret.encode()).decode()
 

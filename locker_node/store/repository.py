@@ -778,3 +778,48 @@ def mark_events_sent(conn: Connection, event_ids: Sequence[str], now: datetime) 
             .values(sent_at=now)
         )
     )
+
+
+def outbox_depth(conn: Connection) -> int:
+    """Events not yet delivered to central."""
+    query = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+    return int(conn.execute(query).scalar_one())
+
+
+def count_audit_since(conn: Connection, action: str, since: datetime) -> int:
+    query = (
+        select(func.count())
+        .select_from(audit_log)
+        .where(and_(audit_log.c.action == action, audit_log.c.at >= since))
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def audit_for_command(conn: Connection, action: str, command_id: str) -> AuditEntry | None:
+    query = (
+        select(audit_log)
+        .where(and_(audit_log.c.action == action, audit_log.c.command_id == command_id))
+        .order_by(audit_log.c.id.desc())
+        .limit(1)
+    )
+    return _record(AuditEntry, conn.execute(query).first())
+
+
+def parcel_in_locker(conn: Connection, reservation_id: str) -> Parcel | None:
+    query = select(parcels).where(
+        parcels.c.reservation_id == reservation_id, parcels.c.status == ParcelStatus.IN_LOCKER
+    )
+    return _record(Parcel, conn.execute(query).first())
+
+
+def move_pickup_deadline(
+    conn: Connection, parcel: Parcel, deadline: datetime, now: datetime
+) -> None:
+    """The parcel, its live code and its reservation all end at `deadline`."""
+    conn.execute(update(parcels).where(parcels.c.id == parcel.id).values(pickup_deadline=deadline))
+    conn.execute(
+        update(pickup_codes)
+        .where(pickup_codes.c.parcel_id == parcel.id, pickup_codes.c.status == CodeStatus.ACTIVE)
+        .values(expires_at=deadline)
+    )
+    update_reservation(conn, parcel.reservation_id, now, pickup_deadline=deadline)

@@ -1,0 +1,188 @@
+"""Fixtures for sync tests: central's real app (its own fixtures) and a node enrolled with it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from locker_node.app import Node, build_node
+from locker_node.config import NodeConfig, load_config
+from locker_node.hardware.simulated import SimulatedLockBoard
+from locker_node.store import repository as repo
+from locker_node.store.database import transaction
+from locker_node.sync.provision import provision
+from locker_node.sync.service import SyncService
+from tests.central import conftest as central
+from tests.central.conftest import FakeClock, World
+from tests.central.test_node_support import issue_token
+
+# Central's own fixtures: a migrated database per test (SQLite; PostgreSQL when configured),
+# its app on a fake clock, carriers and banks.
+sqlite_template = central.sqlite_template
+postgres_url = central.postgres_url
+database_url = central.database_url
+clock = central.clock
+settings = central.settings
+app = central.app
+sessions = central.sessions
+client = central.client
+world = central.world
+
+
+class CentralTransport(httpx.BaseTransport):
+    """Hands the node's (already signed) requests to central's app; `down` plays an outage."""
+
+    def __init__(self, client: TestClient) -> None:
+        self._client = client
+        self.down = False
+        self.fail_after: int | None = None  # requests to let through before going down
+        self.lose_answers = 0  # event batches central applies but whose answer is lost
+        self.batches: list[list[str]] = []  # event ids of every batch central received
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.fail_after is not None:
+            if self.fail_after <= 0:
+                self.down = True
+            self.fail_after -= 1
+        if self.down:
+            raise httpx.ConnectError("central is down", request=request)
+        events = request.url.path.endswith("/events")
+        if events:
+            self.batches.append([e["id"] for e in json.loads(request.content)["events"]])
+        answer: Any = self._client.request(
+            request.method,
+            request.url.raw_path.decode("ascii"),
+            content=request.content,
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+        )
+        if events and self.lose_answers > 0:
+            self.lose_answers -= 1
+            raise httpx.ReadError("connection reset", request=request)
+        return httpx.Response(
+            answer.status_code,
+            headers={"Content-Type": answer.headers.get("content-type", "application/json")},
+            content=answer.content,
+        )
+
+
+def courier_code(app: FastAPI, carrier: str = "acme") -> str:
+    """Today's courier code at NYC-1: the fake clock's 15:00 UTC is the same day in New York."""
+    code: str = app.state.keys.courier_code(carrier, "NYC-1", date(2026, 3, 2))
+    return code
+
+
+@dataclass
+class SyncedNode:
+    node: Node
+    sync: SyncService
+    board: SimulatedLockBoard
+    config: NodeConfig
+    transport: CentralTransport
+    node_id: str
+    kiosk: TestClient
+
+    def lock_of(self, label: str) -> int:
+        return next(c.lock for c in self.config.compartments if c.label == label)
+
+    def door_is_open(self, label: str) -> bool:
+        return str(self.board.read_doors()[self.lock_of(label)]) == "open"
+
+    def login(self, carrier: str, code: str) -> dict[str, str]:
+        answer = self.kiosk.post("/api/courier/login", json={"carrier": carrier, "pin": code})
+        assert answer.status_code == 200, answer.text
+        return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+    def deposit(self, tracking: str, headers: dict[str, str]) -> dict[str, Any]:
+        answer = self.kiosk.post(
+            "/api/courier/deposit", json={"tracking_number": tracking}, headers=headers
+        )
+        assert answer.status_code == 200, answer.text
+        opened = answer.json()
+        self.board.close_door(self.lock_of(opened["compartment"]))
+        confirm = self.kiosk.post(
+            f"/api/courier/deposit/{opened['deposit_id']}/confirm", headers=headers
+        )
+        assert confirm.status_code == 200, confirm.text
+        result: dict[str, Any] = confirm.json()
+        return result
+
+    def pickup(self, code: str) -> dict[str, Any]:
+        answer = self.kiosk.post("/api/pickup", json={"code": code})
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        self.board.close_door(self.lock_of(result["compartment"]))
+        return result
+
+    def outbox(self) -> list[repo.OutboxEvent]:
+        with transaction(self.node.engine) as conn:
+            return repo.outbox_events(conn)
+
+
+@pytest.fixture
+def make_node(
+    client: TestClient,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    world: World,
+    tmp_path: Path,
+) -> Iterator[Callable[..., SyncedNode]]:
+    made: list[SyncedNode] = []
+
+    def make(**sync_settings: Any) -> SyncedNode:
+        transport = CentralTransport(client)
+        config_path = tmp_path / f"node{len(made)}" / "node.toml"
+        done = provision(
+            central_url="http://central",
+            bank_id="NYC-1",
+            token=issue_token(sessions, clock),
+            config_path=config_path,
+            transport=transport,
+        )
+        loaded = load_config(config_path)
+        config = loaded.model_copy(
+            update={
+                "doors": loaded.doors.model_copy(
+                    update={"confirm_window_ms": 150, "confirm_poll_ms": 10}
+                ),
+                "sync": loaded.sync.model_copy(update=sync_settings),
+            }
+        )
+        board = SimulatedLockBoard(name="main", lock_count=16, door_delay_s=0.0)
+        node = build_node(
+            config,
+            boards={"main": board},
+            clock=clock,
+            migrate_in_process=True,
+            central_transport=transport,
+        )
+        # Driven pass by pass from the tests instead of by the thread.
+        service, node.sync = node.sync, None
+        assert service is not None
+        node.start()
+        synced = SyncedNode(
+            node=node,
+            sync=service,
+            board=board,
+            config=config,
+            transport=transport,
+            node_id=done.node_id,
+            kiosk=TestClient(node.app, raise_server_exceptions=True),
+        )
+        made.append(synced)
+        return synced
+
+    yield make
+    for synced in made:
+        synced.kiosk.close()
+        synced.sync.stop()
+        synced.node.stop()
