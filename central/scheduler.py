@@ -21,7 +21,7 @@ from central.clock import Clock
 from central.config import CentralSettings
 from central.keys import ServiceKeys
 from central.nodes import service as nodes
-from central.reservations.service import Ctx, expire_holds
+from central.reservations.service import Ctx, expire_holds, expire_pickups, send_reminders
 from central.tracking.tasks import CarrierPoll, EventLoopThread, TrackingPoller
 from central.webhooks.tasks import WebhookDispatcher, run_dispatch
 
@@ -80,6 +80,14 @@ class Jobs:
         with self.sessions() as session, session.begin():
             return nodes.expire_commands(session, self.clock())
 
+    def expire_pickups(self) -> int:
+        with self.sessions() as session, session.begin():
+            return expire_pickups(Ctx(session=session, keys=self.keys, now=self.clock()))
+
+    def send_reminders(self) -> int:
+        with self.sessions() as session, session.begin():
+            return send_reminders(Ctx(session=session, keys=self.keys, now=self.clock()))
+
     def deliver_webhooks(self) -> None:
         run_dispatch(self.dispatcher)
 
@@ -100,6 +108,8 @@ class Jobs:
     def all(self) -> dict[str, Callable[[], object]]:
         return {
             "expire_reservations": self.expire_reservations,
+            "expire_pickups": self.expire_pickups,
+            "send_reminders": self.send_reminders,
             "deliver_webhooks": self.deliver_webhooks,
             "poll_tracking": self.poll_tracking,
             "detect_offline_nodes": self.detect_offline_nodes,
@@ -123,6 +133,8 @@ def _guarded(jobs: Jobs, name: str, job: Callable[[], object]) -> Callable[[], N
 
 INTERVALS = {
     "expire_reservations": 30,
+    "expire_pickups": 60,
+    "send_reminders": 60,
     "deliver_webhooks": 2,
     "poll_tracking": 300,
     "detect_offline_nodes": 30,

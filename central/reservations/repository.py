@@ -131,3 +131,39 @@ def expired_holds(session: Session, now: datetime, limit: int) -> Sequence[str]:
         .order_by(Reservation.reserved_until)
         .limit(limit)
     ).all()
+
+
+def expired_pickups(session: Session, now: datetime, limit: int) -> Sequence[str]:
+    return session.scalars(
+        select(Reservation.id)
+        .where(Reservation.status == "deposited", Reservation.pickup_deadline <= now)
+        .order_by(Reservation.pickup_deadline)
+        .limit(limit)
+    ).all()
+
+
+def due_reminders(session: Session, now: datetime, limit: int) -> Sequence[Reservation]:
+    """Deposited parcels whose bank's reminder time has come and that have had no reminder yet.
+
+    The reminder's history entry is the record that it went out, so none is ever sent twice.
+    Earliest deadlines come first; the caller checks each bank's reminder offset.
+    """
+    reminded = (
+        select(ReservationEvent.id)
+        .where(
+            ReservationEvent.reservation_id == Reservation.id,
+            ReservationEvent.type == "reminder",
+        )
+        .exists()
+    )
+    return session.scalars(
+        select(Reservation)
+        .where(
+            Reservation.status == "deposited",
+            Reservation.pickup_deadline > now,
+            ~reminded,
+        )
+        .order_by(Reservation.pickup_deadline)
+        .options(selectinload(Reservation.history))
+        .limit(limit)
+    ).all()

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -499,6 +500,65 @@ def expire_holds(ctx: Ctx, *, limit: int = 500) -> int:
             ReservationStatus.EXPIRED,
             actor=Actor.SYSTEM,
             reason="not deposited before reserved_until",
+        )
+        count += 1
+    return count
+
+
+def expire_pickups(ctx: Ctx, *, limit: int = 500) -> int:
+    """Expire deposited parcels past their pickup deadline: the courier takes them back."""
+    count = 0
+    for reservation_id in repo.expired_pickups(ctx.session, ctx.now, limit):
+        reservation = repo.get(ctx.session, reservation_id)
+        if reservation is None or reservation.status != ReservationStatus.DEPOSITED:
+            continue
+        transition(
+            ctx,
+            reservation,
+            ReservationStatus.EXPIRED,
+            actor=Actor.SYSTEM,
+            reason="not picked up before pickup_deadline",
+        )
+        count += 1
+    return count
+
+
+def send_reminders(ctx: Ctx, *, limit: int = 500) -> int:
+    """One `parcel.reminder` per parcel, `reminder_hours` before its pickup deadline."""
+    count = 0
+    for reservation in repo.due_reminders(ctx.session, ctx.now, limit):
+        bank = banks_repository.get_bank(ctx.session, reservation.bank_id)
+        assert bank is not None and reservation.pickup_deadline is not None
+        if reservation.pickup_deadline - timedelta(hours=bank.reminder_hours) > ctx.now:
+            continue
+        repo.add(
+            ctx.session,
+            ReservationEvent(
+                reservation_id=reservation.id,
+                type="reminder",
+                from_status=reservation.status,
+                to_status=reservation.status,
+                actor=Actor.SYSTEM.value,
+                actor_id=None,
+                reason=f"{bank.reminder_hours} h before the pickup deadline",
+                data=None,
+                at=ctx.now,
+            ),
+        )
+        ctx.session.flush()
+        out = describe(
+            ctx.session,
+            reservation,
+            bank=bank,
+            history=repo.history_of(ctx.session, reservation.id),
+        )
+        enqueue_event(
+            ctx.session,
+            ctx.keys,
+            reservation.carrier_id,
+            "parcel.reminder",
+            partial(out.model_dump, mode="json"),
+            ctx.now,
         )
         count += 1
     return count

@@ -57,3 +57,40 @@ def test_only_one_scheduler_holds_the_lease(app: FastAPI, clock: FakeClock) -> N
     clock.advance(seconds=31)  # the first one died: its lease lapses
     assert second.is_leader()
     assert not first.is_leader()
+
+
+def test_pickup_deadline_reminder_then_expiry(
+    client: TestClient, world: World, app: FastAPI, clock: FakeClock
+) -> None:
+    from sqlalchemy import select
+
+    from central.models import WebhookDelivery
+    from tests.central.test_reservations_api import deposit
+
+    auth = world.auth("acme")
+    client.post("/v1/webhooks", json={"url": "http://carrier.test/h"}, headers=auth)
+    body = {"tracking_number": "ACME-P1", "bank_id": "NYC-1", "size": "S"}
+    rid = client.post("/v1/reservations", json=body, headers=auth).json()["id"]
+    deposit(app.state.sessions, clock, rid)  # pickup deadline: 72 h from now
+    jobs = jobs_for(app, clock)
+
+    clock.advance(hours=47)
+    assert jobs.send_reminders() == 0  # 25 h left: not yet
+    clock.advance(hours=1, minutes=1)
+    assert jobs.send_reminders() == 1  # 24 h before the deadline
+    assert jobs.send_reminders() == 0  # once only
+    assert jobs.expire_pickups() == 0
+
+    clock.advance(hours=24)
+    assert jobs.expire_pickups() == 1
+    got = client.get(f"/v1/reservations/{rid}", headers=auth).json()
+    assert got["status"] == "expired"
+    assert [h["type"] for h in got["history"]][-2:] == ["reminder", "expired"]
+    assert got["history"][-1]["actor"] == "system"
+    with app.state.sessions() as session:
+        types = [d.event_type for d in session.scalars(select(WebhookDelivery))]
+        assert types.count("parcel.reminder") == 1
+        assert types.count("parcel.expired") == 1
+        # The parcel is still in its compartment until the courier takes it back.
+        capacity = session.get(BankCapacity, ("NYC-1", "S"))
+        assert capacity is not None and capacity.available == 1
