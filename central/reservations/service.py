@@ -489,36 +489,27 @@ def extend(
 
 def expire_holds(ctx: Ctx, *, limit: int = 500) -> int:
     """Expire reservations whose courier never came; frees their capacity. Returns the count."""
-    count = 0
-    for reservation_id in repo.expired_holds(ctx.session, ctx.now, limit):
-        reservation = repo.get(ctx.session, reservation_id)
-        if reservation is None or reservation.status != ReservationStatus.RESERVED:
-            continue
-        transition(
-            ctx,
-            reservation,
-            ReservationStatus.EXPIRED,
-            actor=Actor.SYSTEM,
-            reason="not deposited before reserved_until",
-        )
-        count += 1
-    return count
+    due = repo.expired_holds(ctx.session, ctx.now, limit)
+    return _expire_each(ctx, due, ReservationStatus.RESERVED, "not deposited before reserved_until")
 
 
 def expire_pickups(ctx: Ctx, *, limit: int = 500) -> int:
     """Expire deposited parcels past their pickup deadline: the courier takes them back."""
+    due = repo.expired_pickups(ctx.session, ctx.now, limit)
+    return _expire_each(
+        ctx, due, ReservationStatus.DEPOSITED, "not picked up before pickup_deadline"
+    )
+
+
+def _expire_each(
+    ctx: Ctx, reservation_ids: Sequence[str], source: ReservationStatus, reason: str
+) -> int:
     count = 0
-    for reservation_id in repo.expired_pickups(ctx.session, ctx.now, limit):
+    for reservation_id in reservation_ids:
         reservation = repo.get(ctx.session, reservation_id)
-        if reservation is None or reservation.status != ReservationStatus.DEPOSITED:
-            continue
-        transition(
-            ctx,
-            reservation,
-            ReservationStatus.EXPIRED,
-            actor=Actor.SYSTEM,
-            reason="not picked up before pickup_deadline",
-        )
+        if reservation is None or reservation.status != source:
+            continue  # changed since it was found due (a deposit, a pickup): nothing to expire
+        transition(ctx, reservation, ReservationStatus.EXPIRED, actor=Actor.SYSTEM, reason=reason)
         count += 1
     return count
 

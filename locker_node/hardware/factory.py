@@ -110,24 +110,15 @@ def open_pin_factory(name: str) -> Any:
 
 def _build_serial(config: SerialBoardConfig, bus: SerialBus | None) -> LockBoard:
     port: SerialBus | str = bus if bus is not None else config.port
+    common: dict[str, Any] = {
+        "name": config.name,
+        "address": config.bus_address,
+        "lock_count": config.lock_count,
+        "lock_closed_bit": config.lock_closed_bit,
+        "baudrate": config.line_baudrate,
+        "reply_timeout_s": config.reply_timeout_ms / 1000,
+    }
     if config.protocol == "xor":
-        return XorBoard(
-            port,
-            name=config.name,
-            address=config.bus_address,
-            lock_count=config.lock_count,
-            lock_closed_bit=config.lock_closed_bit,
-            baudrate=config.line_baudrate,
-            reply_timeout_s=config.reply_timeout_ms / 1000,
-            unlock_timeout_s=config.unlock_timeout_ms / 1000,
-        )
-    board_class = _SERIAL_BOARDS[config.protocol]
-    return board_class(
-        port,
-        name=config.name,
-        address=config.bus_address,
-        lock_count=config.lock_count,
-        lock_closed_bit=config.lock_closed_bit,
-        baudrate=config.line_baudrate,
-        reply_timeout_s=config.reply_timeout_ms / 1000,
-    )
+        # XOR boards answer an unlock only once the lock has moved, so they wait longer for it.
+        return XorBoard(port, unlock_timeout_s=config.unlock_timeout_ms / 1000, **common)
+    return _SERIAL_BOARDS[config.protocol](port, **common)
