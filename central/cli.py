@@ -20,6 +20,7 @@ from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
 from central.nodes.service import NodeError, issue_command, issue_enrollment_token
 from central.scheduler import Jobs, start_scheduler
+from central.serving import WorkerSupervisor, balanced_workers_supported
 
 app = typer.Typer(no_args_is_help=True, help="Central service of the locker network.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -208,7 +209,9 @@ def _serve(
             )
         )
     try:
-        if workers > 1:
+        if workers > 1 and balanced_workers_supported():
+            WorkerSupervisor(host, port, workers, access_log=access_log).run()
+        elif workers > 1:
             uvicorn.run(
                 "central.app:app_from_environment",
                 factory=True,
