@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from sqlalchemy import Table, and_, insert, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
+from central.banks import repository as banks_repository
 from central.db import rowcount
-from central.models import ACTIVE_STATUSES, Reservation, ReservationEvent
+from central.models import ACTIVE_STATUSES, BankCapacity, Reservation, ReservationEvent
 
 
 def add(session: Session, row: Reservation | ReservationEvent) -> None:
@@ -45,6 +46,97 @@ def insert_if_no_active_twin(session: Session, values: dict[str, Any]) -> bool:
 
 def insert_event(session: Session, values: dict[str, Any]) -> None:
     session.connection().execute(_INSERT_EVENT, values)
+
+
+ReserveOutcome = Literal["created", "twin", "full"]
+
+
+def _reserve_in_one_statement() -> Any:
+    """PostgreSQL: take a unit, insert the reservation and its first event in one round trip.
+
+    Data-modifying CTEs: the insert selects from the taken row, so with no free unit nothing is
+    inserted, and the event selects from the inserted row, so a twin's conflict inserts no event.
+    The counts say which of the three happened.
+    """
+    capacity = cast(Table, BankCapacity.__table__)
+    events = cast(Table, ReservationEvent.__table__)
+    taken = (
+        update(capacity)
+        .where(
+            capacity.c.bank_id == bindparam("p_bank"),
+            capacity.c.size == bindparam("p_size"),
+            capacity.c.available > 0,
+        )
+        .values(available=capacity.c.available - 1)
+        .returning(capacity.c.bank_id)
+        .cte("taken")
+    )
+    columns = list(_RESERVATIONS.columns)
+    created = (
+        postgresql.insert(_RESERVATIONS)
+        .from_select(
+            [c.key for c in columns],
+            select(*[bindparam(f"r_{c.key}", type_=c.type) for c in columns]).select_from(taken),
+        )
+        .on_conflict_do_nothing(
+            index_elements=["carrier_id", "tracking_number"], index_where=_ACTIVE
+        )
+        .returning(_RESERVATIONS.c.id)
+        .cte("created")
+    )
+    event_columns = [c for c in events.columns if c.key != "id"]
+    logged = (
+        insert(events)
+        .from_select(
+            [c.key for c in event_columns],
+            select(*[bindparam(f"e_{c.key}", type_=c.type) for c in event_columns]).select_from(
+                created
+            ),
+        )
+        .returning(events.c.id)
+        .cte("logged")
+    )
+    return select(
+        select(func.count()).select_from(taken).scalar_subquery().label("taken"),
+        select(func.count()).select_from(created).scalar_subquery().label("created"),
+        select(func.count()).select_from(logged).scalar_subquery().label("logged"),
+    )
+
+
+_RESERVE_IN_ONE_STATEMENT = _reserve_in_one_statement()
+
+
+def reserve_unit(
+    session: Session,
+    bank_id: str,
+    size: str,
+    reservation: dict[str, Any],
+    event: dict[str, Any],
+) -> ReserveOutcome:
+    """Take one unit of `size` at `bank_id` and insert the reservation and its first event.
+
+    "full": no free unit, nothing written. "twin": the carrier already has an active reservation
+    for this tracking number (a concurrent identical request won); the unit is given back.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        params = {"p_bank": bank_id, "p_size": size}
+        params.update({f"r_{key}": value for key, value in reservation.items()})
+        params.update({f"e_{key}": value for key, value in event.items()})
+        taken, created, _ = connection.execute(_RESERVE_IN_ONE_STATEMENT, params).one()
+        if not taken:
+            return "full"
+        if created:
+            return "created"
+        banks_repository.release_unit(session, bank_id, size)
+        return "twin"
+    if not banks_repository.take_unit(session, bank_id, size):
+        return "full"
+    if not insert_if_no_active_twin(session, reservation):
+        banks_repository.release_unit(session, bank_id, size)
+        return "twin"
+    insert_event(session, event)
+    return "created"
 
 
 def find_active(session: Session, carrier_id: str, tracking_number: str) -> Reservation | None:

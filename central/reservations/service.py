@@ -193,18 +193,21 @@ def _try_candidate(
         data={"bank_id": bank.id, "size": candidate.size.value},
         at=now,
     )
-    # Take the unit first: if the class is full there is nothing to undo. The row lock it takes
-    # is held until commit, which is two short inserts away.
-    if not banks_repository.take_unit(ctx.session, bank.id, candidate.size.value):
+    outcome = repo.reserve_unit(
+        ctx.session,
+        bank.id,
+        candidate.size.value,
+        _columns(reservation),
+        _columns(event, skip=("id",)),
+    )
+    if outcome == "full":
         return None
-    if not repo.insert_if_no_active_twin(ctx.session, _columns(reservation)):
-        # An identical request committed first: give the unit back and answer with its result.
-        banks_repository.release_unit(ctx.session, bank.id, candidate.size.value)
+    if outcome == "twin":
+        # An identical request committed first: its result is the answer.
         twin = repo.find_active(ctx.session, carrier_id, number)
         if twin is None:
             raise Conflict("concurrent_update", "the reservation changed meanwhile; retry")
         return describe(ctx.session, twin), False
-    repo.insert_event(ctx.session, _columns(event, skip=("id",)))
     out = describe(ctx.session, reservation, bank=bank, history=[event])
     enqueue_event(
         ctx.session,

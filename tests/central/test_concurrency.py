@@ -71,3 +71,39 @@ def test_200_concurrent_requests_for_50_units_make_exactly_50_reservations(
         assert (capacity.total, capacity.available) == (UNITS, 0)
         assert session.scalar(select(func.count()).select_from(Reservation)) == UNITS
     sessions.kw["bind"].dispose()
+
+
+@pytest.mark.slow
+def test_identical_concurrent_requests_make_one_reservation(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The same tracking number sent 24 times at once: one 201, the rest 200 with the same id."""
+    sessions: sessionmaker[Session] = engine_for(database_url)
+    with sessions.begin() as session:
+        key = make_carrier(session, carrier_id="acme", now=clock())
+        make_bank(session, bank_id="HOT-1", now=clock(), compartments="M:5")
+
+    def one(_: int) -> tuple[int, str]:
+        with httpx.Client(timeout=60) as client:
+            response = client.post(
+                f"{base}/v1/reservations",
+                json={"tracking_number": "TWIN-00001", "bank_id": "HOT-1", "size": "M"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+        return response.status_code, response.json()["id"]
+
+    workers = 2 if database_url.startswith("postgresql") else 1
+    with (
+        running_central(database_url, tmp_path / "var", workers=workers) as base,
+        ThreadPoolExecutor(max_workers=24) as pool,
+    ):
+        results = list(pool.map(one, range(24)))
+
+    assert Counter(status for status, _ in results) == {201: 1, 200: 23}
+    assert len({rid for _, rid in results}) == 1
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Reservation)) == 1
+        capacity = session.get(BankCapacity, ("HOT-1", "M"))
+        assert capacity is not None
+        assert capacity.available == 4
+    sessions.kw["bind"].dispose()
