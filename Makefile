@@ -12,16 +12,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Start central on the embedded SQLite default and a demo node on a simulated board, with demo
-## data; print URLs and credentials. Ctrl-C stops both.
+## Start central on the embedded SQLite default and one enrolled node per demo bank on simulated
+## boards, with demo data; print URLs and credentials. State and logs in ./var (reset: rm -rf var).
+## Ctrl-C stops everything.
 run: $(STAMP)
-	@mkdir -p var
-	@$(BIN)/locker-node demo --folder var/node --port 8080 > var/node.log 2>&1 & node=$$!; \
-	trap 'kill $$node 2>/dev/null; wait $$node 2>/dev/null' EXIT INT TERM; \
-	for i in $$(seq 50); do grep -q "kiosk listening" var/node.log 2>/dev/null && break; sleep 0.2; done; \
-	echo ""; echo "Locker node (standalone demo bank DEMO-NODE, log in var/node.log)"; \
-	grep -E "^(kiosk|carrier|courier code|reservation)" var/node.log | sed 's/^/  /'; \
-	$(BIN)/locker-central demo
+	@$(BIN)/locker-central demo --with-nodes
+
+## The dashboard's browser assets, from npm (never a CDN): installed from the lock file, then the
+## dist files the pages load copied into central/ops/static/vendor/.
+FRONTEND := central/ops/frontend
+VENDOR := central/ops/static/vendor
+.PHONY: assets
+assets: $(VENDOR)/chart.umd.js
+$(VENDOR)/chart.umd.js: $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
+	npm ci --prefix $(FRONTEND) --no-audit --no-fund
+	mkdir -p $(VENDOR)
+	cp $(FRONTEND)/node_modules/chart.js/dist/chart.umd.js $(VENDOR)/chart.umd.js
+	cp $(FRONTEND)/node_modules/chart.js/LICENSE.md $(VENDOR)/LICENSE.chart.js.md
+run: assets
+test: assets
+unit: assets
 
 ## Lint, type-check and run the whole test suite.
 test: lint typecheck unit

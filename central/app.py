@@ -19,7 +19,11 @@ from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker
 from central.errors import install_error_handlers
 from central.keys import ServiceKeys, load_master_key
+from central.metrics import install_metrics
 from central.nodes.endpoints import router as nodes_router
+from central.ops import pages as ops_pages
+from central.ops.endpoints import router as ops_router
+from central.ops.insight.endpoints import router as ops_insight_router
 from central.reservations.endpoints import router as reservations_router
 from central.tracking.endpoints import router as carrier_webhooks_router
 from central.webhooks.endpoints import router as webhooks_router
@@ -88,12 +92,17 @@ def create_app(
     app.include_router(webhooks_router)
     app.include_router(carrier_webhooks_router)
     app.include_router(nodes_router)
+    app.include_router(ops_router)
+    app.include_router(ops_insight_router)
+    app.include_router(ops_pages.router)
+    app.mount(ops_pages.STATIC_PATH, ops_pages.static_files(), name="ops-static")
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         """Liveness: answers without touching the database."""
         return {"status": "ok"}
 
+    install_metrics(app, settings)
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import timedelta
 from typing import Annotated
 
@@ -18,7 +19,9 @@ from central.carriers.service import CarrierError, add_carrier, create_api_key, 
 from central.clock import utcnow
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
+from central.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from central.nodes.service import NodeError, issue_command, issue_enrollment_token
+from central.ops.cli import operator_app
 from central.scheduler import Jobs, start_scheduler
 from central.serving import WorkerSupervisor, balanced_workers_supported
 
@@ -33,6 +36,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(bank_app, name="bank")
 node_app = typer.Typer(no_args_is_help=True, help="Locker nodes.")
 app.add_typer(node_app, name="node")
+app.add_typer(operator_app, name="operator")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -208,6 +212,9 @@ def _serve(
                 carrier_adapters=build_carrier_adapters(),
             )
         )
+    if workers > 1 and MULTIPROC_ENV not in os.environ:
+        # Before the workers start: each writes its request metrics there, any of them answers.
+        prepare_multiprocess_dir(settings.data_dir)
     try:
         if workers > 1 and balanced_workers_supported():
             WorkerSupervisor(host, port, workers, access_log=access_log).run()
@@ -238,18 +245,46 @@ def _safe_url(url: str) -> str:
 def demo(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    with_nodes: Annotated[
+        bool,
+        typer.Option(
+            "--with-nodes",
+            help="also enroll and run one node per demo bank, on simulated boards (make run)",
+        ),
+    ] = False,
+    kiosk_port: Annotated[
+        int, typer.Option(help="--with-nodes: the first bank's kiosk port; the next ones follow")
+    ] = 8081,
+    parcels: Annotated[
+        int, typer.Option(help="--with-nodes: demo reservations per bank", min=0, max=10)
+    ] = 2,
 ) -> None:
-    """Set up the embedded default with demo carriers and banks, print credentials, and serve."""
-    from central.demo import prepare_demo
+    """Set up the embedded default with demo carriers and banks, print credentials, and serve.
+
+    With --with-nodes, central runs as a child process beside one `locker-node run` per demo
+    bank (enrolled on first use, under <data_dir>/nodes/), until Ctrl-C stops them all.
+    """
+    from central.demo import prepare_demo, prepare_demo_operators
 
     settings = CentralSettings()
+    if with_nodes:
+        from central.demo_network import run_network
+
+        status = run_network(
+            settings, host=host, port=port, kiosk_port=kiosk_port, parcels=parcels, echo=typer.echo
+        )
+        raise typer.Exit(status)
     upgrade_database(settings.database_url)
     credentials = prepare_demo(settings)
+    operators = prepare_demo_operators(settings)
     base = f"http://{host}:{port}"
     typer.echo("")
     typer.echo("Locker network central is starting")
     typer.echo(f"  carrier API     {base}/v1")
     typer.echo(f"  API docs        {base}/docs")
+    typer.echo(f"  dashboard       {base}/ops")
+    for email, (role, password) in operators.items():
+        typer.echo(f"    {role:6} {email} / {password}")
     typer.echo(f"  database        {_safe_url(settings.database_url)}")
     for carrier_id, key in credentials.items():
         typer.echo(f"  API key ({carrier_id:5}) {key}")

@@ -25,3 +25,22 @@ class CentralSettings(BaseSettings):
     webhook_retry_hours: float = Field(default=72.0, ge=24.0)
     scheduler_enabled: bool = True
     db_pool_size: int = Field(default=10, ge=1)
+    # Operator dashboard (/ops): sessions end after this long without a request, and in any case
+    # after ops_session_max_hours; sign-in is refused for a while after repeated failures.
+    ops_session_idle_hours: float = Field(default=12.0, gt=0)
+    ops_session_max_hours: float = Field(default=7 * 24.0, gt=0)
+    ops_login_max_failures: int = Field(default=5, ge=1)
+    ops_login_window_minutes: float = Field(default=15.0, gt=0)
+    # argon2id cost (RFC 9106 second recommendation by default); tests lower it to stay fast.
+    ops_argon2_time_cost: int = Field(default=3, ge=1)
+    ops_argon2_memory_kib: int = Field(default=65536, ge=8)
+    ops_argon2_parallelism: int = Field(default=4, ge=1)
+    # Usage analytics (Mixpanel). Without a token events are kept in the local outbox only.
+    mixpanel_token: SecretStr | None = None
+    # `api-eu.mixpanel.com` for EU data residency.
+    mixpanel_api_host: str = "api.mixpanel.com"
+    # A full /track URL instead of `https://<api host>/track` (a relay, or a local test server).
+    mixpanel_events_url: str | None = None
+    analytics_retention_days: int = Field(default=30, ge=1)
+    # When set, GET /metrics requires `Authorization: Bearer <metrics_token>`.
+    metrics_token: SecretStr | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from central.banks.repository import get_bank
 from central.banks.service import NewBank, add_bank, parse_compartment_spec
 from central.carriers.repository import get_carrier
@@ -9,8 +11,10 @@ from central.carriers.service import add_carrier, create_api_key
 from central.clock import utcnow
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker
+from central.ops.accounts import Passwords, ensure_operator
 
 DEMO_CARRIERS = {"usps": "USPS", "fedex": "FedEx", "ups": "UPS", "dhl": "DHL"}
+DEMO_OPERATORS = {"admin@demo.example": "admin", "viewer@demo.example": "viewer"}
 DEMO_BANKS = [
     NewBank(
         "NYC-0001",
@@ -57,3 +61,21 @@ def prepare_demo(settings: CentralSettings) -> dict[str, str]:
                 add_bank(session, bank, now)
     engine.dispose()
     return keys
+
+
+def prepare_demo_operators(settings: CentralSettings) -> dict[str, tuple[str, str]]:
+    """A dashboard admin and viewer, each with a fresh password: email -> (role, password).
+
+    Passwords are stored only as argon2id hashes, so, like the API keys, they are new every run.
+    """
+    engine = make_engine(settings.database_url)
+    now = utcnow()
+    passwords = Passwords.from_settings(settings)
+    accounts: dict[str, tuple[str, str]] = {}
+    with make_sessionmaker(engine).begin() as session:
+        for email, role in DEMO_OPERATORS.items():
+            password = secrets.token_urlsafe(12)
+            ensure_operator(session, email, role, password, now=now, passwords=passwords)
+            accounts[email] = (role, password)
+    engine.dispose()
+    return accounts

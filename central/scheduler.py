@@ -17,10 +17,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from carrier_adapters.base import CarrierAdapter
 from central import leases
+from central.analytics.service import FillResult
+from central.analytics.tasks import AnalyticsJobs, FlushResult, build_sender
 from central.clock import Clock
 from central.config import CentralSettings
 from central.keys import ServiceKeys
 from central.nodes import service as nodes
+from central.ops import alerts as ops_alerts
+from central.ops.insight.tasks import sample_occupancy
+from central.reservations import repository as reservations_repository
 from central.reservations.service import Ctx, expire_holds, expire_pickups, send_reminders
 from central.tracking.tasks import CarrierPoll, EventLoopThread, TrackingPoller
 from central.webhooks.tasks import WebhookDispatcher, run_dispatch
@@ -28,6 +33,7 @@ from central.webhooks.tasks import WebhookDispatcher, run_dispatch
 log = logging.getLogger(__name__)
 LEASE_NAME = "scheduler"
 LEASE_TTL = timedelta(seconds=30)
+PICKUP_BATCH = 500
 
 
 class Jobs:
@@ -59,6 +65,13 @@ class Jobs:
             TrackingPoller(sessions, keys, clock, carrier_adapters) if carrier_adapters else None
         )
         self._carrier_io = EventLoopThread()
+        self.analytics = AnalyticsJobs(
+            sessions,
+            keys,
+            clock,
+            build_sender(settings),
+            retention=timedelta(days=settings.analytics_retention_days),
+        )
 
     def is_leader(self) -> bool:
         with self.sessions() as session, session.begin():
@@ -82,11 +95,20 @@ class Jobs:
 
     def expire_pickups(self) -> int:
         with self.sessions() as session, session.begin():
-            return expire_pickups(Ctx(session=session, keys=self.keys, now=self.clock()))
+            ctx = Ctx(session=session, keys=self.keys, now=self.clock())
+            # The same batch expire_pickups takes; those it expires go on their bank's alert.
+            due = reservations_repository.expired_pickups(session, ctx.now, PICKUP_BATCH)
+            count = expire_pickups(ctx, limit=PICKUP_BATCH)
+            ops_alerts.alert_parcels_past_deadline(session, due, ctx.now)
+            return count
 
     def send_reminders(self) -> int:
         with self.sessions() as session, session.begin():
             return send_reminders(Ctx(session=session, keys=self.keys, now=self.clock()))
+
+    def sample_occupancy(self) -> int:
+        with self.sessions() as session, session.begin():
+            return sample_occupancy(session, self.clock())
 
     def deliver_webhooks(self) -> None:
         run_dispatch(self.dispatcher)
@@ -100,6 +122,12 @@ class Jobs:
             # close() on shutdown; what was recorded stays, the rest is asked again next time.
             log.info("tracking poll interrupted by shutdown")
             return {}
+
+    def fill_analytics(self) -> FillResult:
+        return self.analytics.fill()
+
+    def flush_analytics(self) -> FlushResult:
+        return self.analytics.flush()
 
     def close(self) -> None:
         """Stop the carrier I/O loop; a poll still running is cancelled."""
@@ -115,6 +143,9 @@ class Jobs:
             "detect_offline_nodes": self.detect_offline_nodes,
             "purge_node_nonces": self.purge_node_nonces,
             "expire_node_commands": self.expire_node_commands,
+            "sample_occupancy": self.sample_occupancy,
+            "fill_analytics": self.fill_analytics,
+            "flush_analytics": self.flush_analytics,
         }
 
 
@@ -140,6 +171,9 @@ INTERVALS = {
     "detect_offline_nodes": 30,
     "purge_node_nonces": 60,
     "expire_node_commands": 60,
+    "sample_occupancy": 300,
+    "fill_analytics": 60,
+    "flush_analytics": 60,
 }
 
 

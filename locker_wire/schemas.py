@@ -12,13 +12,21 @@ Size = Literal["S", "M", "L", "XL"]
 MAX_EVENTS_PER_BATCH = 500
 EventType = Literal[
     "parcel.deposited",
+    "parcel.code_reissued",
     "parcel.picked_up",
     "parcel.returned",
     "door.fault",
     "door.left_open",
     "door.forced_open",
     "compartment.out_of_service",
+    "compartment.in_service",
+    "kiosk.code_failed",
+    "kiosk.locked_out",
+    "kiosk.session",
 ]
+# Kiosk usage events: counts, durations and kinds only, never a code, a token or a person.
+KioskEventType = Literal["kiosk.code_failed", "kiosk.locked_out", "kiosk.session"]
+CodeKind = Literal["pickup", "courier_login"]
 CommandType = Literal[
     "open_compartment",
     "disable_compartment",
@@ -98,6 +106,16 @@ class DepositedData(_Strict):
     sealed_qr_payload: str = Field(max_length=2000)
 
 
+class CodeReissuedData(DepositedData):
+    """A new pickup code and QR payload for a parcel already in its compartment.
+
+    Sealed like a deposit's (to central's key, bound to this event's id); the old pair no longer
+    opens anything. `command_id` is central's command that asked for it, when one did.
+    """
+
+    command_id: str | None = Field(default=None, max_length=64)
+
+
 class ReservationEventData(_Strict):
     reservation_id: str = Field(max_length=32)
 
@@ -105,6 +123,28 @@ class ReservationEventData(_Strict):
 class CompartmentEventData(_Strict):
     compartment: str = Field(max_length=16)
     detail: dict[str, Any] | None = None
+
+
+class CodeFailedData(_Strict):
+    """A wrong pickup code or courier code; which code was typed is never part of it."""
+
+    kind: CodeKind
+    attempts_left: int = Field(ge=0, le=1000)
+
+
+class LockedOutData(_Strict):
+    kind: CodeKind
+    retry_after_s: int = Field(ge=0)
+
+
+class CourierSessionData(_Strict):
+    """One courier session, reported when it ends (by logout or by idling out)."""
+
+    carrier_id: str = Field(max_length=64)
+    started_at: AwareDatetime
+    duration_s: int = Field(ge=0)
+    deposits: int = Field(ge=0)
+    ended_by: Literal["logout", "idle"]
 
 
 class EventResult(BaseModel):

@@ -1,5 +1,6 @@
 """Central's SQLAlchemy models; importing this module registers every table on `Base.metadata`."""
 
+from central.models.analytics import AnalyticsCursor, AnalyticsEvent, AnalyticsSubject
 from central.models.banks import Bank, BankCapacity, Compartment
 from central.models.base import (
     ACTIVE_STATUSES,
@@ -20,6 +21,13 @@ from central.models.nodes import (
     NodeEventRecord,
     NodeNonce,
 )
+from central.models.occupancy import OccupancySample
+from central.models.operators import (
+    OperatorAccount,
+    OperatorAuditEntry,
+    OperatorLoginFailure,
+    OperatorSession,
+)
 from central.models.reservations import Reservation, ReservationEvent
 from central.models.tracking import TrackingEventRecord
 from central.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -28,6 +36,9 @@ __all__ = [
     "ACTIVE_STATUSES",
     "Actor",
     "Alert",
+    "AnalyticsCursor",
+    "AnalyticsEvent",
+    "AnalyticsSubject",
     "ApiKey",
     "Bank",
     "BankCapacity",
@@ -42,6 +53,11 @@ __all__ = [
     "NodeCommand",
     "NodeEventRecord",
     "NodeNonce",
+    "OccupancySample",
+    "OperatorAccount",
+    "OperatorAuditEntry",
+    "OperatorLoginFailure",
+    "OperatorSession",
     "Reservation",
     "ReservationEvent",
     "ReservationStatus",

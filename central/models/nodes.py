@@ -53,6 +53,12 @@ class NodeEventRecord(Base):
     """Each node event once, with the decision taken; sealed fields stay sealed here."""
 
     __tablename__ = "node_events"
+    __table_args__ = (
+        # Reports and charts read a bank's events by time; the analytics filler reads them in
+        # (received_at, id) order.
+        Index("ix_node_events_bank_occurred", "bank_id", "occurred_at"),
+        Index("ix_node_events_received_at_id", "received_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
@@ -87,9 +93,16 @@ class Alert(Base):
     __table_args__ = (Index("ix_alerts_bank_type", "bank_id", "type"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    bank_id: Mapped[str] = mapped_column(ForeignKey("banks.id"))
+    # None for network-wide alerts (a carrier's failing webhook endpoint).
+    bank_id: Mapped[str | None] = mapped_column(ForeignKey("banks.id"), nullable=True)
     type: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # What the alert is about within its bank and type (a compartment, an endpoint): one open
+    # alert per (bank, type, subject). Operator columns: None when the system acted.
+    subject: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    acknowledged_by: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), nullable=True)
+    resolved_by: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), nullable=True)
+    note: Mapped[str | None] = mapped_column(String(500), nullable=True)

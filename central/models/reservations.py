@@ -65,6 +65,8 @@ class ReservationEvent(Base):
     """One transition or notable fact; rows are only ever inserted (a trigger refuses changes)."""
 
     __tablename__ = "reservation_events"
+    # The daily report and the throughput chart read the history by time.
+    __table_args__ = (Index("ix_reservation_events_at", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"), index=True)

@@ -53,9 +53,10 @@ class NodeWork:
     """A node request's database work: verify the signature, then do the work, in one thread hop.
 
     As with the carriers' unit of work, the whole of it runs in a single worker-thread hop so a
-    request never holds a connection (or SQLite's write lock) while waiting for a thread. The
-    signature check and its nonce commit on their own first, so a request refused by the work
-    still cannot be replayed.
+    request never holds a connection (or SQLite's write lock) while waiting for a thread. It is
+    one transaction, so one commit (one WAL flush) per request: the work runs in a savepoint
+    after the signature check, and when it fails only the savepoint is rolled back, so the
+    nonce is still committed and a request refused by the work cannot be replayed.
     """
 
     def __init__(self, request: Request) -> None:
@@ -79,7 +80,8 @@ class NodeWork:
     def _run(self, body: bytes, work: Callable[[Ctx, Node, bytes], T]) -> T:
         request = self._request
         with self._sessions() as session:
-            with session.begin():
+            session.begin()
+            try:
                 node = service.authenticate(
                     session,
                     request.method,
@@ -88,9 +90,18 @@ class NodeWork:
                     body,
                     self._clock(),
                 )
-            with session.begin():
                 ctx = Ctx(session=session, keys=self._keys, now=self._clock(), banks=self._banks)
-                return work(ctx, node, body)
+            except BaseException:
+                session.rollback()
+                raise
+            try:
+                with session.begin_nested():
+                    result = work(ctx, node, body)
+            except BaseException:
+                session.commit()  # the nonce, without the work
+                raise
+            session.commit()
+            return result
 
 
 async def _node_work(request: Request) -> NodeWork:
@@ -156,7 +167,8 @@ async def get_feed(
         lambda ctx, node, _body: service.feed(ctx, node, cursor, limit, courier_codes=courier_codes)
     )
     # Hashed after the transaction is over, in a hop of its own that holds no connection.
-    response.courier_codes = await anyio.to_thread.run_sync(service.hash_courier_codes, due)
+    if due:
+        response.courier_codes = await anyio.to_thread.run_sync(service.hash_courier_codes, due)
     return response
 
 

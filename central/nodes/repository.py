@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Integer, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -14,6 +14,7 @@ from central.db import rowcount
 from central.models import (
     Alert,
     Bank,
+    BankCapacity,
     Carrier,
     Compartment,
     EnrollmentToken,
@@ -22,26 +23,28 @@ from central.models import (
     NodeEventRecord,
     NodeNonce,
     Reservation,
+    ReservationStatus,
 )
 
 _DIALECTS = {"postgresql": postgresql, "sqlite": sqlite}
+_EVENTS = cast(Table, NodeEventRecord.__table__)
+_ALERTS = cast(Table, Alert.__table__)
+# Built once, on the tables, and run on the connection: a batch of node events costs one
+# statement per kind of write, not a statement (and an ORM round) per event.
+_CLAIM_EVENTS = {
+    name: dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_INSERT_ALERT = insert(_ALERTS)
+_SET_EVENT_OUTCOME = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("event_id"))
+    .values(status=bindparam("new_status"), error=bindparam("new_error"))
+)
 
 
 def add(session: Session, row: object) -> None:
     session.add(row)
-
-
-def _insert_unless_present(session: Session, model: Any, values: dict[str, Any]) -> bool:
-    """Insert a row unless its primary key exists; True when this call inserted it.
-
-    One statement, so of two concurrent inserts one waits for the other's commit and then
-    inserts nothing, instead of failing its transaction. RETURNING, not rowcount, says which:
-    drivers disagree on the count of ON CONFLICT DO NOTHING.
-    """
-    dialect = _DIALECTS[session.get_bind().dialect.name]
-    key = next(iter(model.__table__.primary_key.columns))
-    stmt = dialect.insert(model).values(values).on_conflict_do_nothing().returning(key)
-    return session.execute(stmt).first() is not None
 
 
 # Enrollment ---------------------------------------------------------------------------------------
@@ -106,8 +109,106 @@ def compartment(session: Session, bank_id: str, label: str) -> Compartment | Non
     ).one_or_none()
 
 
-def set_compartment_state(session: Session, compartment_id: int, state: str) -> None:
-    session.execute(update(Compartment).where(Compartment.id == compartment_id).values(state=state))
+class CompartmentRow(NamedTuple):
+    id: int
+    label: str
+    state: str
+    size: str
+
+
+def compartment_rows(session: Session, bank_id: str) -> dict[str, CompartmentRow]:
+    """The bank's compartments by label, as plain rows: read once for a whole batch of events."""
+    rows = session.execute(
+        select(Compartment.id, Compartment.label, Compartment.state, Compartment.size).where(
+            Compartment.bank_id == bank_id
+        )
+    )
+    return {
+        row.label: CompartmentRow(row.id, row.label, str(row.state), str(row.size)) for row in rows
+    }
+
+
+_SET_COMPARTMENT_STATE = (
+    update(cast(Table, Compartment.__table__))
+    .where(Compartment.__table__.c.id == bindparam("compartment_id"))
+    .values(state=bindparam("new_state"))
+)
+
+
+_CAPACITY = cast(Table, BankCapacity.__table__)
+_CHANGE_WORKING_UNITS = (
+    update(_CAPACITY)
+    .where(_CAPACITY.c.bank_id == bindparam("p_bank"), _CAPACITY.c.size == bindparam("p_size"))
+    .values(
+        total=_CAPACITY.c.total + bindparam("delta", type_=Integer),
+        available=_CAPACITY.c.available + bindparam("delta", type_=Integer),
+    )
+)
+
+
+def change_working_units(session: Session, bank_id: str, deltas: dict[str, int]) -> None:
+    """Compartments leaving (-1) or returning to (+1) service, per size class.
+
+    Holds are unchanged, so `available` moves with `total` and stays `total - holds`; it may go
+    below zero when more parcels hold a class than it has working compartments, and then
+    allocation (`available > 0`) refuses that class until enough come back or are collected.
+    """
+    params = [
+        {"p_bank": bank_id, "p_size": size, "delta": delta}
+        for size, delta in sorted(deltas.items())
+        if delta
+    ]
+    if params:
+        session.connection().execute(_CHANGE_WORKING_UNITS, params)
+
+
+def compartment_holds_parcel(session: Session, bank_id: str, label: str) -> bool:
+    """Whether a parcel (deposited, or expired and not yet taken back) is bound to the label."""
+    return (
+        session.execute(
+            select(Reservation.id)
+            .where(
+                Reservation.bank_id == bank_id,
+                Reservation.compartment_label == label,
+                Reservation.status.in_(
+                    [ReservationStatus.DEPOSITED.value, ReservationStatus.EXPIRED.value]
+                ),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def set_compartment_states(session: Session, states: dict[int, str]) -> None:
+    """Several compartments' states (by id) in one statement."""
+    if states:
+        session.connection().execute(
+            _SET_COMPARTMENT_STATE,
+            [{"compartment_id": cid, "new_state": state} for cid, state in states.items()],
+        )
+
+
+def lock_reservations(
+    session: Session, bank_id: str, reservation_ids: Iterable[str]
+) -> dict[str, Reservation]:
+    """The bank's reservations among these ids, locked until commit, by id.
+
+    One statement for a whole batch of events, locking in id order so that two transactions
+    locking overlapping sets wait for each other rather than deadlock. The history is not
+    loaded: whoever needs it reads it.
+    """
+    ids = sorted(set(reservation_ids))
+    if not ids:
+        return {}
+    rows = session.scalars(
+        select(Reservation)
+        .where(Reservation.id.in_(ids), Reservation.bank_id == bank_id)
+        .order_by(Reservation.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    return {row.id: row for row in rows}
 
 
 def carrier_ids(session: Session) -> Sequence[str]:
@@ -117,11 +218,24 @@ def carrier_ids(session: Session) -> Sequence[str]:
 # Signed requests ----------------------------------------------------------------------------------
 
 
+_RECORD_NONCE = {
+    name: dialect.insert(cast(Table, NodeNonce.__table__))
+    .on_conflict_do_nothing()
+    .returning(NodeNonce.__table__.c.nonce)
+    for name, dialect in _DIALECTS.items()
+}
+
+
 def record_nonce(session: Session, node_id: str, nonce: str, now: datetime) -> bool:
-    """Remember a nonce; False when the node used it before (a replay)."""
-    return _insert_unless_present(
-        session, NodeNonce, {"node_id": node_id, "nonce": nonce, "seen_at": now}
-    )
+    """Remember a nonce; False when the node used it before (a replay).
+
+    One statement, on every signed request: of two concurrent requests with the same nonce one
+    waits for the other's commit and then inserts nothing, instead of failing its transaction.
+    RETURNING, not rowcount, says which: drivers disagree on the count of ON CONFLICT DO NOTHING.
+    """
+    connection = session.connection()
+    values = {"node_id": node_id, "nonce": nonce, "seen_at": now}
+    return connection.execute(_RECORD_NONCE[connection.dialect.name], values).first() is not None
 
 
 def purge_nonces(session: Session, before: datetime) -> int:
@@ -131,16 +245,76 @@ def purge_nonces(session: Session, before: datetime) -> int:
 # Events -------------------------------------------------------------------------------------------
 
 
-def claim_event(session: Session, values: dict[str, Any]) -> bool:
-    """Record a node event before applying it; False when it was recorded before."""
-    return _insert_unless_present(session, NodeEventRecord, values)
+def claim_events(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Record node events before applying them; the ids this call recorded (the others were
+    recorded before, or by a concurrent batch that committed first).
+
+    One INSERT ... ON CONFLICT DO NOTHING for the lot. The rows go in sorted by id: PostgreSQL
+    takes the unique-index locks in row order, so two concurrent batches holding the same events
+    in different orders wait for each other instead of deadlocking.
+    """
+    if not rows:
+        return set()
+    connection = session.connection()
+    stmt = _CLAIM_EVENTS[connection.dialect.name]
+    ordered = sorted(rows, key=lambda row: str(row["id"]))
+    return {str(event_id) for event_id in connection.execute(stmt, ordered).scalars()}
 
 
-def set_event_outcome(session: Session, event_id: str, status: str, error: str | None) -> None:
-    session.execute(
-        update(NodeEventRecord)
-        .where(NodeEventRecord.id == event_id)
-        .values(status=status, error=error)
+def set_event_outcomes(session: Session, outcomes: Iterable[tuple[str, str, str | None]]) -> None:
+    """(event id, status, error) for events whose handler changed the recorded decision."""
+    params = [
+        {"event_id": event_id, "new_status": status, "new_error": error}
+        for event_id, status, error in outcomes
+    ]
+    if params:
+        session.connection().execute(_SET_EVENT_OUTCOME, params)
+
+
+def insert_alerts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Several alerts in one statement: bank_id, type, subject, detail, created_at each."""
+    if rows:
+        session.connection().execute(_INSERT_ALERT, [{"subject": None, **row} for row in rows])
+
+
+_REFRESH_ALERT = (
+    update(_ALERTS).where(_ALERTS.c.id == bindparam("alert_id")).values(detail=bindparam("detail"))
+)
+
+
+def raise_bank_alerts(session: Session, bank_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """One open alert per (bank, type, subject), for a batch of them in three statements at most.
+
+    `rows` have type, subject, detail and created_at. An open alert for the same type and
+    subject gets the latest detail (a door left open again is the same trouble, not a new
+    one); the others are inserted together. The later of two in one batch wins.
+    """
+    latest: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["type"], row["subject"])
+        latest[key] = {**row, "created_at": latest.get(key, row)["created_at"]}
+    if not latest:
+        return
+    open_ids = {
+        (row.type, row.subject): row.id
+        for row in session.execute(
+            select(_ALERTS.c.id, _ALERTS.c.type, _ALERTS.c.subject).where(
+                _ALERTS.c.bank_id == bank_id,
+                _ALERTS.c.resolved_at.is_(None),
+                _ALERTS.c.type.in_(sorted({kind for kind, _ in latest})),
+            )
+        )
+    }
+    refresh = [
+        {"alert_id": open_ids[key], "detail": row["detail"]}
+        for key, row in latest.items()
+        if key in open_ids
+    ]
+    if refresh:
+        session.connection().execute(_REFRESH_ALERT, refresh)
+    insert_alerts(
+        session,
+        [{"bank_id": bank_id, **row} for key, row in latest.items() if key not in open_ids],
     )
 
 
@@ -216,22 +390,34 @@ def record_heartbeat(
     )
 
 
-def silent_nodes(session: Session, seen_before: datetime) -> Sequence[Node]:
-    return session.scalars(
-        select(Node)
-        .where(Node.revoked_at.is_(None), Node.online.is_(True), Node.last_seen_at < seen_before)
-        .order_by(Node.id)
-    ).all()
+class SilentNode(NamedTuple):
+    id: str
+    bank_id: str
+    last_seen_at: datetime
 
 
-def mark_offline(session: Session, node_id: str, seen_before: datetime) -> bool:
-    """Conditional, so a heartbeat that lands meanwhile keeps the node online."""
-    result = session.execute(
-        update(Node)
-        .where(Node.id == node_id, Node.online.is_(True), Node.last_seen_at < seen_before)
+_NODES = cast(Table, Node.__table__)
+
+
+def mark_silent_offline(session: Session, seen_before: datetime) -> list[SilentNode]:
+    """Take every active node not seen since `seen_before` offline; the nodes it took.
+
+    One statement, so the node rows are locked for as long as it runs and no longer: after an
+    outage of central thousands of nodes fall silent at once, and their heartbeats, which update
+    the same rows, must not queue behind a long transaction. A heartbeat that lands first keeps
+    its node online (the condition is checked again on each row).
+    """
+    result = session.connection().execute(
+        update(_NODES)
+        .where(
+            _NODES.c.revoked_at.is_(None),
+            _NODES.c.online.is_(True),
+            _NODES.c.last_seen_at < seen_before,
+        )
         .values(online=False)
+        .returning(_NODES.c.id, _NODES.c.bank_id, _NODES.c.last_seen_at)
     )
-    return rowcount(result) == 1
+    return sorted(SilentNode(row.id, row.bank_id, row.last_seen_at) for row in result)
 
 
 def resolve_alerts(session: Session, bank_id: str, alert_type: str, now: datetime) -> int:
@@ -241,6 +427,24 @@ def resolve_alerts(session: Session, bank_id: str, alert_type: str, now: datetim
         .values(resolved_at=now)
     )
     return rowcount(result)
+
+
+def resolve_subject_alerts(
+    session: Session, bank_id: str, keys: Sequence[tuple[str, str]], now: datetime
+) -> None:
+    """Resolve the bank's open alerts of these (type, subject) pairs, in one statement."""
+    if keys:
+        session.execute(
+            update(Alert)
+            .where(
+                Alert.bank_id == bank_id,
+                Alert.resolved_at.is_(None),
+                or_(
+                    *(and_(Alert.type == kind, Alert.subject == subject) for kind, subject in keys)
+                ),
+            )
+            .values(resolved_at=now)
+        )
 
 
 def alerts_of(session: Session, bank_id: str) -> Sequence[Alert]:

@@ -8,16 +8,16 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
+from central.analytics.node_events import NODE_EVENT_MODELS
 from central.banks import repository as banks_repository
 from central.errors import ApiError, NotFound, Unprocessable
 from central.keys import ServiceKeys
@@ -33,6 +33,8 @@ from central.models import (
     ReservationStatus,
 )
 from central.nodes import repository as repo
+from central.nodes.reissue import CodeReissuedData, on_code_reissued
+from central.nodes.seals import open_pickup_seals, sealing_key
 from central.reservations import repository as reservations_repository
 from central.reservations.service import Ctx, transition
 from locker_wire import signing
@@ -58,7 +60,7 @@ from locker_wire.schemas import (
     NodePolicy,
     ReservationEventData,
 )
-from locker_wire.sealing import SealError, open_sealed, seal_context, sealing_public_key_text
+from locker_wire.sealing import sealing_public_key_text
 
 ENROLLMENT_TOKEN_TTL = timedelta(hours=24)
 NONCE_RETENTION = timedelta(minutes=10)
@@ -91,10 +93,6 @@ class NodeError(ValueError):
 def signing_key(keys: ServiceKeys) -> Ed25519PrivateKey:
     """Derived from the service key: no other secret to keep, and stable across restarts."""
     return Ed25519PrivateKey.from_private_bytes(keys.derive("node-commands"))
-
-
-def sealing_key(keys: ServiceKeys) -> X25519PrivateKey:
-    return X25519PrivateKey.from_private_bytes(keys.derive("pickup-sealing"))
 
 
 # Enrollment ---------------------------------------------------------------------------------------
@@ -269,67 +267,108 @@ def expire_commands(session: Session, now: datetime) -> int:
 
 
 def apply_events(ctx: Ctx, node: Node, batch: EventBatch) -> EventBatchResult:
-    """Apply each event once, in the order given; one event's rejection does not stop the rest."""
-    return EventBatchResult(results=[_apply_one(ctx, node, event) for event in batch.events])
+    """Apply each event once, in the order given; one event's rejection does not stop the rest.
 
-
-_DATA_MODELS: dict[str, type[BaseModel]] = {
-    "parcel.deposited": DepositedData,
-    "parcel.picked_up": ReservationEventData,
-    "parcel.returned": ReservationEventData,
-    "door.fault": CompartmentEventData,
-    "door.left_open": CompartmentEventData,
-    "door.forced_open": CompartmentEventData,
-    "compartment.out_of_service": CompartmentEventData,
-}
-
-
-def _apply_one(ctx: Ctx, node: Node, event: NodeEvent) -> EventResult:
-    event_id = str(event.id)
-    model = _DATA_MODELS.get(event.type)
-    rejection: EventRejected | None = None
-    data: BaseModel | None = None
-    if model is None:
-        rejection = EventRejected("unknown_event_type", f"no event type {event.type!r}")
-    else:
-        try:
-            data = model.model_validate(event.data)
-        except ValidationError as exc:
-            rejection = EventRejected("invalid_event", _first_error(exc))
-    # Only validated data is kept: a node that sent a secret in clear by mistake does not get it
-    # stored. Deposits keep their seals, never what is inside.
-    claimed = repo.claim_event(
-        ctx.session,
-        {
-            "id": event_id,
-            "node_id": node.id,
-            "bank_id": node.bank_id,
-            "type": event.type,
-            "occurred_at": event.occurred_at,
-            "received_at": ctx.now,
-            "status": "rejected" if rejection else "applied",
-            "error": rejection.code if rejection else None,
-            "data": data.model_dump(mode="json") if data is not None else {},
-        },
+    A batch costs a handful of statements whatever its size: one INSERT claims every event
+    (recording its validated data and the decision), the bank's compartments are read once,
+    alerts go in with one statement at the end and so do the decisions that changed while
+    applying. Only a handler that writes several rows and can still be refused after the first
+    (`Handler.savepoint`) pays for a savepoint of its own.
+    """
+    state = BatchState(
+        compartments=repo.compartment_rows(ctx.session, node.bank_id), session=ctx.session
     )
-    if not claimed:
-        return EventResult(id=event.id, status="duplicate")
-    if rejection is None:
-        assert data is not None
-        try:
-            with ctx.session.begin_nested():
-                _HANDLERS[event.type](ctx, node, event, data)
-        except EventRejected as exc:
-            rejection = exc
-        except ApiError as exc:
-            rejection = EventRejected(exc.code, exc.detail)
-        if rejection is not None:
-            repo.set_event_outcome(ctx.session, event_id, "rejected", rejection.code)
-    if rejection is not None:
-        return EventResult(
-            id=event.id, status="rejected", error=rejection.code, detail=rejection.detail
+    checked: list[tuple[NodeEvent, BaseModel | None, EventRejected | None]] = []
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for event in batch.events:
+        data, rejection = _validate(event)
+        checked.append((event, data, rejection))
+        event_id = str(event.id)
+        if event_id in seen:
+            continue  # the same event twice in one batch: the first is the one that counts
+        seen.add(event_id)
+        # Only validated data is kept: a node that sent a secret in clear by mistake does not
+        # get it stored. Deposits keep their seals, never what is inside.
+        rows.append(
+            {
+                "id": event_id,
+                "node_id": node.id,
+                "bank_id": node.bank_id,
+                "type": event.type,
+                "occurred_at": event.occurred_at,
+                "received_at": ctx.now,
+                "status": "rejected" if rejection else "applied",
+                "error": rejection.code if rejection else None,
+                "data": data.model_dump(mode="json") if data is not None else {},
+            }
         )
-    return EventResult(id=event.id, status="applied")
+    claimed = repo.claim_events(ctx.session, rows)
+    state.reservations = repo.lock_reservations(
+        ctx.session,
+        node.bank_id,
+        (
+            reservation_id
+            for event, data, _ in checked
+            if str(event.id) in claimed
+            and isinstance(reservation_id := getattr(data, "reservation_id", None), str)
+        ),
+    )
+    state.in_session = list(state.reservations.values())
+    state.set_aside()
+    results: list[EventResult] = []
+    refused: list[tuple[str, str, str | None]] = []
+    for event, data, rejection in checked:
+        event_id = str(event.id)
+        if event_id not in claimed:
+            results.append(EventResult(id=event.id, status="duplicate"))
+            continue
+        claimed.discard(event_id)  # a second copy later in the batch is a duplicate
+        if rejection is None:
+            assert data is not None
+            rejection = _run_handler(ctx, node, event, data, state)
+            if rejection is not None:
+                refused.append((event_id, "rejected", rejection.code))
+        if rejection is not None:
+            results.append(
+                EventResult(
+                    id=event.id, status="rejected", error=rejection.code, detail=rejection.detail
+                )
+            )
+        else:
+            results.append(EventResult(id=event.id, status="applied"))
+    state.finish(ctx, node.bank_id)
+    repo.set_event_outcomes(ctx.session, refused)
+    return EventBatchResult(results=results)
+
+
+def _validate(event: NodeEvent) -> tuple[BaseModel | None, EventRejected | None]:
+    model = _DATA_MODELS.get(event.type)
+    if model is None or event.type not in _HANDLERS:
+        return None, EventRejected("unknown_event_type", f"no event type {event.type!r}")
+    try:
+        return model.model_validate(event.data), None
+    except ValidationError as exc:
+        return None, EventRejected("invalid_event", _first_error(exc))
+
+
+def _run_handler(
+    ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel, state: BatchState
+) -> EventRejected | None:
+    handler = _HANDLERS[event.type]
+    try:
+        if handler.savepoint:
+            with ctx.session.begin_nested():
+                handler.apply(ctx, node, event, data, state)
+        else:
+            handler.apply(ctx, node, event, data, state)
+    except EventRejected as exc:
+        return exc
+    except ApiError as exc:
+        return EventRejected(exc.code, exc.detail)
+    finally:
+        state.set_aside()
+    return None
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -338,13 +377,91 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg"))
 
 
-def _own_reservation(ctx: Ctx, node: Node, reservation_id: str) -> Reservation:
-    # Locked, so a carrier's change racing this event waits instead of failing either side.
-    reservation = reservations_repository.get(ctx.session, reservation_id, for_update=True)
-    # Another bank's reservation reads exactly like a missing one.
-    if reservation is None or reservation.bank_id != node.bank_id:
-        raise EventRejected("unknown_reservation", f"no reservation {reservation_id} at this bank")
-    return reservation
+@dataclass(slots=True)
+class BatchState:
+    """What the events of one batch share: rows read once up front, writes made once at the end.
+
+    `compartments` is kept current as handlers change states, so a later event of the batch
+    sees what an earlier one did; the changed states are written by `finish`, with the alerts.
+    The reservations named by the batch's events (any event data with a `reservation_id`) are
+    locked and loaded up front; a handler takes one with `own_reservation`.
+    """
+
+    compartments: dict[str, repo.CompartmentRow]
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    in_session: list[Reservation] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    changed_states: dict[int, str] = field(default_factory=dict)
+    working_units: dict[str, int] = field(default_factory=dict)  # size class -> change
+    resolved: set[tuple[str, str]] = field(default_factory=set)  # (alert type, subject)
+    bank: Bank | None = None
+    # When given, the reservations stay out of this session between events (`set_aside`).
+    session: Session | None = None
+
+    def compartment(self, label: str) -> repo.CompartmentRow:
+        found = self.compartments.get(label)
+        if found is None:
+            raise EventRejected("unknown_compartment", f"no compartment {label}")
+        return found
+
+    def set_state(self, row: repo.CompartmentRow, state: CompartmentState) -> None:
+        self.compartments[row.label] = row._replace(state=state.value)
+        self.changed_states[row.id] = state.value
+        # A compartment leaving or returning to service takes its unit out of, or back into,
+        # what allocation can give for its class.
+        leaving = state == CompartmentState.OUT_OF_SERVICE
+        if leaving != (row.state == CompartmentState.OUT_OF_SERVICE):
+            self.working_units[row.size] = self.working_units.get(row.size, 0) + (
+                -1 if leaving else 1
+            )
+
+    def add_alert(
+        self, alert_type: str, subject: str | None, detail: dict[str, Any], now: datetime
+    ) -> None:
+        self.alerts.append(
+            {"type": alert_type, "subject": subject, "detail": detail, "created_at": now}
+        )
+        self.resolved.discard((alert_type, subject))
+
+    def resolve_alert(self, alert_type: str, subject: str) -> None:
+        """The trouble is over: its open alert (or one raised earlier in the batch) resolves."""
+        self.alerts = [a for a in self.alerts if (a["type"], a["subject"]) != (alert_type, subject)]
+        self.resolved.add((alert_type, subject))
+
+    def own_reservation(self, reservation_id: str) -> Reservation:
+        # Locked by `apply_events` (in id order, for the whole batch), so a carrier's change
+        # racing this batch waits instead of failing either side. Another bank's reservation
+        # was not loaded, and reads exactly like a missing one.
+        reservation = self.reservations.get(reservation_id)
+        if reservation is None:
+            raise EventRejected(
+                "unknown_reservation", f"no reservation {reservation_id} at this bank"
+            )
+        if self.session is not None and reservation not in self.session:
+            self.session.add(reservation)
+            self.in_session.append(reservation)
+        return reservation
+
+    def set_aside(self) -> None:
+        """Take the batch's reservations out of the session between events.
+
+        The ORM keeps every loaded object in step with each UPDATE it runs, by checking the
+        UPDATE's criteria against each object of that class in the session: with a batch's
+        hundreds of reservations in it, each transition would cost a pass over all of them.
+        An event's handler brings back the one it needs (`own_reservation`).
+        """
+        if self.session is None:
+            return
+        for reservation in self.in_session:
+            if reservation in self.session:
+                self.session.expunge(reservation)
+        self.in_session.clear()
+
+    def finish(self, ctx: Ctx, bank_id: str) -> None:
+        repo.set_compartment_states(ctx.session, self.changed_states)
+        repo.change_working_units(ctx.session, bank_id, self.working_units)
+        repo.raise_bank_alerts(ctx.session, bank_id, self.alerts)
+        repo.resolve_subject_alerts(ctx.session, bank_id, sorted(self.resolved), ctx.now)
 
 
 def _bank(ctx: Ctx, node: Node) -> Bank:
@@ -353,22 +470,18 @@ def _bank(ctx: Ctx, node: Node) -> Bank:
     return bank
 
 
-def _on_deposited(ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel) -> None:
+def _on_deposited(
+    ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel, state: BatchState
+) -> None:
     assert isinstance(data, DepositedData)
-    reservation = _own_reservation(ctx, node, data.reservation_id)
-    compartment = repo.compartment(ctx.session, node.bank_id, data.compartment)
-    if compartment is None:
-        raise EventRejected("unknown_compartment", f"no compartment {data.compartment}")
-    key = sealing_key(ctx.keys)
-    try:
-        pickup_code = open_sealed(
-            key, data.sealed_pickup_code, seal_context(str(event.id), "pickup_code")
-        ).decode()
-        qr_payload = open_sealed(
-            key, data.sealed_qr_payload, seal_context(str(event.id), "qr_payload")
-        ).decode()
-    except (SealError, UnicodeDecodeError) as exc:
-        raise EventRejected("invalid_seal", "a sealed value does not open for this event") from exc
+    reservation = state.own_reservation(data.reservation_id)
+    compartment = state.compartment(data.compartment)
+    opened = open_pickup_seals(ctx.keys, str(event.id), data)
+    if opened is None:
+        raise EventRejected("invalid_seal", "a sealed value does not open for this event")
+    pickup_code, qr_payload = opened
+    if state.bank is None:
+        state.bank = _bank(ctx, node)
     # A node clock running ahead must not push the pickup deadline out; never later than now.
     deposited_at = min(event.occurred_at.astimezone(UTC), ctx.now)
     transition(
@@ -380,26 +493,26 @@ def _on_deposited(ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel) -> No
         changes={
             "compartment_label": compartment.label,
             "deposited_at": deposited_at,
-            "pickup_deadline": deposited_at + timedelta(hours=_bank(ctx, node).pickup_hours),
+            "pickup_deadline": deposited_at + timedelta(hours=state.bank.pickup_hours),
         },
         event_data={"node_event_id": str(event.id), "compartment": compartment.label},
         # Only the webhook body carries the secrets, and the outbox keeps that body encrypted.
         webhook_extra={"pickup_code": pickup_code, "qr_payload": qr_payload},
     )
-    repo.set_compartment_state(ctx.session, compartment.id, CompartmentState.OCCUPIED.value)
+    state.set_state(compartment, CompartmentState.OCCUPIED)
 
 
-def _free_compartment(ctx: Ctx, node: Node, label: str | None) -> None:
-    if label is None:
-        return
-    compartment = repo.compartment(ctx.session, node.bank_id, label)
+def _free_compartment(ctx: Ctx, state: BatchState, label: str | None) -> None:
+    compartment = state.compartments.get(label) if label is not None else None
     if compartment is not None and compartment.state == CompartmentState.OCCUPIED:
-        repo.set_compartment_state(ctx.session, compartment.id, CompartmentState.FREE.value)
+        state.set_state(compartment, CompartmentState.FREE)
 
 
-def _on_picked_up(ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel) -> None:
+def _on_picked_up(
+    ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel, state: BatchState
+) -> None:
     assert isinstance(data, ReservationEventData)
-    reservation = _own_reservation(ctx, node, data.reservation_id)
+    reservation = state.own_reservation(data.reservation_id)
     transition(
         ctx,
         reservation,
@@ -408,12 +521,14 @@ def _on_picked_up(ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel) -> No
         actor_id=node.id,
         event_data={"node_event_id": str(event.id), "occurred_at": event.occurred_at.isoformat()},
     )
-    _free_compartment(ctx, node, reservation.compartment_label)
+    _free_compartment(ctx, state, reservation.compartment_label)
 
 
-def _on_returned(ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel) -> None:
+def _on_returned(
+    ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel, state: BatchState
+) -> None:
     assert isinstance(data, ReservationEventData)
-    reservation = _own_reservation(ctx, node, data.reservation_id)
+    reservation = state.own_reservation(data.reservation_id)
     node_event = {"node_event_id": str(event.id), "occurred_at": event.occurred_at.isoformat()}
     deadline = reservation.pickup_deadline
     if (
@@ -438,18 +553,17 @@ def _on_returned(ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel) -> Non
         actor_id=node.id,
         event_data=node_event,
     )
-    _free_compartment(ctx, node, reservation.compartment_label)
+    _free_compartment(ctx, state, reservation.compartment_label)
 
 
-def _on_compartment_alert(ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel) -> None:
+def _on_compartment_alert(
+    ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel, state: BatchState
+) -> None:
     assert isinstance(data, CompartmentEventData)
-    compartment = repo.compartment(ctx.session, node.bank_id, data.compartment)
-    if compartment is None:
-        raise EventRejected("unknown_compartment", f"no compartment {data.compartment}")
-    _alert(
-        ctx.session,
-        node.bank_id,
+    compartment = state.compartment(data.compartment)
+    state.add_alert(
         event.type.replace(".", "_"),
+        compartment.label,
         {
             "compartment": compartment.label,
             "node_id": node.id,
@@ -460,19 +574,72 @@ def _on_compartment_alert(ctx: Ctx, node: Node, event: NodeEvent, data: BaseMode
         ctx.now,
     )
     if event.type == "compartment.out_of_service":
-        repo.set_compartment_state(
-            ctx.session, compartment.id, CompartmentState.OUT_OF_SERVICE.value
-        )
+        state.set_state(compartment, CompartmentState.OUT_OF_SERVICE)
 
 
-_HANDLERS: dict[str, Callable[[Ctx, Node, NodeEvent, BaseModel], None]] = {
-    "parcel.deposited": _on_deposited,
-    "parcel.picked_up": _on_picked_up,
-    "parcel.returned": _on_returned,
-    "door.fault": _on_compartment_alert,
-    "door.left_open": _on_compartment_alert,
-    "door.forced_open": _on_compartment_alert,
-    "compartment.out_of_service": _on_compartment_alert,
+def _on_in_service(
+    ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel, state: BatchState
+) -> None:
+    """Back in service (an operator enabled it, or the node cleared a fault): usable again."""
+    assert isinstance(data, CompartmentEventData)
+    compartment = state.compartment(data.compartment)
+    if compartment.state != CompartmentState.OUT_OF_SERVICE:
+        return
+    state.resolve_alert("compartment_out_of_service", compartment.label)
+    occupied = repo.compartment_holds_parcel(ctx.session, node.bank_id, compartment.label)
+    state.set_state(compartment, CompartmentState.OCCUPIED if occupied else CompartmentState.FREE)
+
+
+def _record_only(
+    ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel, state: BatchState
+) -> None:
+    """Nothing beyond the event row, which the batch's claim already wrote."""
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """How central applies one event type, once its data passed `_DATA_MODELS` validation."""
+
+    apply: Callable[[Ctx, Node, NodeEvent, BaseModel, BatchState], None]
+    # For handlers that can still be refused (EventRejected, ApiError) after their first write:
+    # a savepoint undoes the partial work. A handler that makes all its checks before writing
+    # anything, or writes only through `BatchState`, does without one (two round trips saved).
+    savepoint: bool = False
+
+
+_DATA_MODELS: dict[str, type[BaseModel]] = {
+    "parcel.deposited": DepositedData,
+    "parcel.picked_up": ReservationEventData,
+    "parcel.returned": ReservationEventData,
+    "door.fault": CompartmentEventData,
+    "door.left_open": CompartmentEventData,
+    "door.forced_open": CompartmentEventData,
+    "compartment.out_of_service": CompartmentEventData,
+    "compartment.in_service": CompartmentEventData,
+    "parcel.code_reissued": CodeReissuedData,
+    **NODE_EVENT_MODELS,
+}
+
+# An event type central only keeps (analytics: the event row is the record) registers its data
+# model in `_DATA_MODELS` and `RECORD_ONLY` in `_HANDLERS`.
+RECORD_ONLY = Handler(_record_only)
+
+_HANDLERS: dict[str, Handler] = {
+    # One `transition` each, after checks that write nothing; `transition` itself refuses
+    # (invalid_transition, concurrent_update) before its first write.
+    "parcel.deposited": Handler(_on_deposited),
+    "parcel.picked_up": Handler(_on_picked_up),
+    # Two transitions when the parcel must be expired first: the second could refuse.
+    "parcel.returned": Handler(_on_returned, savepoint=True),
+    "door.fault": Handler(_on_compartment_alert),
+    "door.left_open": Handler(_on_compartment_alert),
+    "door.forced_open": Handler(_on_compartment_alert),
+    "compartment.out_of_service": Handler(_on_compartment_alert),
+    "compartment.in_service": Handler(_on_in_service),
+    # All checks before the first write (a history event, then the webhook).
+    "parcel.code_reissued": Handler(on_code_reissued),
+    # Kiosk usage (code failures, lockouts, courier sessions): kept for analytics and reports.
+    **dict.fromkeys(NODE_EVENT_MODELS, RECORD_ONLY),
 }
 
 
@@ -525,7 +692,6 @@ def feed(
     more = len(rows) == limit
     last = (rows[-1].updated_at, rows[-1].id) if rows else after
     position = last if more else min(last, (ctx.now - FEED_OVERLAP, ""))
-    bank = _bank(ctx, node)
     response = FeedResponse(
         reservations=[
             FeedReservation(
@@ -548,7 +714,7 @@ def feed(
         cursor=encode_cursor(position),
         more=more,
     )
-    return response, _courier_codes(ctx, bank) if courier_codes else []
+    return response, _courier_codes(ctx, _bank(ctx, node)) if courier_codes else []
 
 
 def hash_courier_code(code: str, salt: bytes) -> str:
@@ -711,15 +877,17 @@ def record_heartbeat(
 def mark_silent_nodes_offline(session: Session, now: datetime) -> int:
     """Nodes that missed three heartbeats go offline, each with a `bank_offline` alert."""
     seen_before = now - HEARTBEAT_INTERVAL * MISSED_HEARTBEATS
-    count = 0
-    for node in repo.silent_nodes(session, seen_before):
-        if repo.mark_offline(session, node.id, seen_before):
-            _alert(
-                session,
-                node.bank_id,
-                "bank_offline",
-                {"node_id": node.id, "last_seen_at": node.last_seen_at.isoformat()},
-                now,
-            )
-            count += 1
-    return count
+    silent = repo.mark_silent_offline(session, seen_before)
+    repo.insert_alerts(
+        session,
+        [
+            {
+                "bank_id": node.bank_id,
+                "type": "bank_offline",
+                "detail": {"node_id": node.id, "last_seen_at": node.last_seen_at.isoformat()},
+                "created_at": now,
+            }
+            for node in silent
+        ],
+    )
+    return len(silent)

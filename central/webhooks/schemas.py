@@ -12,6 +12,7 @@ EventType = Literal[
     "reservation.cancelled",
     "reservation.expired",
     "parcel.deposited",
+    "parcel.code_reissued",
     "parcel.picked_up",
     "parcel.expired",
     "parcel.returned",

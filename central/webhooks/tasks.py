@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.clock import Clock
 from central.keys import ServiceKeys
 from central.models import WebhookAttempt, WebhookDelivery
+from central.ops import alerts as ops_alerts
 from central.webhooks import repository, signing
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,13 @@ class WebhookDispatcher:
                 if delivery is not None and delivery.status == "pending":
                     # Not attempted, so not counted: it simply waits for the endpoint's next round.
                     delivery.next_attempt_at = self._clock() + FIRST_RETRY
+            # Operators hear about an endpoint that keeps failing, and about its recovery.
+            ops_alerts.record_webhook_results(
+                session,
+                succeeded={r.job.endpoint_id for r in results if r.ok},
+                failed={r.job.endpoint_id for r in results if not r.ok},
+                now=self._clock(),
+            )
 
 
 def run_dispatch(dispatcher: WebhookDispatcher) -> None:

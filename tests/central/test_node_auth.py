@@ -7,13 +7,18 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.config import CentralSettings
-from central.models import NodeNonce
+from central.errors import ApiError
+from central.models import Node, NodeNonce
+from central.nodes.endpoints import NodeWorkDep
+from central.nodes.service import record_heartbeat
+from central.reservations.service import Ctx
 from central.scheduler import INTERVALS, Jobs
 from locker_wire import signing
+from locker_wire.schemas import Heartbeat
 from tests.central.conftest import FakeClock, World
 from tests.central.test_node_support import NodeClient, enroll
 
@@ -138,3 +143,52 @@ def test_nonces_are_purged_after_ten_minutes(
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(NodeNonce)) == 1
     jobs.close()
+
+
+def test_work_refused_after_writing_is_undone_but_its_nonce_stays_used(
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    n = node(client, sessions, clock)
+
+    async def write_then_refuse(work: NodeWorkDep) -> None:
+        def run(ctx: Ctx, signed: Node, _body: bytes) -> None:
+            record_heartbeat(ctx.session, signed, Heartbeat.model_validate(BEAT), ctx.now)
+            raise ApiError(409, "refused_late", "refused after writing")
+
+        await work.run(run)
+
+    app.add_api_route("/v1/node/test-refusal", write_then_refuse, methods=["POST"])
+    nonce = "fe" * 16
+    refused = n.request("POST", "/v1/node/test-refusal", {}, nonce=nonce)
+    assert error(refused) == (409, "refused_late")
+    with sessions() as session:
+        stored = session.get(Node, n.node_id)
+        assert stored is not None and stored.health is None  # the heartbeat was undone
+    again = n.request("POST", "/v1/node/test-refusal", {}, nonce=nonce)
+    assert error(again) == (401, "replayed_nonce")
+
+
+def test_a_signed_request_commits_once(
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    n = node(client, sessions, clock)
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(app.state.engine, "commit", count)
+    try:
+        assert n.request("POST", "/v1/node/heartbeat", BEAT).status_code == 200
+        assert n.get("/v1/node/feed?courier_codes=false").status_code == 200
+    finally:
+        event.remove(app.state.engine, "commit", count)
+    assert len(commits) == 2

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event as sqlalchemy_event
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.models import (
@@ -25,6 +28,7 @@ from central.models import (
     ReservationEvent,
     WebhookDelivery,
 )
+from central.nodes import repository as nodes_repository
 from tests.central.conftest import FakeClock, World
 from tests.central.test_node_support import NodeClient, enroll, reserve
 
@@ -350,6 +354,247 @@ def test_the_same_batch_sent_twice_at_once_is_applied_once(
     for position in range(len(batch)):
         assert sorted(o[position] for o in outcomes) == ["applied", "duplicate"]
     with sessions() as session:
-        assert session.scalar(select(func.count()).select_from(Alert)) == 20
+        assert session.scalar(select(func.count()).select_from(NodeEventRecord)) == 21
+        assert session.scalar(select(func.count()).select_from(Alert)) == 1
         deliveries = session.scalars(select(WebhookDelivery.event_type)).all()
         assert deliveries.count("parcel.deposited") == 1
+
+
+def test_batches_holding_the_same_events_in_opposite_orders_apply_each_once(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    # The same events at once in opposite orders: each applied by exactly one of the two. The
+    # lock order that keeps this from deadlocking is pinned down by the test below.
+    node = setup(client, world, sessions, clock)
+    events = [event("door.left_open", {"compartment": "A02"}, clock()) for _ in range(200)]
+    start = threading.Barrier(2)
+
+    def post(batch: list[dict[str, Any]]) -> dict[str, str]:
+        start.wait()
+        response = node.post("/v1/node/events", {"events": batch})
+        assert response.status_code == 200, response.text
+        return {r["id"]: r["status"] for r in response.json()["results"]}
+
+    with ThreadPoolExecutor(2) as pool:
+        forward, backward = pool.map(post, [events, events[::-1]])
+    for item in events:
+        assert sorted([forward[item["id"]], backward[item["id"]]]) == ["applied", "duplicate"]
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(NodeEventRecord)) == 200
+        assert session.scalar(select(func.count()).select_from(Alert)) == 1
+
+
+def test_the_same_event_twice_in_one_batch_counts_once(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    node = setup(client, world, sessions, clock)
+    rid = reserve(client, world, "ACME-D11")
+    twice = event("parcel.picked_up", {"reservation_id": rid}, clock())
+    bad = event("door.fault", {"compartment": "Z99"}, clock())
+    results = send(node, deposit(node, rid, clock()), twice, bad, twice, bad)
+    assert results == [
+        ("applied", None),
+        ("applied", None),
+        ("rejected", "unknown_compartment"),
+        ("duplicate", None),
+        ("duplicate", None),
+    ]
+    assert status_of(sessions, rid) == "picked_up"
+    with sessions() as session:
+        records = session.scalars(select(NodeEventRecord).order_by(NodeEventRecord.id)).all()
+        assert len(records) == 3
+        refused = [r for r in records if r.id == bad["id"]]
+        assert [(r.status, r.error) for r in refused] == [("rejected", "unknown_compartment")]
+        assert session.scalar(select(func.count()).select_from(Alert)) == 0
+
+
+def test_a_batch_of_alerts_costs_the_same_statements_whatever_its_size(
+    client: TestClient,
+    world: World,
+    app: FastAPI,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    node = setup(client, world, sessions, clock)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    def cost(size: int) -> int:
+        batch = [event("door.left_open", {"compartment": "A01"}, clock()) for _ in range(size)]
+        statements.clear()
+        sqlalchemy_event.listen(app.state.engine, "before_cursor_execute", count)
+        try:
+            assert send(node, *batch) == [("applied", None)] * size
+        finally:
+            sqlalchemy_event.remove(app.state.engine, "before_cursor_execute", count)
+        return len(statements)
+
+    small, large = cost(2), cost(300)
+    assert large == small, statements
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(NodeEventRecord)) == 302
+        # The same door left open again and again is one open alert, kept current.
+        assert session.scalar(select(func.count()).select_from(Alert)) == 1
+
+
+def test_a_compartment_state_set_early_in_a_batch_is_seen_later_in_it(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    node = setup(client, world, sessions, clock)
+    rid = reserve(client, world, "ACME-D12")
+    results = send(
+        node,
+        deposit(node, rid, clock(), "A02"),
+        # Frees A02 only if it knows the deposit above made it occupied.
+        event("parcel.picked_up", {"reservation_id": rid}, clock()),
+        event("compartment.out_of_service", {"compartment": "A04"}, clock()),
+    )
+    assert results == [("applied", None)] * 3
+    with sessions() as session:
+        rows = session.execute(
+            select(Compartment.label, Compartment.state).where(
+                Compartment.bank_id == "NYC-1", Compartment.label.in_(["A02", "A04"])
+            )
+        )
+        states = dict(rows.all())
+        assert states == {"A02": "free", "A04": "out_of_service"}
+
+
+def test_a_claim_waits_in_id_order_so_crossed_claims_cannot_deadlock(
+    client: TestClient,
+    world: World,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    database_url: str,
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks on unique keys: SQLite has one writer at a time")
+    node = setup(client, world, sessions, clock)
+    low, high = sorted(str(uuid.uuid4()) for _ in range(2))
+
+    def row(event_id: str) -> dict[str, Any]:
+        return {
+            "id": event_id,
+            "node_id": node.node_id,
+            "bank_id": node.bank_id,
+            "type": "door.left_open",
+            "occurred_at": clock(),
+            "received_at": clock(),
+            "status": "applied",
+            "error": None,
+            "data": {},
+        }
+
+    def waiting_for_a_lock() -> int:
+        with sessions() as session:
+            return (
+                session.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                )
+                or 0
+            )
+
+    def claim_crossed() -> set[str]:
+        with sessions() as session, session.begin():
+            return nodes_repository.claim_events(session, [row(high), row(low)])
+
+    with sessions() as first, ThreadPoolExecutor(1) as pool:
+        first.begin()
+        assert nodes_repository.claim_events(first, [row(low)]) == {low}
+        crossed = pool.submit(claim_crossed)
+        deadline = time.monotonic() + 30
+        while not waiting_for_a_lock():
+            assert time.monotonic() < deadline, "the second claim never waited"
+            time.sleep(0.01)
+        # Had the second claim taken `high` before waiting for `low`, this would deadlock.
+        assert nodes_repository.claim_events(first, [row(high)]) == {high}
+        first.commit()
+        assert crossed.result(timeout=30) == set()
+
+
+def capacity_and_state(sessions: sessionmaker[Session], label: str) -> tuple[tuple[int, int], str]:
+    with sessions() as session:
+        compartment = session.scalars(
+            select(Compartment).where(Compartment.bank_id == "NYC-1", Compartment.label == label)
+        ).one()
+        capacity = session.get(BankCapacity, ("NYC-1", compartment.size))
+        assert capacity is not None
+        return (capacity.total, capacity.available), compartment.state
+
+
+def test_out_of_service_takes_its_unit_from_allocation_and_back_in_service_returns_it(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    node = setup(client, world, sessions, clock)
+    (total, free), _ = capacity_and_state(sessions, "A04")
+
+    send(node, event("compartment.out_of_service", {"compartment": "A04"}, clock()))
+    assert capacity_and_state(sessions, "A04") == ((total - 1, free - 1), "out_of_service")
+    # Reported again (a second fault) it is still one unit out, not two.
+    send(node, event("door.fault", {"compartment": "A04"}, clock()))
+    send(node, event("compartment.out_of_service", {"compartment": "A04"}, clock()))
+    assert capacity_and_state(sessions, "A04") == ((total - 1, free - 1), "out_of_service")
+
+    send(node, event("compartment.in_service", {"compartment": "A04"}, clock()))
+    assert capacity_and_state(sessions, "A04") == ((total, free), "free")
+    send(node, event("compartment.in_service", {"compartment": "A04"}, clock()))
+    assert capacity_and_state(sessions, "A04") == ((total, free), "free")
+
+
+def test_a_compartment_holding_a_parcel_comes_back_occupied(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    node = setup(client, world, sessions, clock)
+    rid = reserve(client, world, "ACME-D13")
+    send(node, deposit(node, rid, clock(), "A02"))
+    (total, free), state = capacity_and_state(sessions, "A02")
+    assert state == "occupied"
+
+    send(node, event("compartment.out_of_service", {"compartment": "A02"}, clock()))
+    assert capacity_and_state(sessions, "A02") == ((total - 1, free - 1), "out_of_service")
+    send(node, event("compartment.in_service", {"compartment": "A02"}, clock()))
+    assert capacity_and_state(sessions, "A02") == ((total, free), "occupied")
+
+
+def test_a_door_in_trouble_again_refreshes_its_open_alert(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    node = setup(client, world, sessions, clock)
+    left_open = [
+        event("door.left_open", {"compartment": "A03", "detail": {"n": n}}, clock())
+        for n in range(3)
+    ]
+    send(node, *left_open[:2])
+    send(node, left_open[2], event("door.left_open", {"compartment": "A05"}, clock()))
+    with sessions() as session:
+        alerts = session.scalars(select(Alert).order_by(Alert.id)).all()
+        assert [(a.subject, a.detail and a.detail["detail"]) for a in alerts] == [
+            ("A03", {"n": 2}),
+            ("A05", None),
+        ]
+
+
+def test_back_in_service_resolves_the_out_of_service_alert(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    node = setup(client, world, sessions, clock)
+    send(node, event("compartment.out_of_service", {"compartment": "A04"}, clock()))
+    send(node, event("compartment.in_service", {"compartment": "A04"}, clock()))
+    # In one batch: out, back, and out again leaves one open alert.
+    send(
+        node,
+        event("compartment.out_of_service", {"compartment": "A05"}, clock()),
+        event("compartment.in_service", {"compartment": "A05"}, clock()),
+        event("compartment.out_of_service", {"compartment": "A05"}, clock()),
+    )
+    with sessions() as session:
+        alerts = session.scalars(select(Alert).order_by(Alert.id)).all()
+        assert [(a.subject, a.resolved_at is not None) for a in alerts] == [
+            ("A04", True),
+            ("A05", False),
+        ]

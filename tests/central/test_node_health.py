@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.config import CentralSettings
@@ -106,4 +106,39 @@ def test_a_revoked_node_is_never_reported_offline(
     jobs = jobs_for(app, clock)
     clock.advance(seconds=31)
     assert jobs.detect_offline_nodes() == 1  # only the current node
+    jobs.close()
+
+
+def test_a_fleet_falling_silent_goes_offline_in_one_statement(
+    client: TestClient,
+    world: World,
+    app: FastAPI,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    # After an outage every node is silent at once: their rows are locked by one short UPDATE,
+    # not one by one through a long transaction their heartbeats would queue behind.
+    nodes = [enroll(client, sessions, clock, bank) for bank in ("NYC-1", "NYC-2", "BOS-1")]
+    jobs = jobs_for(app, clock)
+    clock.advance(minutes=5)
+    updates: list[str] = []
+
+    def count(*args: object) -> None:
+        if str(args[2]).lstrip().upper().startswith("UPDATE NODES"):
+            updates.append(str(args[2]))
+
+    event.listen(app.state.engine, "before_cursor_execute", count)
+    try:
+        assert jobs.detect_offline_nodes() == 3
+    finally:
+        event.remove(app.state.engine, "before_cursor_execute", count)
+    assert len(updates) == 1
+    assert not any(node_row(sessions, node).online for node in nodes)
+    found = alerts(sessions)
+    assert sorted((a.bank_id, a.type) for a in found) == [
+        ("BOS-1", "bank_offline"),
+        ("NYC-1", "bank_offline"),
+        ("NYC-2", "bank_offline"),
+    ]
+    assert {a.detail["node_id"] for a in found if a.detail} == {n.node_id for n in nodes}
     jobs.close()

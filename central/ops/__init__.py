@@ -1,0 +1,1 @@
+"""The operator dashboard at /ops: accounts, sessions, pages, alerts and remote actions."""

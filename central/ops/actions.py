@@ -1,0 +1,142 @@
+"""Operator actions: each becomes a command signed by central for the bank's node.
+
+Remote open, disable and enable of a compartment; extending a reservation's deadline (central's
+deadline moves first, with an entry in the reservation's history); invalidating a parcel's
+pickup code. Auditing happens around these, in the endpoints, so refusals are recorded too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from central.errors import Conflict, NotFound
+from central.models import Actor, ReservationStatus
+from central.nodes.service import NodeError, issue_command
+from central.ops import repository as repo
+from central.ops.auth import Operator
+from central.ops.schemas import CommandAccepted, CommandOut, ExtendOut, ReservationDeadlines
+from central.reservations import service as reservations
+from central.reservations.service import Ctx
+
+CompartmentAction = Literal["open_compartment", "disable_compartment", "enable_compartment"]
+# reservation_events.actor_id holds at most 64 characters.
+_ACTOR_ID_LENGTH = 64
+# What the carrier reads in the reservation's history; the operator's own reason is in the audit.
+EXTENDED_BY_OPERATOR = "extended by the network operator"
+
+
+def _require_node(ctx: Ctx, bank_id: str) -> None:
+    if not repo.has_active_node(ctx.session, bank_id):
+        raise Conflict("no_node", f"bank {bank_id} has no enrolled node to send the command to")
+
+
+def _issue(ctx: Ctx, bank_id: str, command_type: str, payload: dict[str, Any]) -> CommandAccepted:
+    try:
+        command = issue_command(ctx.session, ctx.keys, bank_id, command_type, payload, ctx.now)
+    except NodeError as exc:
+        # Checked before already; a node revoked meanwhile lands here.
+        raise Conflict("no_node", str(exc)) from exc
+    return CommandAccepted(command_id=command.id, status="pending")
+
+
+def compartment_command(
+    ctx: Ctx, bank_id: str, label: str, command_type: CompartmentAction, reason: str
+) -> CommandAccepted:
+    if repo.bank_name(ctx.session, bank_id) is None:
+        raise NotFound(f"bank {bank_id}", code="unknown_bank")
+    if not repo.compartment_exists(ctx.session, bank_id, label):
+        raise NotFound(f"compartment {label} at bank {bank_id}", code="unknown_compartment")
+    _require_node(ctx, bank_id)
+    return _issue(ctx, bank_id, command_type, {"compartment": label, "reason": reason})
+
+
+def _actor_id(operator: Operator) -> str:
+    if len(operator.email) <= _ACTOR_ID_LENGTH:
+        return operator.email
+    return f"operator:{operator.id}"
+
+
+def extend_deadline(
+    ctx: Ctx, operator: Operator, reservation_id: str, hours: int
+) -> tuple[ExtendOut, str]:
+    """Move the deadline in central (bank policy applies), then tell the node if it holds the
+    parcel. Returns the answer and the bank's id (for the audit)."""
+    reservation = repo.reservation_for_update(ctx.session, reservation_id)
+    if reservation is None:
+        raise NotFound(f"reservation {reservation_id}", code="unknown_reservation")
+    deposited = reservation.status == ReservationStatus.DEPOSITED
+    if deposited:
+        _require_node(ctx, reservation.bank_id)
+    out = reservations.extend(
+        ctx,
+        reservation,
+        hours,
+        actor=Actor.OPERATOR,
+        actor_id=_actor_id(operator),
+        reason=EXTENDED_BY_OPERATOR,
+    )
+    # Before deposit the node keeps no deadline of its own to move: it reads the new hold from
+    # its feed. A parcel in a compartment has a pickup deadline on the node too.
+    command = (
+        _issue(
+            ctx,
+            reservation.bank_id,
+            "extend_deadline",
+            {"reservation_id": reservation.id, "hours": hours},
+        )
+        if deposited
+        else None
+    )
+    return (
+        ExtendOut(
+            reservation=ReservationDeadlines(
+                id=out.id,
+                status=out.status,
+                reserved_until=out.reserved_until,
+                pickup_deadline=out.pickup_deadline,
+            ),
+            command_id=command.command_id if command else None,
+            status=command.status if command else None,
+        ),
+        reservation.bank_id,
+    )
+
+
+def reissue_code(ctx: Ctx, reservation_id: str, reason: str) -> tuple[CommandAccepted, str]:
+    """Have the node replace the parcel's pickup code and QR with new ones.
+
+    The node kills the old pair, issues a new one and sends it sealed in `parcel.code_reissued`,
+    which central forwards to the carrier's webhook. Returns the answer and the bank id.
+    """
+    reservation = repo.reservation_for_update(ctx.session, reservation_id)
+    if reservation is None:
+        raise NotFound(f"reservation {reservation_id}", code="unknown_reservation")
+    if reservation.status != ReservationStatus.DEPOSITED:
+        raise Conflict(
+            "not_deposited",
+            f"a {reservation.status} reservation has no pickup code to reissue",
+            status=reservation.status,
+        )
+    _require_node(ctx, reservation.bank_id)
+    accepted = _issue(
+        ctx,
+        reservation.bank_id,
+        "invalidate_code",
+        {"reservation_id": reservation.id, "reissue": True, "reason": reason},
+    )
+    return accepted, reservation.bank_id
+
+
+def command_status(ctx: Ctx, command_id: str) -> CommandOut:
+    row = repo.get_command(ctx.session, command_id)
+    if row is None:
+        raise NotFound(f"command {command_id}", code="unknown_command")
+    return CommandOut(
+        id=row.id,
+        type=row.type,
+        bank_id=row.bank_id,
+        status=row.status,
+        issued_at=row.issued_at,
+        acknowledged_at=row.acknowledged_at,
+        result=row.result,
+    )

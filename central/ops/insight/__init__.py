@@ -1,0 +1,1 @@
+"""Dashboard insight: network overview, bank detail, parcel search, charts, daily reports."""

@@ -1,0 +1,155 @@
+"""Insight JSON API under /ops/api: overview, bank, parcels, charts, reports (any operator)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session, sessionmaker
+
+from central.ops.auth import current_operator
+from central.ops.insight import charts, reports, service
+
+T = TypeVar("T")
+router = APIRouter(
+    prefix="/ops/api", include_in_schema=False, dependencies=[Depends(current_operator)]
+)
+BankParam = Annotated[str | None, Query(max_length=64)]
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+async def run_read(request: Request, work: Callable[[Session, datetime], T]) -> T:
+    """The request's database work in one transaction and one worker-thread hop, as central's
+    other endpoints do; the JSON is encoded afterwards, on the event loop."""
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    clock = request.app.state.clock
+    limiter: CapacityLimiter = request.app.state.db_limiter
+
+    def run() -> T:
+        with sessions() as session, session.begin():
+            return work(session, clock())
+
+    return await anyio.to_thread.run_sync(run, limiter=limiter)
+
+
+def _json(content: Any) -> JSONResponse:
+    # Already JSON-shaped: skipping FastAPI's encoder matters for 2,000 banks.
+    return JSONResponse(content)
+
+
+@router.get("/overview")
+async def get_overview(
+    request: Request,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    status: service.StatusFilter = "all",
+    sort: service.SortKey = "name",
+    order: service.Order = "asc",
+) -> JSONResponse:
+    return _json(
+        await run_read(
+            request,
+            lambda session, now: service.overview(
+                session, now, q=q, status=status, sort=sort, order=order
+            ),
+        )
+    )
+
+
+@router.get("/banks/{bank_id}")
+async def get_bank(request: Request, bank_id: str) -> JSONResponse:
+    return _json(
+        await run_read(request, lambda session, now: service.bank_detail(session, now, bank_id))
+    )
+
+
+@router.get("/parcels")
+async def get_parcels(
+    request: Request,
+    tracking_number: Annotated[str, Query(min_length=1, max_length=64)],
+) -> JSONResponse:
+    number = tracking_number.strip()
+    return _json(
+        await run_read(request, lambda session, _now: service.search_parcels(session, number))
+    )
+
+
+@router.get("/charts/occupancy")
+async def get_occupancy_chart(
+    request: Request,
+    bank_id: BankParam = None,
+    hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
+) -> JSONResponse:
+    return _json(
+        await run_read(request, lambda session, now: charts.occupancy(session, now, bank_id, hours))
+    )
+
+
+@router.get("/charts/dwell")
+async def get_dwell_chart(
+    request: Request,
+    bank_id: BankParam = None,
+    days: Annotated[int, Query(ge=1, le=365)] = 30,
+) -> JSONResponse:
+    return _json(
+        await run_read(request, lambda session, now: charts.dwell(session, now, bank_id, days))
+    )
+
+
+@router.get("/charts/throughput")
+async def get_throughput_chart(
+    request: Request,
+    bank_id: BankParam = None,
+    hours: Annotated[int, Query(ge=1, le=24 * 14)] = 48,
+) -> JSONResponse:
+    return _json(
+        await run_read(
+            request, lambda session, now: charts.throughput(session, now, bank_id, hours)
+        )
+    )
+
+
+@router.get("/charts/faults")
+async def get_faults_chart(
+    request: Request,
+    bank_id: BankParam = None,
+    days: Annotated[int, Query(ge=1, le=365)] = 14,
+) -> JSONResponse:
+    return _json(
+        await run_read(request, lambda session, now: charts.faults(session, now, bank_id, days))
+    )
+
+
+def _report(bank_id: str | None, day: date | None) -> Callable[[Session, datetime], dict[str, Any]]:
+    def work(session: Session, now: datetime) -> dict[str, Any]:
+        # Without a date: yesterday by the UTC calendar, a day that is over in most places.
+        return reports.daily(session, now, day or (now.date() - timedelta(days=1)), bank_id)
+
+    return work
+
+
+@router.get("/reports/daily")
+async def get_daily_report(
+    request: Request, bank_id: BankParam = None, date: date | None = None
+) -> JSONResponse:
+    return _json(await run_read(request, _report(bank_id, date)))
+
+
+@router.get("/reports/daily.csv")
+async def get_daily_report_csv(
+    request: Request, bank_id: BankParam = None, date: date | None = None
+) -> Response:
+    report = await run_read(request, _report(bank_id, date))
+    name = f"daily-report-{report['date']}"
+    if bank_id is not None and _SAFE_NAME.fullmatch(bank_id):
+        name += f"-{bank_id}"
+    return Response(
+        reports.to_csv(report),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
