@@ -22,6 +22,7 @@ from locker_node.hardware.board import LockBoard
 from locker_node.hardware.factory import build_boards
 from locker_node.kiosk.endpoints import KioskUi, create_kiosk_app
 from locker_node.kiosk.service import KioskPolicy, KioskService
+from locker_node.metrics import build_registry, install_metrics
 from locker_node.store import repository as repo
 from locker_node.store.database import database_path, ensure_schema, make_engine, transaction
 from locker_node.store.journal import SqliteCommandJournal, StoreDoorEventSink
@@ -211,6 +212,7 @@ def build_node(
             code_digits=config.pickup.code_digits,
         ),
     )
+    install_metrics(app, build_registry(engine, doors, config.bank_id))
     sync = None
     if config.central_url:
         sync = build_sync(config, engine, keys, doors, clock, central_transport)
@@ -269,6 +271,7 @@ def build_sync(
         board_of={c.label: c.board for c in config.compartments},
         clock=clock,
         version=_version(),
+        code_digits=config.pickup.code_digits,
     )
 
 

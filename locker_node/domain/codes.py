@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 
 DEFAULT_CODE_DIGITS = 8
 QR_TOKEN_BYTES = 16  # 128 bits: far beyond guessing, so QR pickups need no keypad lockout
@@ -56,3 +58,36 @@ class KeyedHasher:
 
     def matches(self, secret: str, digest: str) -> bool:
         return hmac.compare_digest(self.digest(secret), digest)
+
+
+@dataclass(frozen=True)
+class IssuedPickupCode:
+    """A new pickup code and QR token, in clear for the event that seals them, and their hashes."""
+
+    code: str
+    qr_token: str
+    code_hash: str
+    qr_hash: str
+
+
+def issue_pickup_code(
+    code_hasher: KeyedHasher,
+    qr_hasher: KeyedHasher,
+    *,
+    digits: int,
+    in_use: Callable[[str], bool],
+) -> IssuedPickupCode:
+    """Draw a pickup code and a QR token; a code whose hash `in_use` reports taken is drawn again.
+
+    Keypad entry looks a code up by its hash alone, so two live parcels must never share one.
+    """
+    code = generate_pickup_code(digits)
+    while in_use(code_hasher.digest(code)):
+        code = generate_pickup_code(digits)
+    token = generate_qr_token()
+    return IssuedPickupCode(
+        code=code,
+        qr_token=token,
+        code_hash=code_hasher.digest(code),
+        qr_hash=qr_hasher.digest(token),
+    )

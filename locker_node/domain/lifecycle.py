@@ -66,6 +66,7 @@ class EventType(enum.StrEnum):
     """Events for central, written to the outbox with the state change they record."""
 
     PARCEL_DEPOSITED = "parcel.deposited"
+    PARCEL_CODE_REISSUED = "parcel.code_reissued"  # a new pickup code for a parcel in its locker
     PARCEL_PICKED_UP = "parcel.picked_up"
     PARCEL_EXPIRED = "parcel.expired"
     PARCEL_RETURNED = "parcel.returned"

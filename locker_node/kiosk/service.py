@@ -21,11 +21,11 @@ from sqlalchemy import Connection, Engine
 from locker_node.domain import inputs
 from locker_node.domain.allocation import Candidate, choose_compartment, choose_larger
 from locker_node.domain.codes import (
-    generate_pickup_code,
-    generate_qr_token,
+    IssuedPickupCode,
     generate_session_token,
     is_well_formed_code,
     is_well_formed_token,
+    issue_pickup_code,
 )
 from locker_node.domain.crashpoints import NO_CRASHES, CrashPoints
 from locker_node.domain.credentials import verify_courier_code
@@ -297,6 +297,7 @@ class KioskService:
             detail={"failures_in_window": failures},
         )
         retry = verdict.retry_after_s(now)
+        self._report_code_failure(conn, "pickup", verdict.attempts_left, retry, now)
         if retry:
             return InvalidCode(
                 "wrong code; the keypad is now locked",
@@ -438,7 +439,10 @@ class KioskService:
                     repo.append_audit(
                         conn, at=now, actor=f"courier:{carrier_id}", action="courier_login_refused"
                     )
-                retry = verdict.retry_after_s(now)
+                    retry = verdict.retry_after_s(now)
+                    self._report_code_failure(
+                        conn, "courier_login", verdict.attempts_left, retry, now
+                    )
                 extra: dict[str, Any] = {"retry_after_s": retry} if retry else {}
                 raise InvalidCredentials(
                     "wrong carrier or courier code", attempts_left=verdict.attempts_left, **extra
@@ -487,8 +491,56 @@ class KioskService:
     def logout(self, courier: Courier) -> None:
         now = self._now()
         with transaction(self._engine) as conn:
+            session = repo.get_session(conn, courier.session_id)
             repo.end_session(conn, courier.session_id, now)
             repo.append_audit(conn, at=now, actor=courier.actor, action="courier_logout")
+            if session is not None and session.ended_at is None:
+                self._report_session(conn, session, now, ended_by="logout", now=now)
+
+    # Usage events for central's analytics: counts and durations only, never a code or a token.
+
+    def _report_code_failure(
+        self, conn: Connection, kind: str, attempts_left: int, retry_after_s: int, now: datetime
+    ) -> None:
+        bank = self.policy.bank_id
+        repo.append_event(
+            conn,
+            "kiosk.code_failed",
+            {"kind": kind, "attempts_left": max(0, attempts_left)},
+            bank_id=bank,
+            now=now,
+        )
+        if retry_after_s:
+            repo.append_event(
+                conn,
+                "kiosk.locked_out",
+                {"kind": kind, "retry_after_s": retry_after_s},
+                bank_id=bank,
+                now=now,
+            )
+
+    def _report_session(
+        self,
+        conn: Connection,
+        session: repo.CourierSession,
+        ended_at: datetime,
+        *,
+        ended_by: str,
+        now: datetime,
+    ) -> None:
+        repo.append_event(
+            conn,
+            "kiosk.session",
+            {
+                "carrier_id": session.carrier_id,
+                "started_at": session.created_at.isoformat(),
+                "duration_s": max(0, int((ended_at - session.created_at).total_seconds())),
+                "deposits": repo.count_session_deposits(conn, session.id),
+                "ended_by": ended_by,
+            },
+            bank_id=self.policy.bank_id,
+            now=now,
+        )
 
     # Couriers: deposits
 
@@ -804,14 +856,17 @@ class KioskService:
                         compartment=deposit.compartment,
                     )
             self._require_closed(deposit.compartment)
-            code, token = generate_pickup_code(self.policy.code_digits), generate_qr_token()
             now = self._now()
             with transaction(self._engine) as conn:
                 current = repo.get_deposit(conn, deposit.id)
                 assert current is not None and current.status == DepositStatus.OPEN
-                while repo.code_hash_in_use(conn, self._keys.pickup_codes.digest(code)):
-                    code = generate_pickup_code(self.policy.code_digits)
-                parcel = self._store_parcel(conn, courier, current, code, token, now)
+                issued = issue_pickup_code(
+                    self._keys.pickup_codes,
+                    self._keys.qr_tokens,
+                    digits=self.policy.code_digits,
+                    in_use=lambda digest: repo.code_hash_in_use(conn, digest),
+                )
+                parcel = self._store_parcel(conn, courier, current, issued, now)
                 self._crash.reach("deposit.confirm_before_commit", parcel.tracking_number)
             self._crash.reach("deposit.confirmed", parcel.tracking_number)
             logger.info("deposit: parcel %s in compartment %s", parcel.id, parcel.compartment)
@@ -827,8 +882,7 @@ class KioskService:
         conn: Connection,
         courier: Courier,
         deposit: repo.Deposit,
-        code: str,
-        token: str,
+        issued: IssuedPickupCode,
         now: datetime,
     ) -> repo.Parcel:
         reservation = repo.get_reservation(conn, deposit.reservation_id)
@@ -851,8 +905,8 @@ class KioskService:
             conn,
             repo.PickupCode(
                 parcel_id=parcel.id,
-                code_hash=self._keys.pickup_codes.digest(code),
-                qr_hash=self._keys.qr_tokens.digest(token),
+                code_hash=issued.code_hash,
+                qr_hash=issued.qr_hash,
                 status=CodeStatus.ACTIVE,
                 expires_at=deadline,
                 created_at=now,
@@ -890,8 +944,8 @@ class KioskService:
                 "deposited_at": now.isoformat(),
                 "pickup_deadline": deadline.isoformat(),
                 # Sealed under a node key at rest; sync re-seals them to central's key on delivery.
-                "sealed_pickup_code": self._keys.seal(code),
-                "sealed_qr_payload": self._keys.seal(token),
+                "sealed_pickup_code": self._keys.seal(issued.code),
+                "sealed_qr_payload": self._keys.seal(issued.qr_token),
             },
             bank_id=self.policy.bank_id,
             now=now,
@@ -1245,7 +1299,12 @@ class KioskService:
             self.expire_due()
             now = self._now()
             with transaction(self._engine) as conn:
-                repo.end_idle_sessions(conn, now - self.policy.session_idle, now)
+                for session in repo.idle_sessions(conn, now - self.policy.session_idle):
+                    repo.end_session(conn, session.id, now)
+                    # The session's activity ended when it was last used, not at this pass.
+                    self._report_session(
+                        conn, session, session.last_seen_at, ended_by="idle", now=now
+                    )
                 stale = repo.stale_deposits(conn, now - self.policy.deposit_timeout)
                 window = max(self.policy.keypad.window_s, self.policy.login.window_s)
                 repo.prune_keypad_failures(conn, now - timedelta(seconds=2 * window))

@@ -1,4 +1,4 @@
-"""What reaches the node from outside: reservations and courier credentials.
+"""What reaches the node from outside: reservations, courier credentials and parcel commands.
 
 The sync client calls these with what it pulls from central (one transaction per feed page,
 one per command); `locker-node seed-demo` and the tests call the same ones.
@@ -9,13 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, update
 
 from locker_node.domain.allocation import SIZE_CLASSES
+from locker_node.domain.codes import issue_pickup_code
 from locker_node.domain.credentials import CredentialFormatError, format_courier_hash
 from locker_node.domain.inputs import normalise_carrier, normalise_tracking_number
-from locker_node.domain.lifecycle import CodeStatus, ReservationStatus
+from locker_node.domain.lifecycle import CodeStatus, EventType, ReservationStatus
 from locker_node.store import repository as repo
+from locker_node.store.keys import NodeKeys
+from locker_node.store.schema import pickup_codes
 
 
 class InboundError(ValueError):
@@ -175,3 +178,80 @@ def invalidate_pickup_code(conn: Connection, reservation_id: str, now: datetime)
         return False
     repo.kill_pickup_code(conn, parcel.id, CodeStatus.REVOKED, now)
     return True
+
+
+def reissue_pickup_code(
+    conn: Connection,
+    reservation_id: str,
+    now: datetime,
+    *,
+    keys: NodeKeys,
+    code_digits: int,
+    bank_id: str,
+    command_id: str | None = None,
+) -> str | None:
+    """Replace the pickup code and QR of a parcel in its compartment with new ones.
+
+    The old pair stops working in this transaction, and the new pair goes out in a
+    `parcel.code_reissued` event, sealed like a deposit's, for central to pass to the carrier.
+    Returns the event's id, or None when no parcel of that reservation is in a compartment.
+    """
+    parcel = repo.parcel_in_locker(conn, reservation_id)
+    if parcel is None:
+        return None
+    if parcel.pickup_deadline <= now:
+        raise InboundError("the parcel is past its pickup deadline: extend it first")
+    old = repo.get_pickup_code(conn, parcel.id)
+    old_hash = old.code_hash if old is not None else None
+    repo.kill_pickup_code(conn, parcel.id, CodeStatus.REVOKED, now)
+    issued = issue_pickup_code(
+        keys.pickup_codes,
+        keys.qr_tokens,
+        digits=code_digits,
+        # The revoked code's hash is gone from the table; it must not come back by chance.
+        in_use=lambda digest: digest == old_hash or repo.code_hash_in_use(conn, digest),
+    )
+    code = repo.PickupCode(
+        parcel_id=parcel.id,
+        code_hash=issued.code_hash,
+        qr_hash=issued.qr_hash,
+        status=CodeStatus.ACTIVE,
+        expires_at=parcel.pickup_deadline,
+        created_at=now,
+        finished_at=None,
+    )
+    if old is None:
+        repo.insert_pickup_code(conn, code)
+    else:
+        # One code row per parcel (keyed by it): the new pair takes the revoked one's place.
+        conn.execute(
+            update(pickup_codes)
+            .where(pickup_codes.c.parcel_id == parcel.id)
+            .values(
+                code_hash=code.code_hash,
+                qr_hash=code.qr_hash,
+                status=code.status,
+                expires_at=code.expires_at,
+                created_at=code.created_at,
+                finished_at=None,
+            )
+        )
+    return repo.append_event(
+        conn,
+        EventType.PARCEL_CODE_REISSUED,
+        {
+            "reservation_id": parcel.reservation_id,
+            "parcel_id": parcel.id,
+            "carrier_id": parcel.carrier_id,
+            "tracking_number": parcel.tracking_number,
+            "compartment": parcel.compartment,
+            "pickup_deadline": parcel.pickup_deadline.isoformat(),
+            "reissued_at": now.isoformat(),
+            "command_id": command_id,
+            # Sealed under a node key at rest, as a deposit's; sync re-seals them for central.
+            "sealed_pickup_code": keys.seal(issued.code),
+            "sealed_qr_payload": keys.seal(issued.qr_token),
+        },
+        bank_id=bank_id,
+        now=now,
+    )

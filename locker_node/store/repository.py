@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -46,6 +46,9 @@ from locker_node.store.schema import (
     pickup_codes,
     reservations,
 )
+
+if TYPE_CHECKING:
+    from locker_wire.schemas import KioskEventType
 
 T = TypeVar("T")
 
@@ -349,17 +352,34 @@ def end_session(conn: Connection, session_id: str, now: datetime) -> None:
     )
 
 
-def end_idle_sessions(conn: Connection, idle_since: datetime, now: datetime) -> int:
-    return _changed(
+def get_session(conn: Connection, session_id: str) -> CourierSession | None:
+    return _record(
+        CourierSession,
+        conn.execute(select(courier_sessions).where(courier_sessions.c.id == session_id)).first(),
+    )
+
+
+def idle_sessions(conn: Connection, idle_since: datetime) -> list[CourierSession]:
+    """Open sessions with no activity since `idle_since` (housekeeping ends them)."""
+    return _records(
+        CourierSession,
         conn.execute(
-            update(courier_sessions)
-            .where(
+            select(courier_sessions).where(
                 courier_sessions.c.ended_at.is_(None),
                 courier_sessions.c.last_seen_at < idle_since,
             )
-            .values(ended_at=now)
-        )
+        ),
     )
+
+
+def count_session_deposits(conn: Connection, session_id: str) -> int:
+    """Parcels a courier session put into the bank (confirmed deposits)."""
+    query = (
+        select(func.count())
+        .select_from(deposits)
+        .where(deposits.c.session_id == session_id, deposits.c.status == DepositStatus.CONFIRMED)
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 # Deposits
@@ -735,7 +755,12 @@ class OutboxEvent:
 
 
 def append_event(
-    conn: Connection, event_type: EventType, data: dict[str, Any], *, bank_id: str, now: datetime
+    conn: Connection,
+    event_type: EventType | KioskEventType,
+    data: dict[str, Any],
+    *,
+    bank_id: str,
+    now: datetime,
 ) -> str:
     """Queue an event for central in the caller's transaction, under a node-made UUID that
     central uses to apply it at most once."""
@@ -784,6 +809,18 @@ def outbox_depth(conn: Connection) -> int:
     """Events not yet delivered to central."""
     query = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
     return int(conn.execute(query).scalar_one())
+
+
+def count_events_by_type(conn: Connection, types: Sequence[str]) -> dict[str, int]:
+    """Events ever queued of each type (the outbox keeps every event): metrics counters."""
+    query = (
+        select(outbox.c.type, func.count())
+        .where(outbox.c.type.in_(list(types)))
+        .group_by(outbox.c.type)
+    )
+    counts = dict.fromkeys(types, 0)
+    counts.update({str(event_type): int(n) for event_type, n in conn.execute(query)})
+    return counts
 
 
 def count_audit_since(conn: Connection, action: str, since: datetime) -> int:

@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import Engine
 
 from locker_node.config import SyncConfig
+from locker_node.domain.codes import DEFAULT_CODE_DIGITS
 from locker_node.domain.doors import (
     CompartmentUnavailable,
     DoorController,
@@ -27,7 +28,7 @@ from locker_node.store.database import transaction
 from locker_node.store.keys import NodeKeys
 from locker_node.sync.client import CentralClient, CentralError, CentralUnavailable
 from locker_node.sync.identity import NodeIdentity, write_atomically
-from locker_wire.schemas import Command, CommandAck, FeedResponse, Heartbeat
+from locker_wire.schemas import Command, CommandAck, FeedResponse, Heartbeat, KioskEventType
 from locker_wire.sealing import seal, seal_context
 from locker_wire.signing import InvalidCommand, verify_command
 
@@ -37,11 +38,15 @@ CURSOR_FILE = "sync-cursor"
 ACTOR = "central"
 # What central's event API knows; the node's other events stay local (see `wire_event`).
 _RESERVATION_EVENTS = {EventType.PARCEL_PICKED_UP, EventType.PARCEL_RETURNED}
+# Events that carry a new pickup code and QR payload, sealed to central's key on the wire.
+_CODE_EVENTS = {EventType.PARCEL_DEPOSITED, EventType.PARCEL_CODE_REISSUED}
 _COMPARTMENT_EVENTS = {
     EventType.COMPARTMENT_OUT_OF_SERVICE,
+    EventType.COMPARTMENT_IN_SERVICE,
     EventType.DOOR_FORCED_OPEN,
     EventType.DOOR_LEFT_OPEN,
 }
+_KIOSK_EVENTS = set(get_args(KioskEventType))
 MAX_FEED_PAGES = 50
 
 
@@ -65,6 +70,7 @@ class SyncService:
         board_of: Mapping[str, str],
         clock: Callable[[], datetime],
         version: str = "0",
+        code_digits: int = DEFAULT_CODE_DIGITS,
     ) -> None:
         self._engine = engine
         self._client = client
@@ -77,6 +83,7 @@ class SyncService:
         self._board_of = dict(board_of)
         self._clock = clock
         self._version = version
+        self._code_digits = code_digits  # of codes reissued on central's command, as the kiosk's
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_heartbeat: float | None = None
@@ -88,13 +95,12 @@ class SyncService:
     def wire_event(self, event: repo.OutboxEvent) -> dict[str, Any] | None:
         """The event as central's wire has it, or None for an event central has no type for.
 
-        Those (`parcel.expired`, `compartment.in_service`, board events) stay on the node:
-        central expires parcels on its own clock, and board and door health travel in the
-        heartbeat.
+        Those (`parcel.expired`, board events) stay on the node: central expires parcels on its
+        own clock, and board and door health travel in the heartbeat.
         """
         data = event.data
         body: dict[str, Any]
-        if event.type == EventType.PARCEL_DEPOSITED:
+        if event.type in _CODE_EVENTS:
             sealing = self._identity.central.sealing
             body = {
                 "reservation_id": data["reservation_id"],
@@ -107,11 +113,15 @@ class SyncService:
                 body[f"sealed_{field}"] = seal(
                     sealing, clear.encode(), context=seal_context(event.event_id, field)
                 )
+            if event.type == EventType.PARCEL_CODE_REISSUED and data.get("command_id"):
+                body["command_id"] = str(data["command_id"])
         elif event.type in _RESERVATION_EVENTS:
             body = {"reservation_id": data["reservation_id"]}
         elif event.type in _COMPARTMENT_EVENTS:
             detail = {k: v for k, v in data.items() if k != "compartment"}
             body = {"compartment": data["compartment"], "detail": detail or None}
+        elif event.type in _KIOSK_EVENTS:
+            body = dict(data)  # usage figures only: no codes, no personal data
         else:
             return None
         return {
@@ -345,6 +355,17 @@ class SyncService:
             with transaction(self._engine) as conn:
                 if command.type == "extend_deadline":
                     done = inbound.extend_pickup(conn, reservation_id, int(payload["hours"]), now)
+                elif payload.get("reissue") is True:
+                    reissued = inbound.reissue_pickup_code(
+                        conn,
+                        reservation_id,
+                        now,
+                        keys=self._keys,
+                        code_digits=self._code_digits,
+                        bank_id=self._bank_id,
+                        command_id=command.id,
+                    )
+                    done = reissued is not None
                 else:
                     done = inbound.invalidate_pickup_code(conn, reservation_id, now)
                 if done:

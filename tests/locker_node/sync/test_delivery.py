@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.models import NodeEventRecord, Reservation
+from central.models import BankCapacity, Compartment, NodeEventRecord, Reservation
 from central.webhooks.tasks import WebhookDispatcher
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
@@ -169,3 +169,50 @@ def test_batches_go_in_order_and_a_lost_answer_or_outage_mid_way_loses_nothing(
     assert sorted(event_id for event_id, _ in records) == sorted(queued)
     assert {status for _, status in records} == {"applied"}
     assert all(e.sent_at is not None for e in node.outbox())
+
+
+def test_a_compartment_back_in_service_and_kiosk_usage_reach_central(
+    make_node: Callable[..., SyncedNode],
+    sessions: sessionmaker[Session],
+) -> None:
+    node = make_node()
+    label = node.config.compartments[0].label
+    with sessions() as session:
+        size = session.scalars(
+            select(Compartment.size).where(
+                Compartment.bank_id == node.config.bank_id, Compartment.label == label
+            )
+        ).one()
+        before = session.get(BankCapacity, (node.config.bank_id, size))
+        assert before is not None
+        units = (before.total, before.available)
+
+    node.node.doors.mark_out_of_service(label, "disabled by an operator")
+    node.node.doors.return_to_service(label)
+    wrong = node.kiosk.post("/api/pickup", json={"code": "00000000"})
+    assert wrong.status_code == 401, wrong.text
+    assert node.sync.run_once()
+
+    records = dict(central_event_types(sessions))
+    assert records == {
+        "compartment.out_of_service": "applied",
+        "compartment.in_service": "applied",
+        "kiosk.code_failed": "applied",
+    }
+    with sessions() as session:
+        state = session.scalars(
+            select(Compartment.state).where(
+                Compartment.bank_id == node.config.bank_id, Compartment.label == label
+            )
+        ).one()
+        after = session.get(BankCapacity, (node.config.bank_id, size))
+        assert after is not None
+        assert (state, (after.total, after.available)) == ("free", units)
+
+
+def central_event_types(sessions: sessionmaker[Session]) -> list[tuple[str, str]]:
+    with sessions() as session:
+        return [
+            (row.type, row.status)
+            for row in session.scalars(select(NodeEventRecord).order_by(NodeEventRecord.type))
+        ]

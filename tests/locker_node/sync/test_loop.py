@@ -48,8 +48,8 @@ def test_a_rejected_event_is_marked_logged_and_never_sent_again(
         )
         local = repo.append_event(
             conn,
-            EventType.COMPARTMENT_IN_SERVICE,
-            {"compartment": "A01"},
+            EventType.PARCEL_EXPIRED,
+            {"reservation_id": "rsv_y", "parcel_id": "p2"},
             bank_id="NYC-1",
             now=clock(),
         )

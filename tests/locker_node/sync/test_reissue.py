@@ -1,0 +1,330 @@
+"""Central's `invalidate_code` with `reissue`: the old code dies, a new one opens, sealed out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from central.models import ReservationEvent
+from central.nodes import reissue
+from central.nodes import service as nodes_service
+from locker_node.domain.codes import KeyedHasher, issue_pickup_code
+from locker_node.domain.lifecycle import CodeStatus, EventType
+from locker_node.store import inbound
+from locker_node.store import repository as repo
+from locker_node.store.database import DATABASE_FILE, transaction
+from locker_wire.sealing import open_sealed, seal_context
+from tests.central.conftest import FakeClock, World
+from tests.central.test_node_support import reserve
+from tests.locker_node.sync.conftest import SyncedNode, courier_code
+from tests.locker_node.sync.test_commands import central_status, command
+from tests.locker_node.sync.test_delivery import CarrierReceiver, dispatch, subscribe
+
+
+def deposited(
+    node: SyncedNode, app: FastAPI, client: TestClient, world: World, tracking: str
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """A parcel in a compartment: (reservation id, the kiosk's answer, its code and QR in clear)."""
+    rid = reserve(client, world, tracking)
+    assert node.sync.run_once()
+    answer = node.deposit(tracking, node.login("acme", courier_code(app)))
+    [event] = [
+        e
+        for e in node.outbox()
+        if e.type == EventType.PARCEL_DEPOSITED and e.data["reservation_id"] == rid
+    ]
+    return rid, answer, clear_secrets(node, event)
+
+
+def clear_secrets(node: SyncedNode, event: repo.OutboxEvent) -> dict[str, str]:
+    return {
+        field: node.node.keys.unseal(event.data[f"sealed_{field}"])
+        for field in ("pickup_code", "qr_payload")
+    }
+
+
+def reissued_events(node: SyncedNode) -> list[repo.OutboxEvent]:
+    return [e for e in node.outbox() if e.type == EventType.PARCEL_CODE_REISSUED]
+
+
+def pickup(node: SyncedNode, code: str) -> Any:
+    return node.kiosk.post("/api/pickup", json={"code": code})
+
+
+def pickup_qr(node: SyncedNode, token: str) -> Any:
+    return node.kiosk.post("/api/pickup/qr", json={"token": token})
+
+
+def stored_bytes(node: SyncedNode) -> bytes:
+    data_dir = node.config.data_dir
+    files = [data_dir / name for name in (DATABASE_FILE, f"{DATABASE_FILE}-wal")]
+    return b"".join(path.read_bytes() for path in files if path.exists())
+
+
+def test_reissue_kills_the_old_code_and_the_new_one_opens(
+    make_node: Callable[..., SyncedNode],
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
+) -> None:
+    node = make_node()
+    rid, answer, old = deposited(node, app, client, world, "ACME-RE1")
+
+    issued = command(
+        app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="lost"
+    )
+    assert node.sync.pull_feed() == 1
+
+    assert central_status(sessions, issued.id)[0] == "acknowledged"
+    [event] = reissued_events(node)
+    new = clear_secrets(node, event)
+    assert new["pickup_code"] != old["pickup_code"] and new["qr_payload"] != old["qr_payload"]
+    assert len(new["pickup_code"]) == node.config.pickup.code_digits
+    assert event.data["reservation_id"] == rid
+    assert event.data["compartment"] == answer["compartment"]
+    assert event.data["command_id"] == issued.id
+    with transaction(node.node.engine) as conn:
+        parcel = repo.get_parcel(conn, answer["parcel_id"])
+        live = repo.get_pickup_code(conn, answer["parcel_id"])
+    assert parcel is not None and live is not None
+    assert live.status == CodeStatus.ACTIVE and live.expires_at == parcel.pickup_deadline
+
+    refused = pickup(node, old["pickup_code"])
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_code"
+    assert pickup_qr(node, old["qr_payload"]).status_code == 401
+    assert not node.door_is_open(answer["compartment"])
+
+    # `pickup` asserts the 200 and then closes the door the recipient opened.
+    assert node.pickup(new["pickup_code"])["compartment"] == answer["compartment"]
+    # Single use, as any pickup code.
+    assert pickup(node, new["pickup_code"]).status_code == 401
+
+
+def test_the_reissued_qr_payload_opens_the_same_compartment(
+    make_node: Callable[..., SyncedNode],
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
+) -> None:
+    node = make_node()
+    rid, answer, _ = deposited(node, app, client, world, "ACME-RE2")
+    command(app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="x")
+    assert node.sync.pull_feed() == 1
+    [event] = reissued_events(node)
+
+    opened = pickup_qr(node, clear_secrets(node, event)["qr_payload"])
+
+    assert opened.status_code == 200, opened.text
+    assert opened.json()["compartment"] == answer["compartment"]
+
+
+def test_the_event_goes_out_sealed_to_central_and_no_code_is_kept_in_clear(
+    make_node: Callable[..., SyncedNode],
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
+) -> None:
+    node = make_node()
+    rid, _, old = deposited(node, app, client, world, "ACME-RE3")
+    command(app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="x")
+    assert node.sync.pull_feed() == 1
+    [event] = reissued_events(node)
+    new = clear_secrets(node, event)
+
+    wire = node.sync.wire_event(event)
+
+    assert wire is not None
+    assert wire["type"] == "parcel.code_reissued" and wire["id"] == event.event_id
+    assert set(wire["data"]) == {
+        "reservation_id",
+        "compartment",
+        "sealed_pickup_code",
+        "sealed_qr_payload",
+        "command_id",
+    }
+    key = nodes_service.sealing_key(app.state.keys)
+    for field in ("pickup_code", "qr_payload"):
+        sealed = wire["data"][f"sealed_{field}"]
+        assert sealed != event.data[f"sealed_{field}"]  # the node's own seal never leaves it
+        opened = open_sealed(key, sealed, seal_context(event.event_id, field))
+        assert opened.decode() == new[field]
+    reissue.CodeReissuedData.model_validate(wire["data"])  # what central's handler accepts
+
+    at_rest = stored_bytes(node)
+    outbox = "\n".join(e.payload for e in node.outbox())
+    assert len(at_rest) > 10_000
+    for secret in (*new.values(), *old.values()):
+        assert secret.encode() not in at_rest
+        assert secret not in outbox
+
+
+def test_without_reissue_the_code_only_dies(
+    make_node: Callable[..., SyncedNode],
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
+) -> None:
+    node = make_node()
+    rid, answer, old = deposited(node, app, client, world, "ACME-RE4")
+
+    plain = command(app, sessions, clock, "invalidate_code", reservation_id=rid)
+    assert node.sync.pull_feed() == 1
+
+    assert central_status(sessions, plain.id)[0] == "acknowledged"
+    assert reissued_events(node) == []
+    assert pickup(node, old["pickup_code"]).status_code == 401
+    with transaction(node.node.engine) as conn:
+        code = repo.get_pickup_code(conn, answer["parcel_id"])
+    assert code is not None and code.status == CodeStatus.REVOKED
+
+    # A code killed before can still be replaced: the recipient gets a way to collect again.
+    again = command(
+        app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="x"
+    )
+    assert node.sync.pull_feed() == 1
+    assert central_status(sessions, again.id)[0] == "acknowledged"
+    [event] = reissued_events(node)
+    assert (
+        node.pickup(clear_secrets(node, event)["pickup_code"])["compartment"]
+        == (answer["compartment"])
+    )
+
+
+def test_reissue_without_a_parcel_in_a_compartment_fails_and_changes_nothing(
+    make_node: Callable[..., SyncedNode],
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
+) -> None:
+    node = make_node()
+    waiting = reserve(client, world, "ACME-RE5")
+    rid, _, old = deposited(node, app, client, world, "ACME-RE6")
+    assert node.pickup(old["pickup_code"])
+
+    for reservation_id in (waiting, rid):
+        issued = command(
+            app,
+            sessions,
+            clock,
+            "invalidate_code",
+            reservation_id=reservation_id,
+            reissue=True,
+            reason="x",
+        )
+        assert node.sync.pull_feed() == 1
+        status, result = central_status(sessions, issued.id)
+        assert status == "failed" and "no parcel" in result["detail"]
+    assert reissued_events(node) == []
+
+
+def test_reissue_at_the_pickup_deadline_is_refused_and_keeps_the_code(
+    make_node: Callable[..., SyncedNode],
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+) -> None:
+    node = make_node()
+    rid, answer, old = deposited(node, app, client, world, "ACME-RE7")
+    with transaction(node.node.engine) as conn:
+        parcel = repo.get_parcel(conn, answer["parcel_id"])
+    assert parcel is not None
+
+    # A code that would expire as it is issued helps nobody: extend the deadline first.
+    with (
+        pytest.raises(inbound.InboundError, match="deadline"),
+        transaction(node.node.engine) as conn,
+    ):
+        inbound.reissue_pickup_code(
+            conn,
+            rid,
+            parcel.pickup_deadline,
+            keys=node.node.keys,
+            code_digits=node.config.pickup.code_digits,
+            bank_id=node.config.bank_id,
+        )
+
+    assert reissued_events(node) == []
+    assert node.pickup(old["pickup_code"])["compartment"] == answer["compartment"]
+
+
+def test_through_central_the_carrier_gets_the_new_code(
+    make_node: Callable[..., SyncedNode],
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(nodes_service._DATA_MODELS, reissue.EVENT_TYPE, reissue.CodeReissuedData)
+    monkeypatch.setitem(
+        nodes_service._HANDLERS, reissue.EVENT_TYPE, nodes_service.Handler(reissue.on_code_reissued)
+    )
+    subscribe(client, world)
+    node = make_node()
+    rid, _, _ = deposited(node, app, client, world, "ACME-RE8")
+    issued = command(
+        app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="x"
+    )
+    assert node.sync.pull_feed() == 1
+    [event] = reissued_events(node)
+    new = clear_secrets(node, event)
+
+    assert node.sync.run_once()
+
+    assert [e.sent_at is not None for e in node.outbox()] == [True] * len(node.outbox())
+    with sessions() as session:
+        entry = session.scalars(
+            select(ReservationEvent).where(
+                ReservationEvent.reservation_id == rid, ReservationEvent.type == "code_reissued"
+            )
+        ).one()
+    assert (entry.actor, entry.data) == (
+        "operator",
+        {
+            "node_event_id": event.event_id,
+            "compartment": event.data["compartment"],
+            "command_id": issued.id,
+        },
+    )
+    receiver = CarrierReceiver()
+    dispatch(app, clock, receiver)
+    [hook] = receiver.of_type("parcel.code_reissued")
+    data = hook["data"]
+    assert isinstance(data, dict)
+    assert (data["id"], data["status"]) == (rid, "deposited")
+    assert data["pickup_code"] == new["pickup_code"]
+    assert data["qr_payload"] == new["qr_payload"]
+    assert node.pickup(new["pickup_code"])
+
+
+def test_issue_pickup_code_draws_again_while_the_hash_is_taken() -> None:
+    hasher, qr_hasher = KeyedHasher(b"k" * 32), KeyedHasher(b"q" * 32)
+    asked: list[str] = []
+
+    def in_use(digest: str) -> bool:
+        asked.append(digest)
+        return len(asked) < 3
+
+    issued = issue_pickup_code(hasher, qr_hasher, digits=10, in_use=in_use)
+
+    assert len(asked) == 3 and asked[-1] == issued.code_hash
+    assert len(issued.code) == 10 and issued.code.isdigit()
+    assert issued.code_hash == hasher.digest(issued.code)
+    assert issued.qr_hash == qr_hasher.digest(issued.qr_token)
