@@ -16,37 +16,24 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.support import free_port, start_central, stop, throwaway_database
 from central.banks.service import NewBank, add_bank, parse_compartment_spec
 from central.carriers.service import add_carrier, create_api_key
-from central.db import make_engine, make_sessionmaker, upgrade_database
+from central.db import make_engine, make_sessionmaker
 
 BANKS = 100
 UNITS_PER_BANK = 400
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def prepare(url: str) -> str:
@@ -119,83 +106,55 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    admin_url = os.environ.get("LOCKER_BENCH_DATABASE_URL", DEFAULT_URL)
-    name = f"locker_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    server = None
-    try:
-        upgrade_database(url)
+    with throwaway_database("locker_bench") as url:
         key = prepare(url)
         port = free_port()
-        env = os.environ | {
-            "LOCKER_DATABASE_URL": url,
-            "LOCKER_SECRET_KEY": "bench-secret-key-" + "x" * 40,
-            "LOCKER_DATA_DIR": "/tmp/locker-bench",
-            "LOCKER_SCHEDULER_ENABLED": "false",
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "central.cli", "serve", "--port", str(port),
-             "--workers", str(args.workers), "--no-scheduler"],
-            env=env,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
+        server = start_central(url, port, Path("/tmp/locker-bench"), workers=args.workers)
+        try:
+            noop = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+            counter = itertools.count()
 
-        noop = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-        counter = itertools.count()
+            def reservation() -> bytes:
+                body = json.dumps(
+                    {
+                        "tracking_number": f"BENCH-{next(counter):08d}",
+                        "bank_id": f"B{random.randrange(BANKS):04d}",
+                        "size": "M",
+                    }
+                ).encode()
+                return (
+                    f"POST /v1/reservations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode() + body
 
-        def reservation() -> bytes:
-            body = json.dumps(
-                {
-                    "tracking_number": f"BENCH-{next(counter):08d}",
-                    "bank_id": f"B{random.randrange(BANKS):04d}",
-                    "size": "M",
-                }
-            ).encode()
-            return (
-                f"POST /v1/reservations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
+            # Warm-ups, not measured: the first reservations open every pooled connection, fill
+            # the bank snapshots and compile the statements; steady state is what the figures
+            # describe.
+            asyncio.run(drive(port, args.clients, 1.0, lambda: noop))
+            asyncio.run(drive(port, args.clients, 2.0, reservation))
+            noop_lat, noop_status = asyncio.run(
+                drive(port, args.clients, args.seconds, lambda: noop)
+            )
+            res_lat, res_status = asyncio.run(drive(port, args.clients, args.seconds, reservation))
+        finally:
+            stop(server)
 
-        # Warm-ups, not measured: the first reservations open every pooled connection, fill the
-        # bank snapshots and compile the statements; steady state is what the figures describe.
-        asyncio.run(drive(port, args.clients, 1.0, lambda: noop))
-        asyncio.run(drive(port, args.clients, 2.0, reservation))
-        noop_lat, noop_status = asyncio.run(drive(port, args.clients, args.seconds, lambda: noop))
-        res_lat, res_status = asyncio.run(drive(port, args.clients, args.seconds, reservation))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        active = dict(
-            conn.execute(
-                text(
-                    "SELECT bank_id, count(*) FROM reservations "
-                    "WHERE status IN ('reserved', 'deposited') GROUP BY bank_id"
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            active: dict[str, int] = {
+                bank: int(count)
+                for bank, count in conn.execute(
+                    text(
+                        "SELECT bank_id, count(*) FROM reservations "
+                        "WHERE status IN ('reserved', 'deposited') GROUP BY bank_id"
+                    )
                 )
+            }
+            capacity = conn.execute(
+                text("SELECT bank_id, total, available FROM bank_capacity WHERE size = 'M'")
             ).all()
-        )
-        capacity = conn.execute(
-            text("SELECT bank_id, total, available FROM bank_capacity WHERE size = 'M'")
-        ).all()
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+        engine.dispose()
 
     over = sum(max(0, active.get(bank, 0) - total) for bank, total, _ in capacity)
     mismatched = sum(1 for bank, total, free in capacity if free != total - active.get(bank, 0))

@@ -163,12 +163,17 @@ async def get_feed(
     courier_codes: Annotated[bool, Query(description="include courier code hashes")] = True,
 ) -> FeedResponse:
     """Reservations changed since the cursor, pending signed commands, courier code hashes."""
-    response, due = await work.run(
-        lambda ctx, node, _body: service.feed(ctx, node, cursor, limit, courier_codes=courier_codes)
+    response, due, bank_id = await work.run(
+        lambda ctx, node, _body: (
+            *service.feed(ctx, node, cursor, limit, courier_codes=courier_codes),
+            node.bank_id,
+        )
     )
     # Hashed after the transaction is over, in a hop of its own that holds no connection.
     if due:
-        response.courier_codes = await anyio.to_thread.run_sync(service.hash_courier_codes, due)
+        response.courier_codes = await anyio.to_thread.run_sync(
+            service.hash_courier_codes, bank_id, due
+        )
     return response
 
 

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import json
 import secrets
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -738,24 +740,52 @@ def _courier_codes(ctx: Ctx, bank: Bank) -> list[CourierCodeDue]:
     ]
 
 
-def hash_courier_codes(due: Sequence[CourierCodeDue]) -> list[CourierCodeHash]:
-    """Each code as scrypt with a fresh random salt: the node can check a PIN, not recover it."""
-    out = []
-    for item in due:
+class _CodeHashes:
+    """Hashed codes by (carrier, bank, day), kept so each is hashed once a process, not per pull.
+
+    scrypt costs ~28 ms of CPU on purpose; nodes pull their codes every few minutes, so without
+    this a fleet of 5,000 banks and four carriers would spend about two cores on hashing the
+    same codes again. Entries live in this process's memory only (like the key the codes are
+    derived from), keyed by the code too, so a different key can never be served an old hash.
+    Least recently used entries go first beyond `limit`.
+    """
+
+    def __init__(self, limit: int = 65_536) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._hashes: OrderedDict[tuple[str, str, datetime, str], CourierCodeHash] = OrderedDict()
+
+    def get(self, bank_id: str, item: CourierCodeDue) -> CourierCodeHash:
+        key = (item.carrier, bank_id, item.valid_from, item.code)
+        with self._lock:
+            found = self._hashes.get(key)
+            if found is not None:
+                self._hashes.move_to_end(key)
+                return found
         salt = secrets.token_bytes(16)
-        out.append(
-            CourierCodeHash(
-                carrier=item.carrier,
-                valid_from=item.valid_from,
-                valid_until=item.valid_until,
-                code_hash=hash_courier_code(item.code, salt),
-                salt=salt.hex(),
-                n=SCRYPT_N,
-                r=SCRYPT_R,
-                p=SCRYPT_P,
-            )
+        made = CourierCodeHash(
+            carrier=item.carrier,
+            valid_from=item.valid_from,
+            valid_until=item.valid_until,
+            code_hash=hash_courier_code(item.code, salt),
+            salt=salt.hex(),
+            n=SCRYPT_N,
+            r=SCRYPT_R,
+            p=SCRYPT_P,
         )
-    return out
+        with self._lock:
+            self._hashes[key] = made
+            while len(self._hashes) > self._limit:
+                self._hashes.popitem(last=False)
+        return made
+
+
+_CODE_HASHES = _CodeHashes()
+
+
+def hash_courier_codes(bank_id: str, due: Sequence[CourierCodeDue]) -> list[CourierCodeHash]:
+    """Each code as scrypt with a random salt: the node can check a PIN, not recover it."""
+    return [_CODE_HASHES.get(bank_id, item) for item in due]
 
 
 # Commands -----------------------------------------------------------------------------------------

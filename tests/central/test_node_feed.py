@@ -142,6 +142,11 @@ def test_courier_codes_come_as_salted_scrypt_hashes_for_today_and_tomorrow(
         ).hex()
         assert entry["code_hash"] == expected
     assert feed(node)["courier_codes"] == []
+    # Hashed once a process: the next pull gets the same hashes without paying scrypt again.
+    again = node.get("/v1/node/feed")
+    assert sorted(again.json()["courier_codes"], key=lambda e: (e["carrier"], e["valid_from"])) == (
+        sorted(entries, key=lambda e: (e["carrier"], e["valid_from"]))
+    )
 
 
 def issue(
