@@ -213,6 +213,10 @@ def time_over_http(port: int, runs: int) -> None:
         else:
             print(f"GET /ops: skipped (answered {page.status_code}, not the overview page)")
         summary("GET /ops/api/banks/B0042", time_calls(get("/ops/api/banks/B0042"), runs))
+        # The charts page's network-wide series, over every bank's samples of the last day.
+        for chart in ("occupancy?hours=24", "throughput?hours=48", "dwell?days=30", "faults"):
+            path = f"/ops/api/charts/{chart}"
+            summary(f"GET {path} (network)", time_calls(get(path), max(3, runs // 4)))
 
 
 def main() -> None:
