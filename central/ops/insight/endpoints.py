@@ -7,13 +7,11 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
-import anyio.to_thread
-from anyio import CapacityLimiter
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from central.ops.auth import current_operator
+from central.ops.auth import current_operator, run_unit
 from central.ops.insight import charts, reports, service
 
 T = TypeVar("T")
@@ -25,17 +23,9 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 async def run_read(request: Request, work: Callable[[Session, datetime], T]) -> T:
-    """The request's database work in one transaction and one worker-thread hop, as central's
-    other endpoints do; the JSON is encoded afterwards, on the event loop."""
-    sessions: sessionmaker[Session] = request.app.state.sessions
-    clock = request.app.state.clock
-    limiter: CapacityLimiter = request.app.state.db_limiter
-
-    def run() -> T:
-        with sessions() as session, session.begin():
-            return work(session, clock())
-
-    return await anyio.to_thread.run_sync(run, limiter=limiter)
+    """The request's database work in one transaction and one worker-thread hop (`run_unit`);
+    the JSON is encoded afterwards, on the event loop."""
+    return await run_unit(request, lambda ctx: work(ctx.session, ctx.now))
 
 
 def _json(content: Any) -> JSONResponse:
