@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection
 
 from locker_node.domain.allocation import SIZE_CLASSES
 from locker_node.domain.codes import issue_pickup_code
@@ -18,7 +18,6 @@ from locker_node.domain.inputs import normalise_carrier, normalise_tracking_numb
 from locker_node.domain.lifecycle import CodeStatus, EventType, ReservationStatus
 from locker_node.store import repository as repo
 from locker_node.store.keys import NodeKeys
-from locker_node.store.schema import pickup_codes
 
 
 class InboundError(ValueError):
@@ -202,40 +201,27 @@ def reissue_pickup_code(
     if parcel.pickup_deadline <= now:
         raise InboundError("the parcel is past its pickup deadline: extend it first")
     old = repo.get_pickup_code(conn, parcel.id)
-    old_hash = old.code_hash if old is not None else None
-    repo.kill_pickup_code(conn, parcel.id, CodeStatus.REVOKED, now)
+    old_hash = old.code_hash if old is not None and old.status == CodeStatus.ACTIVE else None
     issued = issue_pickup_code(
         keys.pickup_codes,
         keys.qr_tokens,
         digits=code_digits,
-        # The revoked code's hash is gone from the table; it must not come back by chance.
+        # The old code's row is about to be overwritten; its code must not come back by chance.
         in_use=lambda digest: digest == old_hash or repo.code_hash_in_use(conn, digest),
     )
-    code = repo.PickupCode(
-        parcel_id=parcel.id,
-        code_hash=issued.code_hash,
-        qr_hash=issued.qr_hash,
-        status=CodeStatus.ACTIVE,
-        expires_at=parcel.pickup_deadline,
-        created_at=now,
-        finished_at=None,
+    # One code row per parcel: the new pair takes the old one's place, its hashes gone with it.
+    repo.replace_pickup_code(
+        conn,
+        repo.PickupCode(
+            parcel_id=parcel.id,
+            code_hash=issued.code_hash,
+            qr_hash=issued.qr_hash,
+            status=CodeStatus.ACTIVE,
+            expires_at=parcel.pickup_deadline,
+            created_at=now,
+            finished_at=None,
+        ),
     )
-    if old is None:
-        repo.insert_pickup_code(conn, code)
-    else:
-        # One code row per parcel (keyed by it): the new pair takes the revoked one's place.
-        conn.execute(
-            update(pickup_codes)
-            .where(pickup_codes.c.parcel_id == parcel.id)
-            .values(
-                code_hash=code.code_hash,
-                qr_hash=code.qr_hash,
-                status=code.status,
-                expires_at=code.expires_at,
-                created_at=code.created_at,
-                finished_at=None,
-            )
-        )
     return repo.append_event(
         conn,
         EventType.PARCEL_CODE_REISSUED,

@@ -530,6 +530,16 @@ def insert_pickup_code(conn: Connection, code: PickupCode) -> None:
     conn.execute(insert(pickup_codes).values(**code.__dict__))
 
 
+def replace_pickup_code(conn: Connection, code: PickupCode) -> None:
+    """The parcel's one code row (keyed by the parcel) takes a new pair, or is made."""
+    values = {k: v for k, v in code.__dict__.items() if k != "parcel_id"}
+    updated = conn.execute(
+        update(pickup_codes).where(pickup_codes.c.parcel_id == code.parcel_id).values(**values)
+    )
+    if updated.rowcount == 0:
+        insert_pickup_code(conn, code)
+
+
 def get_pickup_code(conn: Connection, parcel_id: str) -> PickupCode | None:
     return _record(
         PickupCode,
