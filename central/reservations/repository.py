@@ -60,17 +60,7 @@ def _reserve_in_one_statement() -> Any:
     """
     capacity = cast(Table, BankCapacity.__table__)
     events = cast(Table, ReservationEvent.__table__)
-    taken = (
-        update(capacity)
-        .where(
-            capacity.c.bank_id == bindparam("p_bank"),
-            capacity.c.size == bindparam("p_size"),
-            capacity.c.available > 0,
-        )
-        .values(available=capacity.c.available - 1)
-        .returning(capacity.c.bank_id)
-        .cte("taken")
-    )
+    taken = banks_repository.TAKE_UNIT.returning(capacity.c.bank_id).cte("taken")
     columns = list(_RESERVATIONS.columns)
     created = (
         postgresql.insert(_RESERVATIONS)
