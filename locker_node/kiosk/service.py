@@ -901,18 +901,7 @@ class KioskService:
             finished_at=None,
         )
         repo.insert_parcel(conn, parcel)
-        repo.insert_pickup_code(
-            conn,
-            repo.PickupCode(
-                parcel_id=parcel.id,
-                code_hash=issued.code_hash,
-                qr_hash=issued.qr_hash,
-                status=CodeStatus.ACTIVE,
-                expires_at=deadline,
-                created_at=now,
-                finished_at=None,
-            ),
-        )
+        repo.insert_pickup_code(conn, repo.active_pickup_code(parcel.id, issued, deadline, now))
         repo.set_occupancy(
             conn, deposit.compartment, Occupancy.OCCUPIED, now, expect=Occupancy.BOUND
         )

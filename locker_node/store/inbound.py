@@ -211,16 +211,7 @@ def reissue_pickup_code(
     )
     # One code row per parcel: the new pair takes the old one's place, its hashes gone with it.
     repo.replace_pickup_code(
-        conn,
-        repo.PickupCode(
-            parcel_id=parcel.id,
-            code_hash=issued.code_hash,
-            qr_hash=issued.qr_hash,
-            status=CodeStatus.ACTIVE,
-            expires_at=parcel.pickup_deadline,
-            created_at=now,
-            finished_at=None,
-        ),
+        conn, repo.active_pickup_code(parcel.id, issued, parcel.pickup_deadline, now)
     )
     return repo.append_event(
         conn,

@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 from locker_node.domain.allocation import Candidate
+from locker_node.domain.codes import IssuedPickupCode
 from locker_node.domain.lifecycle import (
     CodeStatus,
     DepositStatus,
@@ -524,6 +525,21 @@ class PickupCode:
     expires_at: datetime
     created_at: datetime
     finished_at: datetime | None
+
+
+def active_pickup_code(
+    parcel_id: str, issued: IssuedPickupCode, expires_at: datetime, now: datetime
+) -> PickupCode:
+    """The row for a code just issued: only its hashes, live until the pickup deadline."""
+    return PickupCode(
+        parcel_id=parcel_id,
+        code_hash=issued.code_hash,
+        qr_hash=issued.qr_hash,
+        status=CodeStatus.ACTIVE,
+        expires_at=expires_at,
+        created_at=now,
+        finished_at=None,
+    )
 
 
 def insert_pickup_code(conn: Connection, code: PickupCode) -> None:
