@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 import httpx
 from anyio import CapacityLimiter
@@ -16,7 +17,7 @@ from central.banks.endpoints import router as banks_router
 from central.banks.service import BankDirectory
 from central.clock import Clock, utcnow
 from central.config import CentralSettings
-from central.db import make_engine, make_sessionmaker
+from central.db import async_twin, make_engine, make_sessionmaker
 from central.errors import install_error_handlers
 from central.keys import ServiceKeys, load_master_key
 from central.metrics import install_metrics
@@ -25,6 +26,7 @@ from central.ops import pages as ops_pages
 from central.ops.endpoints import router as ops_router
 from central.ops.insight.endpoints import router as ops_insight_router
 from central.reservations.endpoints import router as reservations_router
+from central.reservations.intake import ReservationIntake
 from central.tracking.endpoints import router as carrier_webhooks_router
 from central.webhooks.endpoints import router as webhooks_router
 
@@ -64,7 +66,14 @@ def create_app(
 ) -> FastAPI:
     settings = settings or CentralSettings()
     engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.reservation_intake.aclose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Locker network central",
         version="1.0.0",
         description=API_DESCRIPTION,
@@ -80,6 +89,14 @@ def create_app(
     # As many database threads as pooled connections: more would only queue for a connection
     # while contending for the GIL; waiting requests cost nothing on the event loop instead.
     app.state.db_limiter = CapacityLimiter(settings.db_pool_size)
+    app.state.reservation_intake = ReservationIntake(
+        app.state.sessions,
+        app.state.keys,
+        clock,
+        app.state.bank_directory,
+        app.state.db_limiter,
+        async_engines=async_twin(engine),
+    )
     # The web app only verifies and parses carrier pushes (no carrier I/O); polling runs in
     # the scheduler's process with the adapters given to central.scheduler.Jobs.
     app.state.carrier_adapters = dict(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import CursorResult, Engine, QueuePool, Result, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations" / "central"
@@ -48,6 +50,17 @@ def _configure_sqlite(engine: Engine) -> None:
         # IMMEDIATE takes the write lock up front, so writers queue (busy_timeout) instead of
         # failing mid-transaction; SQLite has one writer at a time anyway.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def async_twin(engine: Engine) -> Callable[[], AsyncEngine] | None:
+    """PostgreSQL: builds an asyncio engine on the same database, for work run on an event loop
+    (one per loop: asyncio connections belong to the loop that opened them); SQLite: None."""
+    if engine.dialect.name != "postgresql":
+        return None
+    size = engine.pool.size() if isinstance(engine.pool, QueuePool) else 5
+    return functools.partial(
+        create_async_engine, engine.url, pool_size=size, max_overflow=size, pool_pre_ping=True
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

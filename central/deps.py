@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.carriers.service import AuthenticatedCarrier, authenticate
 from central.config import CentralSettings
+from central.reservations.intake import ReservationIntake
+from central.reservations.schemas import ReservationCreate, ReservationOut
 from central.reservations.service import Ctx
 
 T = TypeVar("T")
@@ -39,6 +41,11 @@ class CarrierWork:
         self.settings: CentralSettings = request.app.state.settings
         self._header = header
         self._limiter: CapacityLimiter = request.app.state.db_limiter
+        self._intake: ReservationIntake = request.app.state.reservation_intake
+
+    async def create_reservation(self, body: ReservationCreate) -> tuple[ReservationOut, bool]:
+        """Made with the other create requests queued meanwhile, in one transaction."""
+        return await self._intake.create(self._header, body)
 
     async def run(self, work: Callable[[Ctx, AuthenticatedCarrier], T]) -> T:
         return await anyio.to_thread.run_sync(self._run, work, limiter=self._limiter)

@@ -37,9 +37,7 @@ async def create_reservation(work: CarrierWorkDep, body: ReservationCreate) -> R
     in any orientation is used). Repeating the same tracking number while its reservation is active
     returns that reservation with 200. 409 `no_capacity` lists `alternatives` nearby.
     """
-    out, created = await work.run(
-        lambda ctx, carrier: service.create(ctx, carrier.carrier_id, body)
-    )
+    out, created = await work.create_reservation(body)
     # Already a validated model: send its JSON as is rather than have it validated again.
     return Response(
         content=out.model_dump_json(),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -127,6 +128,173 @@ def reserve_unit(
         return "twin"
     insert_event(session, event)
     return "created"
+
+
+class UnitRequest(NamedTuple):
+    """One `reserve_unit` call's arguments."""
+
+    bank_id: str
+    size: str
+    reservation: dict[str, Any]
+    event: dict[str, Any]
+
+
+def reserve_units(session: Session, requests: Sequence[UnitRequest]) -> list[ReserveOutcome]:
+    """`reserve_unit` for each request, in the order given, with the same outcomes.
+
+    On PostgreSQL the lot is one statement (`_RESERVE_MANY`): one round trip and one plan for a
+    whole batch instead of one of each per request.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "postgresql" or len(requests) < 2:
+        return [reserve_unit(session, *request) for request in requests]
+    columns: dict[str, list[Any]] = {name: [] for name in _MANY_COLUMNS}
+    for order, request in enumerate(requests):
+        reservation, event = request.reservation, request.event
+        if not _is_first_event(reservation, event, request):
+            raise ValueError(f"not a new reservation and its created event: {reservation['id']}")
+        columns["ord"].append(order)
+        for name in _MANY_COLUMNS[1:-1]:
+            columns[name].append(reservation[name])
+        columns["data"].append(event["data"])
+    for name in ("recipient", "data"):
+        columns[name] = [None if v is None else json.dumps(v) for v in columns[name]]
+    rows = connection.exec_driver_sql(_RESERVE_MANY, columns).all()
+    outcomes: list[ReserveOutcome] = []
+    given_back: set[tuple[str, str]] = set()
+    for request, (order, taken, created) in zip(requests, rows, strict=True):
+        assert order == len(outcomes)
+        if not taken:
+            outcomes.append("full")
+        elif created:
+            outcomes.append("created")
+        else:
+            banks_repository.release_unit(session, request.bank_id, request.size)
+            given_back.add((request.bank_id, request.size))
+            outcomes.append("twin")
+    # A twin's unit was granted before it was given back: a later request of the same class
+    # refused for want of it tries again, as it would have had the requests gone one by one.
+    for index, request in enumerate(requests):
+        if outcomes[index] == "full" and (request.bank_id, request.size) in given_back:
+            outcomes[index] = reserve_unit(session, *request)
+    return outcomes
+
+
+def _is_first_event(reservation: dict[str, Any], event: dict[str, Any], at: UnitRequest) -> bool:
+    """`_RESERVE_MANY` writes the fixed columns of a new reservation and its `created` event."""
+    return (
+        reservation["bank_id"] == at.bank_id
+        and reservation["size"] == at.size
+        and reservation["status"] == "reserved"
+        and reservation["updated_at"] == reservation["created_at"]
+        and event["reservation_id"] == reservation["id"]
+        and event["type"] == "created"
+        and event["actor"] == "carrier"
+        and event["actor_id"] == reservation["carrier_id"]
+        and event["at"] == reservation["created_at"]
+        and all(
+            reservation[name] is None
+            for name in (
+                "compartment_label",
+                "pickup_deadline",
+                "deposited_at",
+                "closed_at",
+                "tracking_status",
+                "tracking_checked_at",
+            )
+        )
+    )
+
+
+# The parameters of `_RESERVE_MANY`, one array each, one element per request in order.
+_MANY_COLUMNS = (
+    "ord",
+    "id",
+    "carrier_id",
+    "tracking_number",
+    "bank_id",
+    "size",
+    "length_mm",
+    "width_mm",
+    "height_mm",
+    "weight_g",
+    "recipient",
+    "reserved_until",
+    "created_at",
+    "data",
+)
+
+# PostgreSQL: many reservations in one statement, each with the outcome `reserve_unit` gives it.
+#
+# - `locked` locks the capacity rows the batch needs, in (bank, class) order so that concurrent
+#   batches cannot deadlock, and reads their current free count (a row updated meanwhile is
+#   read as committed): each (bank, class) grants min(free, wanted) units, to its requests in
+#   the order given.
+# - `taken` takes the granted units from those rows (the only write to them in the statement).
+# - `created` inserts the granted reservations, unless the carrier already has an active one for
+#   the tracking number (the partial unique index; an earlier request of the same batch counts);
+#   `logged` inserts the first history event of each inserted one.
+# - One row per request: whether it got a unit and whether its reservation was inserted. A unit
+#   taken for a twin (taken but not created) is given back by the caller.
+_RESERVE_MANY = """
+WITH req AS (
+    SELECT * FROM unnest(
+        %(ord)s::int[], %(id)s::varchar[], %(carrier_id)s::varchar[],
+        %(tracking_number)s::varchar[], %(bank_id)s::varchar[], %(size)s::varchar[],
+        %(length_mm)s::int[], %(width_mm)s::int[], %(height_mm)s::int[], %(weight_g)s::int[],
+        %(recipient)s::text[], %(reserved_until)s::timestamptz[], %(created_at)s::timestamptz[],
+        %(data)s::text[]
+    ) AS r(ord, id, carrier_id, tracking_number, bank_id, size, length_mm, width_mm, height_mm,
+           weight_g, recipient, reserved_until, created_at, data)
+),
+wanted AS (
+    SELECT bank_id, size, count(*) AS n FROM req GROUP BY bank_id, size
+),
+locked AS MATERIALIZED (
+    SELECT c.bank_id, c.size, least(c.available, w.n) AS granted
+    FROM bank_capacity c JOIN wanted w ON c.bank_id = w.bank_id AND c.size = w.size
+    WHERE c.available > 0
+    ORDER BY c.bank_id, c.size
+    FOR UPDATE OF c
+),
+taken AS (
+    UPDATE bank_capacity c SET available = c.available - l.granted
+    FROM locked l WHERE c.bank_id = l.bank_id AND c.size = l.size
+    RETURNING c.bank_id
+),
+granted AS MATERIALIZED (
+    SELECT r.* FROM (
+        SELECT req.*, row_number() OVER (PARTITION BY bank_id, size ORDER BY ord) AS k FROM req
+    ) r JOIN locked l ON r.bank_id = l.bank_id AND r.size = l.size
+    WHERE r.k <= l.granted
+),
+created AS (
+    INSERT INTO reservations (
+        id, carrier_id, tracking_number, bank_id, size, status, compartment_label, length_mm,
+        width_mm, height_mm, weight_g, recipient, reserved_until, pickup_deadline, deposited_at,
+        closed_at, created_at, updated_at, tracking_status, tracking_checked_at
+    )
+    SELECT id, carrier_id, tracking_number, bank_id, size, 'reserved', NULL, length_mm,
+           width_mm, height_mm, weight_g, recipient::json, reserved_until, NULL, NULL,
+           NULL, created_at, created_at, NULL, NULL
+    FROM granted ORDER BY ord
+    ON CONFLICT (carrier_id, tracking_number) WHERE status IN ('reserved', 'deposited')
+    DO NOTHING
+    RETURNING id
+),
+logged AS (
+    INSERT INTO reservation_events (
+        reservation_id, type, from_status, to_status, actor, actor_id, reason, data, at
+    )
+    SELECT g.id, 'created', NULL, 'reserved', 'carrier', g.carrier_id, NULL, g.data::json,
+           g.created_at
+    FROM granted g JOIN created c ON c.id = g.id ORDER BY g.ord
+    RETURNING id
+)
+SELECT r.ord, g.id IS NOT NULL AS taken, c.id IS NOT NULL AS created
+FROM req r LEFT JOIN granted g ON g.ord = r.ord LEFT JOIN created c ON c.id = r.id
+ORDER BY r.ord
+"""
 
 
 def find_active(session: Session, carrier_id: str, tracking_number: str) -> Reservation | None:

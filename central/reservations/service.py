@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, cast
 
 from sqlalchemy.orm import Session
 
@@ -45,7 +45,7 @@ from central.reservations.schemas import (
     ReservationList,
     ReservationOut,
 )
-from central.webhooks.service import enqueue_event
+from central.webhooks.service import Subscriptions, enqueue_event
 
 _GENERIC_TRACKING = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,63}$")
 ALTERNATIVES_RADIUS_KM = 10.0
@@ -60,6 +60,8 @@ class Ctx:
     keys: ServiceKeys
     now: datetime
     banks: BankDirectory | None = None  # cached static bank facts, where the caller keeps some
+    # Webhook subscriptions read once for a transaction that enqueues many events (a batch).
+    subscriptions: Subscriptions | None = None
 
 
 def _checked_tracking_number(carrier_id: str, raw: str) -> str:
@@ -86,13 +88,90 @@ def _need(body: ReservationCreate) -> Need:
     )
 
 
-def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> tuple[ReservationOut, bool]:
+Created = tuple[ReservationOut, bool]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A create request checked and placed: the (bank, class) candidates to try, in order."""
+
+    carrier_id: str
+    number: str
+    body: ReservationCreate
+    need: Need
+    options: list[BankOption]
+    banks: dict[str, Bank]
+    origin: tuple[float, float]
+    candidates: list[Candidate]
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """The rows one candidate would write: a reservation and its first history event."""
+
+    bank: Bank
+    candidate: Candidate
+    reservation: _NewReservation
+    event: _NewEvent
+
+
+def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> Created:
     """Reserve a unit; returns the reservation and whether it was made now (201) or before (200).
 
     The active reservation for a repeated tracking number is looked up only when it can matter:
-    when the insert meets it (see `_try_candidate`) or before refusing. A new reservation, the
-    common case, costs no lookup.
+    when the insert meets it (see `_finish`) or before refusing. A new reservation, the common
+    case, costs no lookup. Nothing is written unless a reservation is made, so a refusal
+    (ApiError) leaves the transaction as it found it.
     """
+    planned = _plan(ctx, carrier_id, body)
+    if not isinstance(planned, _Plan):
+        return planned
+    return _finish(ctx, planned, None)
+
+
+def create_many(
+    ctx: Ctx, requests: Sequence[tuple[str, ReservationCreate]]
+) -> list[Created | ApiError]:
+    """Several creates in the caller's transaction, each answered or refused on its own.
+
+    The first attempt of every request is written in one round trip where the database allows
+    it (`repository.reserve_units`), in (bank, class) order so that concurrent transactions take
+    capacity rows in the same order; any further attempt (a full first choice) follows alone.
+    """
+    outcomes: list[Created | ApiError | None] = [None] * len(requests)
+    firsts: list[tuple[int, _Plan, _Attempt]] = []
+    for index, (carrier_id, body) in enumerate(requests):
+        try:
+            planned = _plan(ctx, carrier_id, body)
+            if not isinstance(planned, _Plan):
+                outcomes[index] = planned
+            elif not planned.candidates:  # nothing to try: the twin or a refusal
+                outcomes[index] = _finish(ctx, planned, None)
+            else:
+                firsts.append((index, planned, _attempt(ctx, planned, planned.candidates[0])))
+        except ApiError as refused:
+            outcomes[index] = refused
+    firsts.sort(key=lambda f: (f[2].bank.id, f[2].candidate.size.value))
+    reserved = repo.reserve_units(
+        ctx.session,
+        [
+            repo.UnitRequest(
+                a.bank.id, a.candidate.size.value, a.reservation.values, a.event.values
+            )
+            for _, _, a in firsts
+        ],
+    )
+    for (index, plan, attempt), outcome in zip(firsts, reserved, strict=True):
+        try:
+            outcomes[index] = _finish(ctx, plan, (attempt, outcome))
+        except ApiError as refused:
+            outcomes[index] = refused
+    assert all(outcome is not None for outcome in outcomes)
+    return cast(list[Created | ApiError], outcomes)
+
+
+def _plan(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> _Plan | Created:
+    """The request checked and its candidates chosen, or the active twin that answers it."""
     number = _checked_tracking_number(carrier_id, body.tracking_number)
     need = _need(body)
     try:
@@ -105,21 +184,47 @@ def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> tuple[Reservat
         if isinstance(exc, NoFit):
             raise Unprocessable(exc.code, exc.detail) from exc
         raise
+    plan = _Plan(carrier_id, number, body, need, options, banks_by_id, origin, candidates)
+    if candidates:
+        _check_hold(plan, banks_by_id[candidates[0].bank_id])
+    return plan
 
-    for candidate in candidates:
-        bank = banks_by_id[candidate.bank_id]
-        outcome = _try_candidate(ctx, carrier_id, number, body, bank, candidate)
-        if outcome is not None:
-            return outcome
 
-    existing = repo.find_active(ctx.session, carrier_id, number)
+def _finish(ctx: Ctx, plan: _Plan, first: tuple[_Attempt, repo.ReserveOutcome] | None) -> Created:
+    """Try the plan's candidates in order (the first may have been tried already) and answer."""
+    for position, candidate in enumerate(plan.candidates):
+        if position == 0 and first is not None:
+            attempt, outcome = first
+        else:
+            attempt = _attempt(ctx, plan, candidate)
+            outcome = repo.reserve_unit(
+                ctx.session,
+                attempt.bank.id,
+                candidate.size.value,
+                attempt.reservation.values,
+                attempt.event.values,
+            )
+        if outcome == "full":
+            continue
+        if outcome == "twin":
+            # An identical request committed first: its result is the answer.
+            twin = repo.find_active(ctx.session, plan.carrier_id, plan.number)
+            if twin is None:
+                raise Conflict("concurrent_update", "the reservation changed meanwhile; retry")
+            return describe(ctx.session, twin), False
+        return _created(ctx, attempt), True
+
+    existing = repo.find_active(ctx.session, plan.carrier_id, plan.number)
     if existing is not None:
         return describe(ctx.session, existing), False
+    need = plan.need
     raise Conflict(
         "no_capacity",
         f"no free {need.size or 'fitting'} locker"
-        + (" at that bank" if body.bank_id else " nearby"),
-        alternatives=[a.model_dump() for a in _alternatives(ctx.session, need, origin, options)],
+        + (" at that bank" if plan.body.bank_id else " nearby"),
+        alternatives=[
+            a.model_dump() for a in _alternatives(ctx.session, need, plan.origin, plan.options)
+        ],
     )
 
 
@@ -142,90 +247,140 @@ def _options(
     return options, {bank.id: bank for bank, _, _ in near}, (body.near.lat, body.near.lon)
 
 
-def _try_candidate(
-    ctx: Ctx,
-    carrier_id: str,
-    number: str,
-    body: ReservationCreate,
-    bank: Bank,
-    candidate: Candidate,
-) -> tuple[ReservationOut, bool] | None:
-    """One attempt at one (bank, class): the new reservation, an identical twin, or None (full).
-
-    Everything is written first and the capacity row is decremented last, inside one savepoint:
-    the row lock that serialises competitors is then held only until commit, and a lost race
-    simply rolls the savepoint back and moves on to the next candidate.
-    """
-    hold = body.hold_hours or bank.hold_hours
+def _check_hold(plan: _Plan, bank: Bank) -> int:
+    hold = plan.body.hold_hours or bank.hold_hours
     if hold > bank.hold_hours + bank.max_extension_hours:
         raise Unprocessable(
             "hold_too_long",
             f"this bank holds reservations at most {bank.hold_hours + bank.max_extension_hours} h",
         )
+    return hold
+
+
+def _attempt(ctx: Ctx, plan: _Plan, candidate: Candidate) -> _Attempt:
+    """The rows for one (bank, class), built as plain values: no ORM object on the hot path."""
+    bank = plan.banks[candidate.bank_id]
+    hold = _check_hold(plan, bank)
     now = ctx.now
+    body = plan.body
     parcel = body.parcel
-    reservation = Reservation(
+    reservation = _NewReservation(
         id=f"rsv_{secrets.token_hex(10)}",
-        carrier_id=carrier_id,
-        tracking_number=number,
+        carrier_id=plan.carrier_id,
+        tracking_number=plan.number,
         bank_id=bank.id,
         size=candidate.size.value,
-        status=ReservationStatus.RESERVED.value,
-        compartment_label=None,
         length_mm=parcel.length_mm if parcel else None,
         width_mm=parcel.width_mm if parcel else None,
         height_mm=parcel.height_mm if parcel else None,
         weight_g=parcel.weight_g if parcel else None,
         recipient=body.recipient.model_dump(exclude_none=True) if body.recipient else None,
         reserved_until=now + timedelta(hours=hold),
-        pickup_deadline=None,
         created_at=now,
-        updated_at=now,
     )
-    event = ReservationEvent(
+    event = _NewEvent(
         reservation_id=reservation.id,
-        type="created",
-        from_status=None,
-        to_status=ReservationStatus.RESERVED.value,
-        actor=Actor.CARRIER.value,
-        actor_id=carrier_id,
-        reason=None,
+        actor_id=plan.carrier_id,
         data={"bank_id": bank.id, "size": candidate.size.value},
         at=now,
     )
-    outcome = repo.reserve_unit(
-        ctx.session,
-        bank.id,
-        candidate.size.value,
-        _columns(reservation),
-        _columns(event, skip=("id",)),
-    )
-    if outcome == "full":
-        return None
-    if outcome == "twin":
-        # An identical request committed first: its result is the answer.
-        twin = repo.find_active(ctx.session, carrier_id, number)
-        if twin is None:
-            raise Conflict("concurrent_update", "the reservation changed meanwhile; retry")
-        return describe(ctx.session, twin), False
-    out = describe(ctx.session, reservation, bank=bank, history=[event])
+    return _Attempt(bank, candidate, reservation, event)
+
+
+def _created(ctx: Ctx, attempt: _Attempt) -> ReservationOut:
+    out = describe(ctx.session, attempt.reservation, bank=attempt.bank, history=[attempt.event])
     enqueue_event(
         ctx.session,
         ctx.keys,
-        carrier_id,
+        attempt.reservation.carrier_id,
         "reservation.created",
         lambda: out.model_dump(mode="json"),
-        now,
+        ctx.now,
+        subscriptions=ctx.subscriptions,
     )
-    return out, True
+    return out
 
 
-def _columns(row: Reservation | ReservationEvent, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {
-        column.key: getattr(row, column.key)
-        for column in type(row).__table__.columns
-        if column.key not in skip
-    }
+@dataclass(frozen=True, slots=True)
+class _NewReservation:
+    """A reservation about to be inserted, readable by `describe` like a stored one."""
+
+    id: str
+    carrier_id: str
+    tracking_number: str
+    bank_id: str
+    size: str
+    length_mm: int | None
+    width_mm: int | None
+    height_mm: int | None
+    weight_g: int | None
+    recipient: dict[str, Any] | None
+    reserved_until: datetime
+    created_at: datetime
+    status: str = ReservationStatus.RESERVED.value
+    compartment_label: str | None = None
+    pickup_deadline: datetime | None = None
+    tracking_status: str | None = None
+
+    @property
+    def updated_at(self) -> datetime:
+        return self.created_at
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every column of the `reservations` row."""
+        return {
+            "id": self.id,
+            "carrier_id": self.carrier_id,
+            "tracking_number": self.tracking_number,
+            "bank_id": self.bank_id,
+            "size": self.size,
+            "status": self.status,
+            "compartment_label": None,
+            "length_mm": self.length_mm,
+            "width_mm": self.width_mm,
+            "height_mm": self.height_mm,
+            "weight_g": self.weight_g,
+            "recipient": self.recipient,
+            "reserved_until": self.reserved_until,
+            "pickup_deadline": None,
+            "deposited_at": None,
+            "closed_at": None,
+            "created_at": self.created_at,
+            "updated_at": self.created_at,
+            "tracking_status": None,
+            "tracking_checked_at": None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _NewEvent:
+    """A reservation's `created` history event about to be inserted."""
+
+    reservation_id: str
+    actor_id: str
+    data: dict[str, Any]
+    at: datetime
+    type: str = "created"
+    from_status: str | None = None
+    to_status: str | None = ReservationStatus.RESERVED.value
+    actor: str = Actor.CARRIER.value
+    reason: str | None = None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every column of the `reservation_events` row but its generated id."""
+        return {
+            "reservation_id": self.reservation_id,
+            "type": self.type,
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "actor": self.actor,
+            "actor_id": self.actor_id,
+            "reason": self.reason,
+            "data": self.data,
+            "at": self.at,
+        }
 
 
 def _alternatives(
@@ -256,16 +411,74 @@ def _alternatives(
     return out
 
 
+class _ReservationView(Protocol):
+    """What `describe` reads of a reservation: a stored row or one about to be inserted."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def carrier_id(self) -> str: ...
+    @property
+    def tracking_number(self) -> str: ...
+    @property
+    def bank_id(self) -> str: ...
+    @property
+    def size(self) -> str: ...
+    @property
+    def compartment_label(self) -> str | None: ...
+    @property
+    def length_mm(self) -> int | None: ...
+    @property
+    def width_mm(self) -> int | None: ...
+    @property
+    def height_mm(self) -> int | None: ...
+    @property
+    def weight_g(self) -> int | None: ...
+    @property
+    def tracking_status(self) -> str | None: ...
+    @property
+    def reserved_until(self) -> datetime: ...
+    @property
+    def pickup_deadline(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+class _EventView(Protocol):
+    @property
+    def type(self) -> str: ...
+    @property
+    def from_status(self) -> str | None: ...
+    @property
+    def to_status(self) -> str | None: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def data(self) -> dict[str, Any] | None: ...
+
+
 def describe(
     session: Session,
-    reservation: Reservation,
+    reservation: Reservation | _ReservationView,
     *,
     bank: Bank | None = None,
-    history: Sequence[ReservationEvent] | None = None,
+    history: Sequence[ReservationEvent | _EventView] | None = None,
 ) -> ReservationOut:
     bank = bank or banks_repository.get_bank(session, reservation.bank_id)
     assert bank is not None
-    events = history if history is not None else reservation.history
+    if history is not None:
+        events = history
+    else:
+        assert isinstance(reservation, Reservation)
+        events = reservation.history
     has_parcel = reservation.length_mm is not None
     return ReservationOut(
         id=reservation.id,

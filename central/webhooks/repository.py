@@ -25,10 +25,15 @@ _SUBSCRIPTIONS = select(_ENDPOINTS.c.id, _ENDPOINTS.c.event_types).where(
 )
 
 
-def subscribed_endpoint_ids(session: Session, carrier_id: str, event_type: str) -> list[str]:
-    """Ids of the carrier's endpoints that want this event type (Core: runs on every event)."""
+def subscriptions(session: Session, carrier_id: str) -> list[tuple[str, list[str]]]:
+    """The carrier's live endpoints with the event types each wants (Core: runs on every event)."""
     rows = session.connection().execute(_SUBSCRIPTIONS, {"p_carrier": carrier_id})
-    return sorted(row.id for row in rows if event_type in row.event_types)
+    return sorted((row.id, list(row.event_types)) for row in rows)
+
+
+def subscribed_endpoint_ids(session: Session, carrier_id: str, event_type: str) -> list[str]:
+    """Ids of the carrier's endpoints that want this event type."""
+    return [id_ for id_, types in subscriptions(session, carrier_id) if event_type in types]
 
 
 def get_endpoint(session: Session, carrier_id: str, endpoint_id: str) -> WebhookEndpoint | None:

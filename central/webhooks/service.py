@@ -111,6 +111,24 @@ def recent_deliveries(session: Session, carrier_id: str, endpoint_id: str) -> li
     ]
 
 
+class Subscriptions:
+    """Carriers' endpoint subscriptions, read once for a transaction that enqueues many events.
+
+    Only for a transaction that registers and deletes no endpoint itself; one that commits
+    after another transaction changed the endpoints is ordered before that change, as it would
+    be had it read them itself.
+    """
+
+    def __init__(self) -> None:
+        self._by_carrier: dict[str, list[tuple[str, list[str]]]] = {}
+
+    def endpoint_ids(self, session: Session, carrier_id: str, event_type: str) -> list[str]:
+        rows = self._by_carrier.get(carrier_id)
+        if rows is None:
+            rows = self._by_carrier[carrier_id] = repository.subscriptions(session, carrier_id)
+        return [id_ for id_, types in rows if event_type in types]
+
+
 def enqueue_event(
     session: Session,
     keys: ServiceKeys,
@@ -118,6 +136,8 @@ def enqueue_event(
     event_type: str,
     data: Callable[[], dict[str, Any]],
     now: datetime,
+    *,
+    subscriptions: Subscriptions | None = None,
 ) -> str | None:
     """Put one event in the outbox for each subscribed endpoint, in the caller's transaction.
 
@@ -126,7 +146,11 @@ def enqueue_event(
     and receivers can dedupe.
     """
     assert event_type in EVENT_TYPES, event_type
-    endpoint_ids = repository.subscribed_endpoint_ids(session, carrier_id, event_type)
+    endpoint_ids = (
+        subscriptions.endpoint_ids(session, carrier_id, event_type)
+        if subscriptions is not None
+        else repository.subscribed_endpoint_ids(session, carrier_id, event_type)
+    )
     if not endpoint_ids:
         return None
     event_id = f"evt_{secrets.token_hex(12)}"

@@ -1,0 +1,228 @@
+"""Create-reservation requests that arrive together are made in one transaction (group commit).
+
+Each web worker queues the create requests it receives and makes everything queued so far in
+one transaction: one connection checkout, one key check per key, one webhook-subscription read
+per carrier, one statement for the reservations themselves on PostgreSQL
+(`repository.reserve_units`) and one commit for the whole batch, instead of one of each per
+request. At low load a batch is a single request: nothing waits for others to arrive. On
+PostgreSQL the batch runs on the worker's event loop (asyncio connections); on SQLite, in a
+database thread.
+
+The requests in a batch stay independent:
+
+- A refused request (an `ApiError`: bad tracking number, no capacity, unknown bank, ...) has
+  written nothing, because `service.create_many` refuses before it writes and its one write,
+  taking a unit and inserting the rows, leaves nothing behind unless it succeeds. The rest of
+  the batch goes on.
+- Anything else (a bug, a deadlock the database broke, a lost connection) rolls the batch back,
+  and each of its requests is made again in a transaction of its own, so one request's failure
+  is never another's.
+- Capacity rows are taken in (bank, class) order, so concurrent batches do not deadlock each
+  other (a `near` request whose first choice is full tries others afterwards, out of that
+  order; should the database break a deadlock, the case above applies).
+- An answer is given only after its batch has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
+
+from central.banks.service import BankDirectory
+from central.carriers.service import AuthenticatedCarrier, authenticate
+from central.clock import Clock
+from central.errors import ApiError
+from central.keys import ServiceKeys
+from central.reservations import service
+from central.reservations.schemas import ReservationCreate, ReservationOut
+from central.webhooks.service import Subscriptions
+
+log = logging.getLogger(__name__)
+
+Created = tuple[ReservationOut, bool]
+Outcome = Created | BaseException
+
+# Enough to carry every request a worker holds under heavy load in one or two transactions,
+# small enough that a batch holds its capacity rows only for a few milliseconds.
+MAX_BATCH = 64
+
+
+@dataclass(slots=True)
+class _Request:
+    authorization: str | None
+    body: ReservationCreate
+    future: asyncio.Future[Created]
+
+
+@dataclass(slots=True)
+class _Lane:
+    """The queue of one event loop (one per worker; tests may run several)."""
+
+    queue: list[_Request] = field(default_factory=list)
+    running: int = 0  # batches being made for this loop now
+    engine: AsyncEngine | None = None  # PostgreSQL: this loop's asyncio connections
+    sessions: async_sessionmaker[AsyncSession] | None = None
+
+
+class ReservationIntake:
+    """Queues create requests and makes them a batch per transaction; see the module docstring."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        keys: ServiceKeys,
+        clock: Clock,
+        banks: BankDirectory,
+        limiter: CapacityLimiter,
+        *,
+        async_engines: Callable[[], AsyncEngine] | None = None,
+        concurrency: int = 2,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._sessions = sessions
+        self._keys = keys
+        self._clock = clock
+        self._banks = banks
+        self._limiter = limiter
+        # PostgreSQL: batches run on the event loop itself (SQLAlchemy's asyncio sessions run
+        # the same service code in a greenlet), so a worker has no thread to hand each batch to
+        # and back, and its requests do not contend with a database thread for the GIL.
+        self._async_engines = async_engines
+        # Two batches in flight per worker: one is in the database while the next is built.
+        self._concurrency = concurrency
+        self._max_batch = max_batch
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def create(self, authorization: str | None, body: ReservationCreate) -> Created:
+        """The reservation for `body` and whether it was made now, once it is committed."""
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._lanes[loop] = _Lane()
+        future: asyncio.Future[Created] = loop.create_future()
+        lane.queue.append(_Request(authorization, body, future))
+        if lane.running < self._concurrency:
+            lane.running += 1
+            task = loop.create_task(self._drain(lane))
+            self._tasks.add(task)  # a running task must be referenced, or it may be collected
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self, lane: _Lane) -> None:
+        try:
+            while lane.queue:
+                # Let the requests already read from the sockets reach the queue first: they
+                # join this batch instead of waiting for the next (a loop turn, not a delay).
+                for _ in range(2):
+                    await asyncio.sleep(0)
+                batch = lane.queue[: self._max_batch]
+                del lane.queue[: self._max_batch]
+                try:
+                    outcomes = await self._make(lane, batch)
+                except BaseException as exc:  # the loop is going away: nobody is left waiting
+                    _settle(batch, [exc] * len(batch))
+                    raise
+                _settle(batch, outcomes)
+        finally:
+            lane.running -= 1
+
+    async def aclose(self) -> None:
+        """Close this event loop's database connections (on application shutdown)."""
+        lane = self._lanes.pop(asyncio.get_running_loop(), None)
+        if lane is not None and lane.engine is not None:
+            await lane.engine.dispose()
+
+    async def _make(self, lane: _Lane, batch: list[_Request]) -> list[Outcome]:
+        """The whole batch in one transaction or, should that fail, each request alone."""
+        try:
+            if self._async_engines is not None:
+                if lane.sessions is None:
+                    lane.engine = self._async_engines()
+                    lane.sessions = async_sessionmaker(
+                        lane.engine, expire_on_commit=False, autoflush=False
+                    )
+                async with lane.sessions() as session, session.begin():
+                    return await session.run_sync(self._make_in, batch)
+            return await anyio.to_thread.run_sync(
+                self._make_in_thread, batch, limiter=self._limiter
+            )
+        except Exception as exc:
+            if len(batch) == 1:
+                return [exc]
+            log.warning(
+                "a batch of %d reservations failed (%s: %s); making each in its own transaction",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            return [(await self._make(lane, [request]))[0] for request in batch]
+
+    def _make_in_thread(self, batch: list[_Request]) -> list[Outcome]:
+        with self._sessions() as session, session.begin():
+            return self._make_in(session, batch)
+
+    def _make_in(self, session: Session, batch: list[_Request]) -> list[Outcome]:
+        """The batch's work inside its transaction; the caller commits."""
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        ctx = service.Ctx(
+            session=session,
+            keys=self._keys,
+            now=self._clock(),
+            banks=self._banks,
+            subscriptions=Subscriptions(),
+        )
+        # Keys first and in order, then capacity in (bank, class) order: the same lock order
+        # in every batch (a key's last use is written once a minute).
+        carriers = _authenticate_all(ctx, batch)
+        admitted: list[tuple[int, str]] = []
+        for index, request in enumerate(batch):
+            carrier = carriers[request.authorization]
+            if isinstance(carrier, ApiError):  # each request raises its own exception
+                outcomes[index] = ApiError(
+                    carrier.status,
+                    carrier.code,
+                    carrier.detail,
+                    headers=carrier.headers,
+                    **carrier.extra,
+                )
+            else:
+                admitted.append((index, carrier.carrier_id))
+        made = service.create_many(ctx, [(carrier_id, batch[i].body) for i, carrier_id in admitted])
+        for (index, _), outcome in zip(admitted, made, strict=True):
+            outcomes[index] = outcome
+        assert all(outcome is not None for outcome in outcomes)
+        return cast(list[Outcome], outcomes)
+
+
+def _authenticate_all(
+    ctx: service.Ctx, batch: list[_Request]
+) -> dict[str | None, AuthenticatedCarrier | ApiError]:
+    carriers: dict[str | None, AuthenticatedCarrier | ApiError] = {}
+    for header in sorted({r.authorization for r in batch}, key=lambda h: h or ""):
+        try:
+            carriers[header] = authenticate(ctx.session, header, ctx.now)
+        except ApiError as refused:
+            carriers[header] = refused
+    return carriers
+
+
+def _settle(batch: list[_Request], outcomes: list[Outcome]) -> None:
+    for request, outcome in zip(batch, outcomes, strict=True):
+        if request.future.done():  # the client went away; its reservation stands
+            continue
+        if isinstance(outcome, BaseException):
+            request.future.set_exception(outcome)
+        else:
+            request.future.set_result(outcome)

@@ -1,0 +1,195 @@
+"""Create requests made a batch per transaction: each keeps its own outcome (both databases)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from central.errors import ApiError
+from central.models import BankCapacity, Reservation, ReservationEvent
+from central.reservations import repository, service
+from central.reservations.intake import ReservationIntake
+from central.reservations.schemas import ReservationCreate, ReservationOut
+from tests.central.conftest import FakeClock, World
+
+
+def _body(number: str, bank_id: str = "NYC-1", size: str = "M") -> ReservationCreate:
+    return ReservationCreate.model_validate(
+        {"tracking_number": number, "bank_id": bank_id, "size": size}
+    )
+
+
+def _create_together(
+    intake: ReservationIntake, requests: list[tuple[str | None, ReservationCreate]]
+) -> list[tuple[ReservationOut, bool] | BaseException]:
+    """Sent at once, as concurrent requests on one worker are: they share a batch."""
+
+    async def run() -> list[tuple[ReservationOut, bool] | BaseException]:
+        try:
+            return await asyncio.gather(
+                *(intake.create(header, body) for header, body in requests),
+                return_exceptions=True,
+            )
+        finally:
+            await intake.aclose()
+
+    return asyncio.run(run())
+
+
+def _count(session: Session, model: Any) -> int:
+    return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def _free(session: Session, bank_id: str, size: str) -> int:
+    free = session.scalar(
+        select(BankCapacity.available).where(
+            BankCapacity.bank_id == bank_id, BankCapacity.size == size
+        )
+    )
+    assert free is not None
+    return free
+
+
+def test_a_batch_answers_each_request_on_its_own(
+    app: FastAPI, world: World, sessions: sessionmaker[Session]
+) -> None:
+    acme = f"Bearer {world.keys['acme']}"
+    outcomes = _create_together(
+        app.state.reservation_intake,
+        [
+            (acme, _body("ACME-01")),  # made
+            (acme, _body("not a number!")),  # refused: tracking number
+            (acme, _body("ACME-02", bank_id="NOWHERE")),  # refused: bank
+            ("Bearer lk_aaaaaaaaaaaa_" + "x" * 43, _body("ACME-03")),  # bad key
+            (None, _body("ACME-04")),  # no key
+            (acme, _body("ACME-01")),  # the first one's twin
+            (acme, _body("ACME-05")),  # made: NYC-1 has two M units
+            (acme, _body("ACME-06")),  # refused: no M unit left
+        ],
+    )
+    made, refused_number, unknown_bank, bad_key, no_key, twin, second, full = outcomes
+    assert isinstance(made, tuple) and made[1] is True
+    assert isinstance(twin, tuple) and twin == (made[0], False)
+    assert isinstance(second, tuple) and second[1] is True
+    expected = [
+        (refused_number, 422, "invalid_tracking_number"),
+        (unknown_bank, 404, "unknown_bank"),
+        (bad_key, 401, "invalid_api_key"),
+        (no_key, 401, "missing_api_key"),
+        (full, 409, "no_capacity"),
+    ]
+    for outcome, status, code in expected:
+        assert isinstance(outcome, ApiError), outcome
+        assert (outcome.status, outcome.code) == (status, code)
+    assert bad_key is not no_key  # every request raises an exception of its own
+
+    with sessions() as session:
+        assert _count(session, Reservation) == 2
+        assert _count(session, ReservationEvent) == 2
+        assert _free(session, "NYC-1", "M") == 0
+
+
+def test_a_request_that_fails_is_made_alone_and_fails_alone(
+    app: FastAPI,
+    world: World,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan = service._plan
+
+    def failing_plan(ctx: service.Ctx, carrier_id: str, body: ReservationCreate) -> Any:
+        if body.tracking_number == "ACME-13":
+            raise RuntimeError("a bug in one request")
+        return plan(ctx, carrier_id, body)
+
+    monkeypatch.setattr(service, "_plan", failing_plan)
+    acme = f"Bearer {world.keys['acme']}"
+    first, broken, last = _create_together(
+        app.state.reservation_intake,
+        [
+            (acme, _body("ACME-11", size="S")),
+            (acme, _body("ACME-13", size="S")),
+            (acme, _body("ACME-12", size="L")),
+        ],
+    )
+    assert isinstance(broken, RuntimeError)
+    assert isinstance(first, tuple) and first[1] is True
+    assert isinstance(last, tuple) and last[1] is True
+    with sessions() as session:
+        numbers = set(session.scalars(select(Reservation.tracking_number)))
+    assert numbers == {"ACME-11", "ACME-12"}
+
+
+def test_reserving_many_gives_what_reserving_one_by_one_would(
+    world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """PostgreSQL takes the lot in one statement; the outcomes are the one-by-one outcomes."""
+
+    ids = iter(range(100))
+
+    def unit(number: str, bank_id: str, size: str) -> repository.UnitRequest:
+        reservation_id = f"rsv_{next(ids)}_{number}"
+        now = clock()
+        return repository.UnitRequest(
+            bank_id,
+            size,
+            {
+                "id": reservation_id,
+                "carrier_id": "usps",
+                "tracking_number": number,
+                "bank_id": bank_id,
+                "size": size,
+                "status": "reserved",
+                "compartment_label": None,
+                "length_mm": None,
+                "width_mm": None,
+                "height_mm": None,
+                "weight_g": None,
+                "recipient": {"email": "r@example.com"},
+                "reserved_until": now,
+                "pickup_deadline": None,
+                "deposited_at": None,
+                "closed_at": None,
+                "created_at": now,
+                "updated_at": now,
+                "tracking_status": None,
+                "tracking_checked_at": None,
+            },
+            {
+                "reservation_id": reservation_id,
+                "type": "created",
+                "from_status": None,
+                "to_status": "reserved",
+                "actor": "carrier",
+                "actor_id": "usps",
+                "reason": None,
+                "data": {"bank_id": bank_id, "size": size},
+                "at": now,
+            },
+        )
+
+    requests = [
+        unit("A1", "NYC-1", "M"),
+        unit("A1", "NYC-1", "M"),  # a twin: its unit is given back...
+        unit("A2", "NYC-1", "M"),  # ...so this one gets the second unit
+        unit("A3", "NYC-1", "M"),  # and this one finds none
+        unit("B1", "NYC-2", "L"),
+        unit("B2", "NYC-2", "L"),  # one L unit only
+        unit("C1", "BOS-1", "S"),
+    ]
+    with sessions.begin() as session:
+        outcomes = repository.reserve_units(session, requests)
+    assert outcomes == ["created", "twin", "created", "full", "created", "full", "created"]
+    with sessions() as session:
+        assert _count(session, Reservation) == 4
+        assert _count(session, ReservationEvent) == 4
+        assert (_free(session, "NYC-1", "M"), _free(session, "NYC-2", "L")) == (0, 0)
+        assert _free(session, "BOS-1", "S") == 1
+        stored = session.get(Reservation, "rsv_2_A2")
+        assert stored is not None and stored.recipient == {"email": "r@example.com"}
+        assert stored.created_at == clock()
