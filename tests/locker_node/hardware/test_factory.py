@@ -16,6 +16,7 @@ from locker_node.hardware.kerong import KerongCu16Board
 from locker_node.hardware.simulated import SimulatedLockBoard
 from locker_node.hardware.simulator import BoardSimulator, PtyBoardServer
 from locker_node.hardware.xor import XorBoard
+from tests.locker_node.support import wait_until
 
 
 def serial_config(name: str, port: str, **options: object) -> SerialBoardConfig:
@@ -88,7 +89,9 @@ def test_boards_on_one_port_share_one_bus() -> None:
             boards["a1"].unlock(3)
             boards["b"].unlock(2)
 
-            assert simulators[1].fired(3) == 1
+            # A CU16 unlock has no reply: the call returns once the frame is written, before
+            # the board on the other end of the pty has necessarily acted on it.
+            wait_until(lambda: simulators[1].fired(3) == 1, what="lock 3 on board a1 to fire")
             assert simulators[0].fired(3) == 0
             assert simulators[2].fired(2) == 1
         finally:
