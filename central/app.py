@@ -26,7 +26,7 @@ from central.ops import pages as ops_pages
 from central.ops.endpoints import router as ops_router
 from central.ops.insight.endpoints import router as ops_insight_router
 from central.reservations.endpoints import router as reservations_router
-from central.reservations.intake import ReservationIntake
+from central.reservations.intake import BATCHES_IN_FLIGHT, ReservationIntake
 from central.tracking.endpoints import router as carrier_webhooks_router
 from central.webhooks.endpoints import router as webhooks_router
 
@@ -95,7 +95,7 @@ def create_app(
         clock,
         app.state.bank_directory,
         app.state.db_limiter,
-        async_engines=async_twin(engine),
+        async_engines=async_twin(engine, pool_size=BATCHES_IN_FLIGHT),
     )
     # The web app only verifies and parses carrier pushes (no carrier I/O); polling runs in
     # the scheduler's process with the adapters given to central.scheduler.Jobs.

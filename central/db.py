@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, QueuePool, Result, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,14 +52,13 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def async_twin(engine: Engine) -> Callable[[], AsyncEngine] | None:
+def async_twin(engine: Engine, pool_size: int) -> Callable[[], AsyncEngine] | None:
     """PostgreSQL: builds an asyncio engine on the same database, for work run on an event loop
     (one per loop: asyncio connections belong to the loop that opened them); SQLite: None."""
     if engine.dialect.name != "postgresql":
         return None
-    size = engine.pool.size() if isinstance(engine.pool, QueuePool) else 5
     return functools.partial(
-        create_async_engine, engine.url, pool_size=size, max_overflow=size, pool_pre_ping=True
+        create_async_engine, engine.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
     )
 
 

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 Created = tuple[ReservationOut, bool]
 Outcome = Created | BaseException
 
+# Batches in flight per worker: one is in the database while the next is built. More only
+# queue on each other's capacity rows. Each holds one connection while it runs.
+BATCHES_IN_FLIGHT = 2
 # Enough to carry every request a worker holds under heavy load in one or two transactions,
 # small enough that a batch holds its capacity rows only for a few milliseconds.
 MAX_BATCH = 64
@@ -85,7 +88,7 @@ class ReservationIntake:
         limiter: CapacityLimiter,
         *,
         async_engines: Callable[[], AsyncEngine] | None = None,
-        concurrency: int = 2,
+        concurrency: int = BATCHES_IN_FLIGHT,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self._sessions = sessions
@@ -97,7 +100,6 @@ class ReservationIntake:
         # the same service code in a greenlet), so a worker has no thread to hand each batch to
         # and back, and its requests do not contend with a database thread for the GIL.
         self._async_engines = async_engines
-        # Two batches in flight per worker: one is in the database while the next is built.
         self._concurrency = concurrency
         self._max_batch = max_batch
         self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = (
