@@ -72,10 +72,10 @@ def list_banks(
 
 
 _CAPACITY = cast(Table, BankCapacity.__table__)
-# Prebuilt Core statements: this pair runs on every reservation, and the ORM's statement machinery
-# costs more than the round trip itself. TAKE_UNIT (bind p_bank, p_size) is also the first step of
-# PostgreSQL's one-statement reservation in `central.reservations.repository`.
-TAKE_UNIT = (
+# Prebuilt Core statements: the ORM's statement machinery costs more than the round trip itself.
+# Taking a unit runs here on SQLite; PostgreSQL takes it inside the reservation statement of
+# `central.reservations.repository`.
+_TAKE_UNIT = (
     update(_CAPACITY)
     .where(
         _CAPACITY.c.bank_id == bindparam("p_bank"),
@@ -93,7 +93,7 @@ _RELEASE_UNIT = (
 
 def take_unit(session: Session, bank_id: str, size: str) -> bool:
     """Take one free unit in one statement: the WHERE re-checked under the row lock is the guard."""
-    result = session.connection().execute(TAKE_UNIT, {"p_bank": bank_id, "p_size": size})
+    result = session.connection().execute(_TAKE_UNIT, {"p_bank": bank_id, "p_size": size})
     return result.rowcount == 1
 
 

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Table, and_, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from central.banks import repository as banks_repository
 from central.db import rowcount
-from central.models import ACTIVE_STATUSES, BankCapacity, Reservation, ReservationEvent
+from central.models import ACTIVE_STATUSES, Reservation, ReservationEvent
 
 
 def add(session: Session, row: Reservation | ReservationEvent) -> None:
@@ -52,51 +52,6 @@ def insert_event(session: Session, values: dict[str, Any]) -> None:
 ReserveOutcome = Literal["created", "twin", "full"]
 
 
-def _reserve_in_one_statement() -> Any:
-    """PostgreSQL: take a unit, insert the reservation and its first event in one round trip.
-
-    Data-modifying CTEs: the insert selects from the taken row, so with no free unit nothing is
-    inserted, and the event selects from the inserted row, so a twin's conflict inserts no event.
-    The counts say which of the three happened.
-    """
-    capacity = cast(Table, BankCapacity.__table__)
-    events = cast(Table, ReservationEvent.__table__)
-    taken = banks_repository.TAKE_UNIT.returning(capacity.c.bank_id).cte("taken")
-    columns = list(_RESERVATIONS.columns)
-    created = (
-        postgresql.insert(_RESERVATIONS)
-        .from_select(
-            [c.key for c in columns],
-            select(*[bindparam(f"r_{c.key}", type_=c.type) for c in columns]).select_from(taken),
-        )
-        .on_conflict_do_nothing(
-            index_elements=["carrier_id", "tracking_number"], index_where=_ACTIVE
-        )
-        .returning(_RESERVATIONS.c.id)
-        .cte("created")
-    )
-    event_columns = [c for c in events.columns if c.key != "id"]
-    logged = (
-        insert(events)
-        .from_select(
-            [c.key for c in event_columns],
-            select(*[bindparam(f"e_{c.key}", type_=c.type) for c in event_columns]).select_from(
-                created
-            ),
-        )
-        .returning(events.c.id)
-        .cte("logged")
-    )
-    return select(
-        select(func.count()).select_from(taken).scalar_subquery().label("taken"),
-        select(func.count()).select_from(created).scalar_subquery().label("created"),
-        select(func.count()).select_from(logged).scalar_subquery().label("logged"),
-    )
-
-
-_RESERVE_IN_ONE_STATEMENT = _reserve_in_one_statement()
-
-
 def reserve_unit(
     session: Session,
     bank_id: str,
@@ -109,18 +64,10 @@ def reserve_unit(
     "full": no free unit, nothing written. "twin": the carrier already has an active reservation
     for this tracking number (a concurrent identical request won); the unit is given back.
     """
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        params = {"p_bank": bank_id, "p_size": size}
-        params.update({f"r_{key}": value for key, value in reservation.items()})
-        params.update({f"e_{key}": value for key, value in event.items()})
-        taken, created, _ = connection.execute(_RESERVE_IN_ONE_STATEMENT, params).one()
-        if not taken:
-            return "full"
-        if created:
-            return "created"
-        banks_repository.release_unit(session, bank_id, size)
-        return "twin"
+    if session.connection().dialect.name == "postgresql":
+        return _reserve_in_one_statement(session, [UnitRequest(bank_id, size, reservation, event)])[
+            0
+        ]
     if not banks_repository.take_unit(session, bank_id, size):
         return "full"
     if not insert_if_no_active_twin(session, reservation):
@@ -142,12 +89,27 @@ class UnitRequest(NamedTuple):
 def reserve_units(session: Session, requests: Sequence[UnitRequest]) -> list[ReserveOutcome]:
     """`reserve_unit` for each request, in the order given, with the same outcomes.
 
-    On PostgreSQL the lot is one statement (`_RESERVE_MANY`): one round trip and one plan for a
-    whole batch instead of one of each per request.
+    On PostgreSQL the lot is one statement (`_RESERVE_MANY`, which also serves `reserve_unit`):
+    one round trip and one plan for a whole batch instead of one of each per request.
     """
-    connection = session.connection()
-    if connection.dialect.name != "postgresql" or len(requests) < 2:
+    if session.connection().dialect.name != "postgresql":
         return [reserve_unit(session, *request) for request in requests]
+    outcomes = _reserve_in_one_statement(session, requests)
+    # A twin's unit was granted before it was given back: a later request of the same class
+    # refused for want of it tries again, as it would have had the requests gone one by one.
+    given_back = {
+        (r.bank_id, r.size) for r, o in zip(requests, outcomes, strict=True) if o == "twin"
+    }
+    for index, request in enumerate(requests):
+        if outcomes[index] == "full" and (request.bank_id, request.size) in given_back:
+            outcomes[index] = reserve_unit(session, *request)
+    return outcomes
+
+
+def _reserve_in_one_statement(
+    session: Session, requests: Sequence[UnitRequest]
+) -> list[ReserveOutcome]:
+    """PostgreSQL: `_RESERVE_MANY` for the requests; a twin's unit is given back."""
     columns: dict[str, list[Any]] = {name: [] for name in _MANY_COLUMNS}
     for order, request in enumerate(requests):
         reservation, event = request.reservation, request.event
@@ -159,9 +121,8 @@ def reserve_units(session: Session, requests: Sequence[UnitRequest]) -> list[Res
         columns["data"].append(event["data"])
     for name in ("recipient", "data"):
         columns[name] = [None if v is None else json.dumps(v) for v in columns[name]]
-    rows = connection.exec_driver_sql(_RESERVE_MANY, columns).all()
+    rows = session.connection().exec_driver_sql(_RESERVE_MANY, columns).all()
     outcomes: list[ReserveOutcome] = []
-    given_back: set[tuple[str, str]] = set()
     for request, (order, taken, created) in zip(requests, rows, strict=True):
         assert order == len(outcomes)
         if not taken:
@@ -170,13 +131,7 @@ def reserve_units(session: Session, requests: Sequence[UnitRequest]) -> list[Res
             outcomes.append("created")
         else:
             banks_repository.release_unit(session, request.bank_id, request.size)
-            given_back.add((request.bank_id, request.size))
             outcomes.append("twin")
-    # A twin's unit was granted before it was given back: a later request of the same class
-    # refused for want of it tries again, as it would have had the requests gone one by one.
-    for index, request in enumerate(requests):
-        if outcomes[index] == "full" and (request.bank_id, request.size) in given_back:
-            outcomes[index] = reserve_unit(session, *request)
     return outcomes
 
 
