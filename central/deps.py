@@ -13,13 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.carriers.service import AuthenticatedCarrier, authenticate
 from central.config import CentralSettings
-from central.reservations.intake import ReservationIntake
-from central.reservations.schemas import ReservationCreate, ReservationOut
 from central.reservations.service import Ctx
 
 T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="a carrier API key: `Bearer lk_...`")
+# The name of that security scheme in /openapi.json, for routes that read the header themselves.
+BEARER_SCHEME = _bearer.scheme_name
 
 
 class CarrierWork:
@@ -41,11 +41,6 @@ class CarrierWork:
         self.settings: CentralSettings = request.app.state.settings
         self._header = header
         self._limiter: CapacityLimiter = request.app.state.db_limiter
-        self._intake: ReservationIntake = request.app.state.reservation_intake
-
-    async def create_reservation(self, body: ReservationCreate) -> tuple[ReservationOut, bool]:
-        """Made with the other create requests queued meanwhile, in one transaction."""
-        return await self._intake.create(self._header, body)
 
     async def run(self, work: Callable[[Ctx, AuthenticatedCarrier], T]) -> T:
         return await anyio.to_thread.run_sync(self._run, work, limiter=self._limiter)
@@ -55,6 +50,15 @@ class CarrierWork:
             ctx = Ctx(session=session, keys=self._keys, now=self._clock(), banks=self._banks)
             carrier = authenticate(session, self._header, ctx.now)
             return work(ctx, carrier)
+
+
+def bearer_header(authorization: str | None) -> str | None:
+    """`Bearer <key>` as `_bearer` reads the header: anything else counts as no key at all."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        return None
+    return f"Bearer {credentials}"
 
 
 async def _carrier_work(

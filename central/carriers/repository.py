@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from central.db import rowcount
@@ -53,8 +54,27 @@ def find_api_key(session: Session, prefix: str) -> KeyRecord | None:
     return None if row is None else KeyRecord(*row)
 
 
-def touch_api_key(session: Session, key_id: int, now: datetime) -> None:
-    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+def touch_api_key(
+    session: Session, key_id: int, now: datetime, *, unless_since: datetime | None = None
+) -> None:
+    """Record the key's use; with `unless_since`, only if it was last recorded before that."""
+    statement = update(ApiKey).where(ApiKey.id == key_id)
+    if unless_since is not None:
+        statement = statement.where(
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < unless_since)
+        )
+    session.execute(statement.values(last_used_at=now))
+
+
+def revoked_among(session: Session, key_ids: Collection[int]) -> set[int]:
+    """Which of these keys have been revoked."""
+    if not key_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(ApiKey.id).where(ApiKey.id.in_(key_ids), ApiKey.revoked_at.is_not(None))
+        )
+    )
 
 
 def revoke_api_key(session: Session, prefix: str, now: datetime) -> bool:

@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,6 +39,7 @@ class IssuedKey:
 class AuthenticatedCarrier:
     carrier_id: str
     key_prefix: str
+    key_id: int
 
 
 def hash_key(key: str) -> str:
@@ -84,18 +86,68 @@ def authenticate(
         raise ApiError(
             401, "missing_api_key", "send Authorization: Bearer <api key>", headers=challenge
         )
-    scheme, _, token = authorization.partition(" ")
-    match = _KEY_FORMAT.match(token.strip()) if scheme.lower() == "bearer" else None
+    token = _token(authorization)
+    match = _KEY_FORMAT.match(token) if token else None
     key = repository.find_api_key(session, match.group(1)) if match else None
-    if key is None or not hmac.compare_digest(key.key_hash, hash_key(token.strip())):
+    if key is None or token is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
         raise ApiError(401, "invalid_api_key", "the API key is not valid", headers=challenge)
     if key.revoked_at is not None:
-        raise ApiError(401, "api_key_revoked", "the API key has been revoked", headers=challenge)
+        raise key_revoked()
     if (key.last_used_at is None or now - key.last_used_at > _TOUCH_INTERVAL) and _claim_touch(
         key.id, now
     ):
         repository.touch_api_key(session, key.id, now)
-    return AuthenticatedCarrier(carrier_id=key.carrier_id, key_prefix=key.prefix)
+    return AuthenticatedCarrier(carrier_id=key.carrier_id, key_prefix=key.prefix, key_id=key.id)
+
+
+def key_revoked() -> ApiError:
+    return ApiError(
+        401,
+        "api_key_revoked",
+        "the API key has been revoked",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+class VerifiedKeys:
+    """The keys this process has verified, with what can never change about them: the carrier
+    and the key's id and prefix. For requests that come in bursts, whose key check would
+    otherwise be a query of its own each time.
+
+    Whether a key is revoked can change at any moment and is not remembered: a caller of
+    `recall` checks it in the transaction that relies on the key (`repository.revoked_among`,
+    or in the same statement as its work) and calls `forget` when it is. Only keys that were
+    valid are remembered, each under its SHA-256 hash (what the database keeps too).
+    """
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, AuthenticatedCarrier] = {}
+
+    def recall(self, authorization: str | None) -> AuthenticatedCarrier | None:
+        token = _token(authorization)
+        return None if token is None else self._by_hash.get(hash_key(token))
+
+    def remember(self, authorization: str | None, carrier: AuthenticatedCarrier) -> None:
+        token = _token(authorization)
+        if token is not None:
+            self._by_hash[hash_key(token)] = carrier
+
+    def forget(self, key_ids: Iterable[int]) -> None:
+        gone = set(key_ids)
+        for digest, carrier in list(self._by_hash.items()):
+            if carrier.key_id in gone:
+                self._by_hash.pop(digest, None)
+
+
+def _token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def record_use(session: Session, carrier: AuthenticatedCarrier, now: datetime) -> None:
+    """`last_used_at` for a key recalled from `VerifiedKeys`, at most once a minute a process."""
+    if _claim_touch(carrier.key_id, now):
+        repository.touch_api_key(session, carrier.key_id, now, unless_since=now - _TOUCH_INTERVAL)
 
 
 _touch_lock = threading.Lock()

@@ -51,7 +51,10 @@ class SizeClass(enum.StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(SizeClass).index(self)
+        return _SIZE_RANKS[self]
+
+
+_SIZE_RANKS = {size: rank for rank, size in enumerate(SizeClass)}
 
 
 class BankStatus(enum.StrEnum):

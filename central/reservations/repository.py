@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, cast
 
@@ -12,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from central.banks import repository as banks_repository
+from central.carriers import repository as carriers_repository
 from central.db import rowcount
 from central.models import ACTIVE_STATUSES, Reservation, ReservationEvent
 
@@ -65,9 +67,10 @@ def reserve_unit(
     for this tracking number (a concurrent identical request won); the unit is given back.
     """
     if session.connection().dialect.name == "postgresql":
-        return _reserve_in_one_statement(session, [UnitRequest(bank_id, size, reservation, event)])[
-            0
-        ]
+        request = UnitRequest(bank_id, size, reservation, event)
+        outcome = _reserve_in_one_statement(session, [request], [])[0][0]
+        assert outcome != "revoked"  # no key to check
+        return outcome
     if not banks_repository.take_unit(session, bank_id, size):
         return "full"
     if not insert_if_no_active_twin(session, reservation):
@@ -78,23 +81,49 @@ def reserve_unit(
 
 
 class UnitRequest(NamedTuple):
-    """One `reserve_unit` call's arguments."""
+    """One `reserve_unit` call's arguments, and the key it relies on if that is still to check."""
 
     bank_id: str
     size: str
     reservation: dict[str, Any]
     event: dict[str, Any]
+    key_id: int | None = None
 
 
-def reserve_units(session: Session, requests: Sequence[UnitRequest]) -> list[ReserveOutcome]:
-    """`reserve_unit` for each request, in the order given, with the same outcomes.
+# Endpoints with the event types each wants, by carrier (`webhooks.repository.subscriptions`).
+Subscribed = dict[str, list[tuple[str, list[str]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """What `reserve_units` did: an outcome per request ("revoked": its key is, nothing tried),
+    the revoked keys among those it was asked to check, and, on PostgreSQL, read in the same
+    statement, the webhook subscriptions of the requests' carriers (else None)."""
+
+    outcomes: list[ReserveOutcome | Literal["revoked"]]
+    revoked_keys: set[int]
+    subscriptions: Subscribed | None
+
+
+def reserve_units(
+    session: Session, requests: Sequence[UnitRequest], *, check_keys: Collection[int] = ()
+) -> Reserved:
+    """`reserve_unit` for each request, in the order given, with the same outcomes, after checking
+    that none of the keys given (`check_keys` and the requests' `key_id`) has been revoked; a
+    request whose key has been is not tried.
 
     On PostgreSQL the lot is one statement (`_RESERVE_MANY`, which also serves `reserve_unit`):
-    one round trip and one plan for a whole batch instead of one of each per request.
+    one round trip and one plan for a whole batch instead of one of each per request, with the
+    key check and the subscriptions read in the same round trip.
     """
-    if session.connection().dialect.name != "postgresql":
-        return [reserve_unit(session, *request) for request in requests]
-    outcomes = _reserve_in_one_statement(session, requests)
+    keys = set(check_keys) | {r.key_id for r in requests if r.key_id is not None}
+    if session.connection().dialect.name != "postgresql" or not requests:
+        revoked = carriers_repository.revoked_among(session, keys)
+        outcomes: list[ReserveOutcome | Literal["revoked"]] = [
+            "revoked" if r.key_id in revoked else reserve_unit(session, *r[:4]) for r in requests
+        ]
+        return Reserved(outcomes, revoked, None)
+    outcomes, revoked, subscriptions = _reserve_in_one_statement(session, requests, keys)
     # A twin's unit was granted before it was given back: a later request of the same class
     # refused for want of it tries again, as it would have had the requests gone one by one.
     given_back = {
@@ -102,37 +131,47 @@ def reserve_units(session: Session, requests: Sequence[UnitRequest]) -> list[Res
     }
     for index, request in enumerate(requests):
         if outcomes[index] == "full" and (request.bank_id, request.size) in given_back:
-            outcomes[index] = reserve_unit(session, *request)
-    return outcomes
+            outcomes[index] = reserve_unit(session, *request[:4])
+    return Reserved(outcomes, revoked, subscriptions)
 
 
 def _reserve_in_one_statement(
-    session: Session, requests: Sequence[UnitRequest]
-) -> list[ReserveOutcome]:
+    session: Session, requests: Sequence[UnitRequest], keys: Collection[int]
+) -> tuple[list[ReserveOutcome | Literal["revoked"]], set[int], Subscribed]:
     """PostgreSQL: `_RESERVE_MANY` for the requests; a twin's unit is given back."""
-    columns: dict[str, list[Any]] = {name: [] for name in _MANY_COLUMNS}
+    batch: list[dict[str, Any]] = []
     for order, request in enumerate(requests):
         reservation, event = request.reservation, request.event
         if not _is_first_event(reservation, event, request):
             raise ValueError(f"not a new reservation and its created event: {reservation['id']}")
-        columns["ord"].append(order)
-        for name in _MANY_COLUMNS[1:-1]:
-            columns[name].append(reservation[name])
-        columns["data"].append(event["data"])
-    for name in ("recipient", "data"):
-        columns[name] = [None if v is None else json.dumps(v) for v in columns[name]]
-    rows = session.connection().exec_driver_sql(_RESERVE_MANY, columns).all()
-    outcomes: list[ReserveOutcome] = []
-    for request, (order, taken, created) in zip(requests, rows, strict=True):
+        row = {name: reservation[name] for name in _MANY_FIELDS}
+        row["ord"] = order
+        row["key_id"] = request.key_id
+        row["data"] = event["data"]
+        batch.append(row)
+    # One JSON document for the lot: psycopg dumps Python lists into array literals element by
+    # element in Python, json.dumps does the whole batch in C.
+    parameters = {
+        "requests": json.dumps(batch, default=_json_timestamp, separators=(",", ":")),
+        "keys": json.dumps(sorted(keys)),
+    }
+    rows = session.connection().exec_driver_sql(_RESERVE_MANY, parameters).all()
+    outcomes: list[ReserveOutcome | Literal["revoked"]] = []
+    for request, (order, taken, created, *_) in zip(requests, rows, strict=True):
         assert order == len(outcomes)
-        if not taken:
+        if request.key_id is not None and request.key_id in rows[0].revoked:
+            outcomes.append("revoked")
+        elif not taken:
             outcomes.append("full")
         elif created:
             outcomes.append("created")
         else:
             banks_repository.release_unit(session, request.bank_id, request.size)
             outcomes.append("twin")
-    return outcomes
+    subscriptions: Subscribed = {request.reservation["carrier_id"]: [] for request in requests}
+    for carrier_id, endpoint_id, event_types in rows[0].endpoints:
+        subscriptions[carrier_id].append((endpoint_id, list(event_types)))
+    return outcomes, set(rows[0].revoked), subscriptions
 
 
 def _is_first_event(reservation: dict[str, Any], event: dict[str, Any], at: UnitRequest) -> bool:
@@ -161,9 +200,9 @@ def _is_first_event(reservation: dict[str, Any], event: dict[str, Any], at: Unit
     )
 
 
-# The parameters of `_RESERVE_MANY`, one array each, one element per request in order.
-_MANY_COLUMNS = (
-    "ord",
+# The fields of each request in `_RESERVE_MANY`'s JSON parameter (the reservation's, then the
+# created event's `data`).
+_MANY_FIELDS = (
     "id",
     "carrier_id",
     "tracking_number",
@@ -176,11 +215,18 @@ _MANY_COLUMNS = (
     "recipient",
     "reserved_until",
     "created_at",
-    "data",
 )
+
+
+def _json_timestamp(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
 
 # PostgreSQL: many reservations in one statement, each with the outcome `reserve_unit` gives it.
 #
+# - `revoked`: the keys to check that have been revoked; `req` leaves out their requests.
 # - `locked` locks the capacity rows the batch needs, in (bank, class) order so that concurrent
 #   batches cannot deadlock, and reads their current free count (a row updated meanwhile is
 #   read as committed): each (bank, class) grants min(free, wanted) units, to its requests in
@@ -190,17 +236,24 @@ _MANY_COLUMNS = (
 #   the tracking number (the partial unique index; an earlier request of the same batch counts);
 #   `logged` inserts the first history event of each inserted one.
 # - One row per request: whether it got a unit and whether its reservation was inserted. A unit
-#   taken for a twin (taken but not created) is given back by the caller.
+#   taken for a twin (taken but not created) is given back by the caller. Each row also carries
+#   the revoked keys and the live webhook endpoints of the batch's carriers, as the statement
+#   saw them: the batch needs both, and reading them here saves a round trip each.
 _RESERVE_MANY = """
-WITH req AS (
-    SELECT * FROM unnest(
-        %(ord)s::int[], %(id)s::varchar[], %(carrier_id)s::varchar[],
-        %(tracking_number)s::varchar[], %(bank_id)s::varchar[], %(size)s::varchar[],
-        %(length_mm)s::int[], %(width_mm)s::int[], %(height_mm)s::int[], %(weight_g)s::int[],
-        %(recipient)s::text[], %(reserved_until)s::timestamptz[], %(created_at)s::timestamptz[],
-        %(data)s::text[]
-    ) AS r(ord, id, carrier_id, tracking_number, bank_id, size, length_mm, width_mm, height_mm,
-           weight_g, recipient, reserved_until, created_at, data)
+WITH input AS (
+    SELECT * FROM json_to_recordset(%(requests)s::json) AS r(
+        ord int, key_id int, id varchar, carrier_id varchar, tracking_number varchar,
+        bank_id varchar, size varchar, length_mm int, width_mm int, height_mm int, weight_g int,
+        recipient json, reserved_until timestamptz, created_at timestamptz, data json
+    )
+),
+revoked AS MATERIALIZED (
+    SELECT k.id FROM api_keys k
+    WHERE k.id IN (SELECT value::int FROM json_array_elements_text(%(keys)s::json))
+      AND k.revoked_at IS NOT NULL
+),
+req AS MATERIALIZED (
+    SELECT * FROM input WHERE key_id IS NULL OR key_id NOT IN (SELECT id FROM revoked)
 ),
 wanted AS (
     SELECT bank_id, size, count(*) AS n FROM req GROUP BY bank_id, size
@@ -230,7 +283,7 @@ created AS (
         closed_at, created_at, updated_at, tracking_status, tracking_checked_at
     )
     SELECT id, carrier_id, tracking_number, bank_id, size, 'reserved', NULL, length_mm,
-           width_mm, height_mm, weight_g, recipient::json, reserved_until, NULL, NULL,
+           width_mm, height_mm, weight_g, recipient, reserved_until, NULL, NULL,
            NULL, created_at, created_at, NULL, NULL
     FROM granted ORDER BY ord
     ON CONFLICT (carrier_id, tracking_number) WHERE status IN ('reserved', 'deposited')
@@ -241,13 +294,18 @@ logged AS (
     INSERT INTO reservation_events (
         reservation_id, type, from_status, to_status, actor, actor_id, reason, data, at
     )
-    SELECT g.id, 'created', NULL, 'reserved', 'carrier', g.carrier_id, NULL, g.data::json,
+    SELECT g.id, 'created', NULL, 'reserved', 'carrier', g.carrier_id, NULL, g.data,
            g.created_at
     FROM granted g JOIN created c ON c.id = g.id ORDER BY g.ord
     RETURNING id
 )
-SELECT r.ord, g.id IS NOT NULL AS taken, c.id IS NOT NULL AS created
-FROM req r LEFT JOIN granted g ON g.ord = r.ord LEFT JOIN created c ON c.id = r.id
+SELECT r.ord, g.id IS NOT NULL AS taken, c.id IS NOT NULL AS created,
+    (SELECT coalesce(json_agg(id ORDER BY id), '[]') FROM revoked) AS revoked,
+    (SELECT coalesce(json_agg(json_build_array(e.carrier_id, e.id, e.event_types) ORDER BY e.id),
+                     '[]')
+     FROM webhook_endpoints e
+     WHERE e.carrier_id IN (SELECT carrier_id FROM input) AND e.deleted_at IS NULL) AS endpoints
+FROM input r LEFT JOIN granted g ON g.ord = r.ord LEFT JOIN created c ON c.id = r.id
 ORDER BY r.ord
 """
 

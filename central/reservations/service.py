@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from central.banks import repository as banks_repository
 from central.banks import service as banks
 from central.banks.schemas import Location
 from central.banks.service import BankDirectory
+from central.carriers.service import key_revoked
 from central.errors import ApiError, Conflict, NotFound, Unprocessable
 from central.keys import ServiceKeys
 from central.models import (
@@ -129,18 +130,27 @@ def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> Created:
     return _finish(ctx, planned, None)
 
 
-def create_many(
-    ctx: Ctx, requests: Sequence[tuple[str, ReservationCreate]]
-) -> list[Created | ApiError]:
+class CreateRequest(NamedTuple):
+    """One create for `create_many`; `unchecked_key`: the key it came with, whose revocation is
+    still to be checked (a key recalled from `carriers.service.VerifiedKeys`)."""
+
+    carrier_id: str
+    body: ReservationCreate
+    unchecked_key: int | None = None
+
+
+def create_many(ctx: Ctx, requests: Sequence[CreateRequest]) -> list[Created | ApiError]:
     """Several creates in the caller's transaction, each answered or refused on its own.
 
     The first attempt of every request is written in one round trip where the database allows
     it (`repository.reserve_units`), in (bank, class) order so that concurrent transactions take
     capacity rows in the same order; any further attempt (a full first choice) follows alone.
+    Unchecked keys are checked in that round trip: a request whose key turns out revoked is
+    refused with 401 whatever else it would have got, and has written nothing.
     """
     outcomes: list[Created | ApiError | None] = [None] * len(requests)
     firsts: list[tuple[int, _Plan, _Attempt]] = []
-    for index, (carrier_id, body) in enumerate(requests):
+    for index, (carrier_id, body, _) in enumerate(requests):
         try:
             planned = _plan(ctx, carrier_id, body)
             if not isinstance(planned, _Plan):
@@ -156,16 +166,28 @@ def create_many(
         ctx.session,
         [
             repo.UnitRequest(
-                a.bank.id, a.candidate.size.value, a.reservation.values, a.event.values
+                a.bank.id,
+                a.candidate.size.value,
+                a.reservation.values,
+                a.event.values,
+                requests[index].unchecked_key,
             )
-            for _, _, a in firsts
+            for index, _, a in firsts
         ],
+        check_keys={r.unchecked_key for r in requests if r.unchecked_key is not None},
     )
-    for (index, plan, attempt), outcome in zip(firsts, reserved, strict=True):
+    if reserved.subscriptions is not None and ctx.subscriptions is not None:
+        ctx.subscriptions.know(reserved.subscriptions)
+    for (index, plan, attempt), outcome in zip(firsts, reserved.outcomes, strict=True):
+        if outcome == "revoked":
+            continue
         try:
             outcomes[index] = _finish(ctx, plan, (attempt, outcome))
         except ApiError as refused:
             outcomes[index] = refused
+    for index, request in enumerate(requests):
+        if request.unchecked_key in reserved.revoked_keys:
+            outcomes[index] = key_revoked()
     assert all(outcome is not None for outcome in outcomes)
     return cast(list[Created | ApiError], outcomes)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,6 +121,10 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self._by_carrier: dict[str, list[tuple[str, list[str]]]] = {}
+
+    def know(self, by_carrier: Mapping[str, list[tuple[str, list[str]]]]) -> None:
+        """The carriers' subscriptions, read by the caller in this transaction."""
+        self._by_carrier.update(by_carrier)
 
     def endpoint_ids(self, session: Session, carrier_id: str, event_type: str) -> list[str]:
         rows = self._by_carrier.get(carrier_id)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from central.carriers import service as carriers_service
+from central.carriers.service import create_api_key, revoke_api_key
 from central.errors import ApiError
-from central.models import BankCapacity, Reservation, ReservationEvent
+from central.models import ApiKey, BankCapacity, Reservation, ReservationEvent
 from central.reservations import repository, service
 from central.reservations.intake import ReservationIntake
 from central.reservations.schemas import ReservationCreate, ReservationOut
@@ -183,7 +186,7 @@ def test_reserving_many_gives_what_reserving_one_by_one_would(
         unit("C1", "BOS-1", "S"),
     ]
     with sessions.begin() as session:
-        outcomes = repository.reserve_units(session, requests)
+        outcomes = repository.reserve_units(session, requests).outcomes
     assert outcomes == ["created", "twin", "created", "full", "created", "full", "created"]
     with sessions() as session:
         assert _count(session, Reservation) == 4
@@ -193,3 +196,106 @@ def test_reserving_many_gives_what_reserving_one_by_one_would(
         stored = session.get(Reservation, "rsv_2_A2")
         assert stored is not None and stored.recipient == {"email": "r@example.com"}
         assert stored.created_at == clock()
+
+
+def test_a_batch_whose_connection_was_lost_is_made_again(
+    app: FastAPI,
+    world: World,
+    sessions: sessionmaker[Session],
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL: batch connections are not pinged; a dead one costs a retry, not an error."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite batches have no server connection to lose")
+    intake: ReservationIntake = app.state.reservation_intake
+    acme = f"Bearer {world.keys['acme']}"
+
+    def drop_every_other_connection() -> None:
+        engine = create_engine(database_url)
+        with engine.connect() as conn:
+            dropped = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        engine.dispose()
+        assert dropped >= 1  # the batch connection, at least
+
+    async def run() -> list[tuple[ReservationOut, bool]]:
+        try:
+            first = await intake.create(acme, _body("ACME-21"))
+            await asyncio.to_thread(drop_every_other_connection)
+            second = await intake.create(acme, _body("ACME-22"))
+            return [first, second]
+        finally:
+            await intake.aclose()
+
+    first, second = asyncio.run(run())
+    assert first[1] is True and second[1] is True
+    assert "lost its database connection" in caplog.text
+    with sessions() as session:
+        assert set(session.scalars(select(Reservation.tracking_number))) == {"ACME-21", "ACME-22"}
+
+
+def test_a_key_revoked_after_use_is_refused_for_every_request_it_sends(
+    app: FastAPI, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """The key is recalled without a query once verified; its revocation still counts at once,
+    for requests that would have been made, answered with a twin or refused otherwise."""
+    intake: ReservationIntake = app.state.reservation_intake
+    acme = f"Bearer {world.keys['acme']}"
+    (made,) = _create_together(intake, [(acme, _body("ACME-31"))])
+    assert isinstance(made, tuple) and made[1] is True
+    assert intake._verified.recall(acme) is not None  # the next batches skip the key's lookup
+
+    with sessions.begin() as session:
+        other = f"Bearer {create_api_key(session, 'acme', clock()).key}"
+        revoke_api_key(session, world.keys["acme"].split("_")[1], clock())
+    new, twin, unknown_bank, by_other_key = _create_together(
+        intake,
+        [
+            (acme, _body("ACME-32")),
+            (acme, _body("ACME-31")),
+            (acme, _body("ACME-33", bank_id="NOWHERE")),
+            (other, _body("ACME-34")),
+        ],
+    )
+    for outcome in (new, twin, unknown_bank):
+        assert isinstance(outcome, ApiError), outcome
+        assert (outcome.status, outcome.code) == (401, "api_key_revoked")
+    assert isinstance(by_other_key, tuple) and by_other_key[1] is True
+    assert intake._verified.recall(acme) is None  # forgotten once found revoked
+    (later,) = _create_together(intake, [(acme, _body("ACME-35"))])
+    assert isinstance(later, ApiError) and later.code == "api_key_revoked"
+    with sessions() as session:
+        numbers = set(session.scalars(select(Reservation.tracking_number)))
+        assert numbers == {"ACME-31", "ACME-34"}
+        assert _free(session, "NYC-1", "M") == 0
+
+
+def test_a_recalled_key_still_records_its_use(
+    app: FastAPI,
+    world: World,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(carriers_service, "_touched", {})  # other tests' keys had these ids
+    intake: ReservationIntake = app.state.reservation_intake
+    acme = f"Bearer {world.keys['acme']}"
+    prefix = world.keys["acme"].split("_")[1]
+
+    def last_used() -> Any:
+        with sessions() as session:
+            return session.scalar(select(ApiKey.last_used_at).where(ApiKey.prefix == prefix))
+
+    _create_together(intake, [(acme, _body("ACME-41", size="S"))])
+    assert last_used() == clock()
+    clock.advance(seconds=30)
+    _create_together(intake, [(acme, _body("ACME-42", size="S"))])  # within the minute
+    assert last_used() == clock() - timedelta(seconds=30)
+    clock.advance(minutes=2)
+    _create_together(intake, [(acme, _body("ACME-43", size="L"))])  # recalled, not looked up
+    assert last_used() == clock()

@@ -291,6 +291,51 @@ def test_bad_json_is_400(client: TestClient, world: World) -> None:
 
 
 @pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"", "application/json"),
+        (b'{"tracking_number": "ACME-1", "bank_id": "NYC-1", "size": "S"}', "text/plain"),
+        (b'{"tracking_number": "ACME-1", "bank_id": "NYC-1", "size": "S"}', None),
+        (b"tracking_number=ACME-1", "application/x-www-form-urlencoded"),
+    ],
+    ids=["empty", "text", "no content type", "form"],
+)
+def test_a_create_body_that_is_not_json_is_422(
+    client: TestClient, world: World, sessions: Any, content: bytes, content_type: str | None
+) -> None:
+    headers = world.auth("acme") | ({"Content-Type": content_type} if content_type else {})
+    response = client.post("/v1/reservations", content=content, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "validation_error"
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Reservation)) == 0
+
+
+def test_a_json_media_type_with_parameters_is_accepted(client: TestClient, world: World) -> None:
+    response = client.post(
+        "/v1/reservations",
+        content=b'{"tracking_number": "ACME-1", "bank_id": "NYC-1", "size": "S"}',
+        headers=world.auth("acme") | {"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_the_create_route_documents_its_body_and_key(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/v1/reservations"]["post"]
+    reference = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert operation["requestBody"]["required"] is True
+    schemas = spec["components"]["schemas"]
+    body = schemas[reference.rsplit("/", 1)[1]]
+    assert {"tracking_number", "bank_id", "near", "size", "parcel"} <= set(body["properties"])
+    # every model the body refers to is there too
+    for name in ("Near", "Parcel", "Recipient"):
+        assert name in schemas
+    (scheme,) = operation["security"][0]
+    assert spec["components"]["securitySchemes"][scheme]["scheme"] == "bearer"
+
+
+@pytest.mark.parametrize(
     ("header", "code"),
     [
         (None, "missing_api_key"),
@@ -306,6 +351,12 @@ def test_missing_or_wrong_key_is_401(
     response = client.get("/v1/banks", headers=headers)
     assert response.status_code == 401
     assert response.json()["error"] == code
+    # the create route reads the header itself: the same answers
+    body = {"tracking_number": "ACME-1", "bank_id": "NYC-1", "size": "S"}
+    response = client.post("/v1/reservations", json=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == code
+    assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_revoked_key_is_401(
