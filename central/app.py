@@ -31,6 +31,7 @@ from central.ops.insight.endpoints import router as ops_insight_router
 from central.reservations.endpoints import HAND_READ_BODIES
 from central.reservations.endpoints import router as reservations_router
 from central.reservations.intake import BATCHES_IN_FLIGHT, ReservationIntake
+from central.serving import freeze_startup_heap
 from central.tracking.endpoints import router as carrier_webhooks_router
 from central.webhooks.endpoints import router as webhooks_router
 
@@ -151,4 +152,6 @@ def _document_models(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
 
 def app_from_environment() -> FastAPI:
     """Factory for `uvicorn --factory central.app:app_from_environment` (multi-worker serving)."""
-    return create_app()
+    app = create_app()
+    freeze_startup_heap()
+    return app

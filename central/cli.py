@@ -23,7 +23,7 @@ from central.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from central.nodes.service import NodeError, issue_command, issue_enrollment_token
 from central.ops.cli import operator_app
 from central.scheduler import Jobs, start_scheduler
-from central.serving import WorkerSupervisor, balanced_workers_supported
+from central.serving import WorkerSupervisor, balanced_workers_supported, freeze_startup_heap
 
 app = typer.Typer(no_args_is_help=True, help="Central service of the locker network.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -228,7 +228,9 @@ def _serve(
                 access_log=access_log,
             )
         else:
-            uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log)
+            app = create_app(settings)
+            freeze_startup_heap()
+            uvicorn.run(app, host=host, port=port, access_log=access_log)
     finally:
         if background is not None:
             background.shutdown(wait=False)

@@ -13,6 +13,7 @@ waiting in a dead worker's accept queue are reset; clients retry them like any d
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import signal
@@ -29,6 +30,19 @@ log = logging.getLogger(__name__)
 
 APP_FACTORY = "central.app:app_from_environment"
 STOP_TIMEOUT_S = 30.0
+
+
+def freeze_startup_heap() -> None:
+    """Put what start-up built (modules, the app, its schemas and routes) out of the cyclic
+    garbage collector's sight, before serving.
+
+    Those objects live as long as the process, yet every full collection walked them all: with
+    this app that took 130-140 ms a time, stalling every request in flight (the slowest
+    reservations in the benchmark), and about 1.4 s of CPU a worker in a 40-second run. Frozen,
+    a full collection walks only what serving allocates (at most 17 ms in the same run).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def balanced_workers_supported() -> bool:
