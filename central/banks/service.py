@@ -240,18 +240,26 @@ class BankDirectory:
         self._ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, Bank, list[BankCapacity]]] = {}
+        self._entries: dict[str, tuple[float, Bank, list[BankCapacity], BankOption]] = {}
 
-    def get(self, session: Session, bank_id: str) -> tuple[Bank, list[BankCapacity]]:
+    def option(self, session: Session, bank_id: str) -> tuple[Bank, BankOption]:
+        """The bank and its `option_for(..., optimistic=True)`, built once per snapshot."""
+        _, bank, _, option = self._entry(session, bank_id)
+        return bank, option
+
+    def _entry(
+        self, session: Session, bank_id: str
+    ) -> tuple[float, Bank, list[BankCapacity], BankOption]:
         now = self._clock()
         with self._lock:
             entry = self._entries.get(bank_id)
         if entry is not None and now - entry[0] < self._ttl_s:
-            return entry[1], entry[2]
+            return entry
         bank = require_bank(session, bank_id)
         capacity = repository.capacity_of(session, [bank.id])[bank.id]
         for row in (bank, *capacity):
             session.expunge(row)  # a detached, read-only copy shared between threads
+        entry = (now, bank, capacity, option_for(bank, capacity, 0.0, optimistic=True))
         with self._lock:
-            self._entries[bank_id] = (now, bank, capacity)
-        return bank, capacity
+            self._entries[bank_id] = entry
+        return entry

@@ -256,8 +256,7 @@ def _options(
     session = ctx.session
     if body.bank_id is not None:
         if ctx.banks is not None:
-            bank, capacity = ctx.banks.get(session, body.bank_id)
-            option = banks.option_for(bank, capacity, 0.0, optimistic=True)
+            bank, option = ctx.banks.option(session, body.bank_id)
         else:
             bank = banks.require_bank(session, body.bank_id)
             capacity = banks_repository.capacity_of(session, [bank.id])[bank.id]
