@@ -36,7 +36,8 @@ class Reservation(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     carrier_id: Mapped[str] = mapped_column(ForeignKey("carriers.id"))
     tracking_number: Mapped[str] = mapped_column(String(64))
-    bank_id: Mapped[str] = mapped_column(ForeignKey("banks.id"), index=True)
+    # Indexed by ix_reservations_bank_updated, which leads with it.
+    bank_id: Mapped[str] = mapped_column(ForeignKey("banks.id"))
     size: Mapped[str] = mapped_column(String(4))
     status: Mapped[str] = mapped_column(String(16))
     compartment_label: Mapped[str | None] = mapped_column(String(16), nullable=True)
