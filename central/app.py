@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from anyio import CapacityLimiter
 from fastapi import FastAPI
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 from sqlalchemy import Engine
 
 from carrier_adapters.base import CarrierAdapter
@@ -28,7 +25,6 @@ from central.nodes.endpoints import router as nodes_router
 from central.ops import pages as ops_pages
 from central.ops.endpoints import router as ops_router
 from central.ops.insight.endpoints import router as ops_insight_router
-from central.reservations.endpoints import HAND_READ_BODIES
 from central.reservations.endpoints import router as reservations_router
 from central.reservations.intake import BATCHES_IN_FLIGHT, ReservationIntake
 from central.serving import freeze_startup_heap
@@ -125,29 +121,7 @@ def create_app(
         return {"status": "ok"}
 
     install_metrics(app, settings)
-    _document_models(app, HAND_READ_BODIES)
     return app
-
-
-def _document_models(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
-    """Put `models` in /openapi.json's components: bodies that routes read themselves, which
-    FastAPI therefore does not see, are referenced from there."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
-        _, definitions = models_json_schema(
-            [(model, "validation") for model in models],
-            ref_template="#/components/schemas/{model}",
-        )
-        known = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, definition in definitions.get("$defs", {}).items():
-            known.setdefault(name, definition)  # FastAPI's own, where it has one, stays
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

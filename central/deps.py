@@ -18,8 +18,8 @@ from central.reservations.service import Ctx
 T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="a carrier API key: `Bearer lk_...`")
-# The name of that security scheme in /openapi.json, for routes that read the header themselves.
-BEARER_SCHEME = _bearer.scheme_name
+# The key as a parameter of its own (documents the route's security in /openapi.json).
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 class CarrierWork:
@@ -63,7 +63,7 @@ def bearer_header(authorization: str | None) -> str | None:
 
 async def _carrier_work(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: BearerCredentials,
 ) -> CarrierWork:
     return CarrierWork(request, f"Bearer {credentials.credentials}" if credentials else None)
 
