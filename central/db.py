@@ -56,12 +56,18 @@ def async_twin(engine: Engine, pool_size: int) -> Callable[[], AsyncEngine] | No
     """PostgreSQL: builds an asyncio engine on the same database, for work run on an event loop
     (one per loop: asyncio connections belong to the loop that opened them); SQLite: None.
 
-    Its connections are not pinged when checked out: its user makes the work again when a
-    connection turns out to be lost (`DBAPIError.connection_invalidated`)."""
+    Its connections are in autocommit, for work whose every write is one atomic statement (the
+    reservation batches), and are not pinged when checked out: its user makes the work again
+    when a connection turns out to be lost (`DBAPIError.connection_invalidated`)."""
     if engine.dialect.name != "postgresql":
         return None
     return functools.partial(
-        create_async_engine, engine.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False
+        create_async_engine,
+        engine.url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        isolation_level="AUTOCOMMIT",
     )
 
 

@@ -1,26 +1,27 @@
-"""Create-reservation requests that arrive together are made in one transaction (group commit).
+"""Create-reservation requests that arrive together are made together (group commit).
 
-Each web worker queues the create requests it receives and makes everything queued so far in
-one transaction: one connection checkout, one key check per key, one webhook-subscription read
-per carrier, one statement for the reservations themselves on PostgreSQL
-(`repository.reserve_units`) and one commit for the whole batch, instead of one of each per
-request. At low load a batch is a single request: nothing waits for others to arrive. On
-PostgreSQL the batch runs on the worker's event loop (asyncio connections); on SQLite, in a
-database thread.
+Each web worker queues the create requests it receives and makes everything queued so far as
+one batch: one connection checkout, one statement for the reservations themselves on PostgreSQL
+(`repository.reserve_units`), which also checks the keys this process recalled and reads the
+carriers' webhook endpoints, instead of one of each per request. At low load a batch is a single
+request: nothing waits for others to arrive. On PostgreSQL the batch runs on the worker's event
+loop (asyncio connections, in autocommit); on SQLite, in a database thread, in one transaction.
 
 The requests in a batch stay independent:
 
-- A refused request (an `ApiError`: bad tracking number, no capacity, unknown bank, ...) has
-  written nothing, because `service.create_many` refuses before it writes and its one write,
-  taking a unit and inserting the rows, leaves nothing behind unless it succeeds. The rest of
-  the batch goes on.
-- Anything else (a bug, a deadlock the database broke, a lost connection) rolls the batch back,
-  and each of its requests is made again in a transaction of its own, so one request's failure
-  is never another's.
+- Every write of a request (its unit, its reservation and first event, its webhook deliveries)
+  is made by one statement, atomic on its own, or not at all; on PostgreSQL no transaction
+  spans the batch, so no BEGIN or COMMIT round trip either. A refused request (an `ApiError`:
+  bad tracking number, no capacity, unknown bank, revoked key, ...) has written nothing.
+- Anything else (a bug, a deadlock the database broke) fails the batch, and each of its
+  requests is made again on its own, so one request's failure is never another's.
+  On SQLite the batch's transaction is rolled back first; on PostgreSQL a request made before
+  the failure stays made and its retry answers with it, as any repeated request is answered.
+  A lost connection makes the whole batch again, on a new one.
 - Capacity rows are taken in (bank, class) order, so concurrent batches do not deadlock each
   other (a `near` request whose first choice is full tries others afterwards, out of that
   order; should the database break a deadlock, the case above applies).
-- An answer is given only after its batch has committed.
+- An answer is given only once its reservation is committed.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class ReservationIntake:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._verified = VerifiedKeys()
+        self._endpoints: dict[str, list[tuple[str, list[str]]]] = {}
 
     async def create(self, authorization: str | None, body: ReservationCreate) -> Created:
         """The reservation for `body` and whether it was made now, once it is committed."""
@@ -166,7 +168,9 @@ class ReservationIntake:
                     lane.sessions = async_sessionmaker(
                         lane.engine, expire_on_commit=False, autoflush=False
                     )
-                async with lane.sessions() as session, session.begin():
+                # Autocommit: each of the batch's writes is one statement, atomic on its own
+                # (see `repository.reserve_unit`); no BEGIN or COMMIT round trips.
+                async with lane.sessions() as session:
                     return await session.run_sync(self._make_in, batch)
             return await anyio.to_thread.run_sync(
                 self._make_in_thread, batch, limiter=self._limiter
@@ -196,12 +200,16 @@ class ReservationIntake:
     def _make_in(self, session: Session, batch: list[_Request]) -> list[Outcome]:
         """The batch's work inside its transaction; the caller commits."""
         outcomes: list[Outcome | None] = [None] * len(batch)
+        # The carriers' endpoints as the last batches saw them: they only decide whether a new
+        # reservation's notice is sealed beforehand, and the statement checks them again.
+        subscriptions = Subscriptions()
+        subscriptions.know(self._endpoints)
         ctx = service.Ctx(
             session=session,
             keys=self._keys,
             now=self._clock(),
             banks=self._banks,
-            subscriptions=Subscriptions(),
+            subscriptions=subscriptions,
         )
         # Keys first and in order, then capacity in (bank, class) order: the same lock order
         # in every batch (a key's last use is written once a minute).
@@ -227,6 +235,7 @@ class ReservationIntake:
                     )
                 )
         made = service.create_many(ctx, [create for _, create in admitted])
+        self._endpoints.update(subscriptions.known())
         for (index, create), outcome in zip(admitted, made, strict=True):
             outcomes[index] = outcome
             revoked = isinstance(outcome, ApiError) and outcome.code == "api_key_revoked"

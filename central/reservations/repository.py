@@ -16,6 +16,7 @@ from central.banks import repository as banks_repository
 from central.carriers import repository as carriers_repository
 from central.db import rowcount
 from central.models import ACTIVE_STATUSES, Reservation, ReservationEvent
+from central.webhooks import repository as webhooks_repository
 
 
 def add(session: Session, row: Reservation | ReservationEvent) -> None:
@@ -51,7 +52,15 @@ def insert_event(session: Session, values: dict[str, Any]) -> None:
     session.connection().execute(_INSERT_EVENT, values)
 
 
-ReserveOutcome = Literal["created", "twin", "full"]
+ReserveOutcome = Literal["created", "twin", "full", "unsealed"]
+EVENT_CREATED = "reservation.created"
+
+
+class Notice(NamedTuple):
+    """A new reservation's `reservation.created` webhook event, sealed as the outbox keeps it."""
+
+    event_id: str
+    sealed: str
 
 
 def reserve_unit(
@@ -60,23 +69,36 @@ def reserve_unit(
     size: str,
     reservation: dict[str, Any],
     event: dict[str, Any],
+    notice: Notice | None = None,
 ) -> ReserveOutcome:
-    """Take one unit of `size` at `bank_id` and insert the reservation and its first event.
+    """Take one unit of `size` at `bank_id` and insert the reservation, its first event and, for
+    each of the carrier's endpoints that wants it, its `notice` in the webhook outbox.
 
     "full": no free unit, nothing written. "twin": the carrier already has an active reservation
-    for this tracking number (a concurrent identical request won); the unit is given back.
+    for this tracking number (a concurrent identical request won); no unit is kept.
+    "unsealed": the carrier has endpoints wanting the event and no `notice` was given; nothing
+    written. On PostgreSQL all of it is one statement, atomic without a transaction around it.
     """
+    request = UnitRequest(bank_id, size, reservation, event, notice=notice)
     if session.connection().dialect.name == "postgresql":
-        request = UnitRequest(bank_id, size, reservation, event)
         outcome = _reserve_in_one_statement(session, [request], [])[0][0]
         assert outcome != "revoked"  # no key to check
         return outcome
+    endpoint_ids = webhooks_repository.subscribed_endpoint_ids(
+        session, reservation["carrier_id"], EVENT_CREATED
+    )
+    if endpoint_ids and notice is None:
+        return "unsealed"
     if not banks_repository.take_unit(session, bank_id, size):
         return "full"
     if not insert_if_no_active_twin(session, reservation):
         banks_repository.release_unit(session, bank_id, size)
         return "twin"
     insert_event(session, event)
+    if notice is not None:
+        webhooks_repository.add_deliveries(
+            session, notice.event_id, EVENT_CREATED, endpoint_ids, notice.sealed, event["at"]
+        )
     return "created"
 
 
@@ -88,6 +110,7 @@ class UnitRequest(NamedTuple):
     reservation: dict[str, Any]
     event: dict[str, Any]
     key_id: int | None = None
+    notice: Notice | None = None
 
 
 # Endpoints with the event types each wants, by carrier (`webhooks.repository.subscriptions`).
@@ -114,31 +137,37 @@ def reserve_units(
 
     On PostgreSQL the lot is one statement (`_RESERVE_MANY`, which also serves `reserve_unit`):
     one round trip and one plan for a whole batch instead of one of each per request, with the
-    key check and the subscriptions read in the same round trip.
+    key check and the subscriptions read in the same round trip. Each request's writes are
+    atomic in that statement, so it needs no transaction around it.
     """
     keys = set(check_keys) | {r.key_id for r in requests if r.key_id is not None}
     if session.connection().dialect.name != "postgresql" or not requests:
         revoked = carriers_repository.revoked_among(session, keys)
         outcomes: list[ReserveOutcome | Literal["revoked"]] = [
-            "revoked" if r.key_id in revoked else reserve_unit(session, *r[:4]) for r in requests
+            "revoked"
+            if r.key_id in revoked
+            else reserve_unit(session, r.bank_id, r.size, r.reservation, r.event, r.notice)
+            for r in requests
         ]
         return Reserved(outcomes, revoked, None)
     outcomes, revoked, subscriptions = _reserve_in_one_statement(session, requests, keys)
-    # A twin's unit was granted before it was given back: a later request of the same class
-    # refused for want of it tries again, as it would have had the requests gone one by one.
+    # A twin's unit was granted but not taken: a later request of the same class refused for
+    # want of it tries again, as it would have had the requests gone one by one.
     given_back = {
         (r.bank_id, r.size) for r, o in zip(requests, outcomes, strict=True) if o == "twin"
     }
-    for index, request in enumerate(requests):
-        if outcomes[index] == "full" and (request.bank_id, request.size) in given_back:
-            outcomes[index] = reserve_unit(session, *request[:4])
+    for index, r in enumerate(requests):
+        if outcomes[index] == "full" and (r.bank_id, r.size) in given_back:
+            outcomes[index] = reserve_unit(
+                session, r.bank_id, r.size, r.reservation, r.event, r.notice
+            )
     return Reserved(outcomes, revoked, subscriptions)
 
 
 def _reserve_in_one_statement(
     session: Session, requests: Sequence[UnitRequest], keys: Collection[int]
 ) -> tuple[list[ReserveOutcome | Literal["revoked"]], set[int], Subscribed]:
-    """PostgreSQL: `_RESERVE_MANY` for the requests; a twin's unit is given back."""
+    """PostgreSQL: `_RESERVE_MANY` for the requests."""
     batch: list[dict[str, Any]] = []
     for order, request in enumerate(requests):
         reservation, event = request.reservation, request.event
@@ -148,30 +177,33 @@ def _reserve_in_one_statement(
         row["ord"] = order
         row["key_id"] = request.key_id
         row["data"] = event["data"]
+        if request.notice is not None:
+            row["event_id"], row["sealed"] = request.notice
         batch.append(row)
     # One JSON document for the lot: psycopg dumps Python lists into array literals element by
     # element in Python, json.dumps does the whole batch in C.
     parameters = {
         "requests": json.dumps(batch, default=_json_timestamp, separators=(",", ":")),
         "keys": json.dumps(sorted(keys)),
+        "event_type": EVENT_CREATED,
     }
     rows = session.connection().exec_driver_sql(_RESERVE_MANY, parameters).all()
     outcomes: list[ReserveOutcome | Literal["revoked"]] = []
-    for request, (order, taken, created, *_) in zip(requests, rows, strict=True):
-        assert order == len(outcomes)
-        if request.key_id is not None and request.key_id in rows[0].revoked:
+    for result in rows:
+        assert result.ord == len(outcomes)
+        if result.revoked:
             outcomes.append("revoked")
-        elif not taken:
+        elif result.unsealed:
+            outcomes.append("unsealed")
+        elif not result.granted:
             outcomes.append("full")
-        elif created:
-            outcomes.append("created")
         else:
-            banks_repository.release_unit(session, request.bank_id, request.size)
-            outcomes.append("twin")
+            outcomes.append("created" if result.created else "twin")
+    assert len(outcomes) == len(requests)
     subscriptions: Subscribed = {request.reservation["carrier_id"]: [] for request in requests}
     for carrier_id, endpoint_id, event_types in rows[0].endpoints:
         subscriptions[carrier_id].append((endpoint_id, list(event_types)))
-    return outcomes, set(rows[0].revoked), subscriptions
+    return outcomes, set(rows[0].revoked_keys), subscriptions
 
 
 def _is_first_event(reservation: dict[str, Any], event: dict[str, Any], at: UnitRequest) -> bool:
@@ -225,26 +257,30 @@ def _json_timestamp(value: object) -> str:
 
 
 # PostgreSQL: many reservations in one statement, each with the outcome `reserve_unit` gives it.
+# Every write of a request (its unit, its reservation, its first event, its webhook deliveries)
+# happens here or not at all, so the statement needs no transaction around it.
 #
-# - `revoked`: the keys to check that have been revoked; `req` leaves out their requests.
+# - `revoked`: the keys to check that have been revoked. `endpoints`: the live webhook endpoints
+#   of the batch's carriers; `notify`, those that want `reservation.created`. `req` leaves out
+#   the requests of revoked keys, and those without a sealed notice whose carrier has endpoints
+#   to notify ("unsealed": the caller seals one and tries again).
 # - `locked` locks the capacity rows the batch needs, in (bank, class) order so that concurrent
 #   batches cannot deadlock, and reads their current free count (a row updated meanwhile is
 #   read as committed): each (bank, class) grants min(free, wanted) units, to its requests in
 #   the order given.
-# - `taken` takes the granted units from those rows (the only write to them in the statement).
 # - `created` inserts the granted reservations, unless the carrier already has an active one for
-#   the tracking number (the partial unique index; an earlier request of the same batch counts);
-#   `logged` inserts the first history event of each inserted one.
-# - One row per request: whether it got a unit and whether its reservation was inserted. A unit
-#   taken for a twin (taken but not created) is given back by the caller. Each row also carries
-#   the revoked keys and the live webhook endpoints of the batch's carriers, as the statement
-#   saw them: the batch needs both, and reading them here saves a round trip each.
+#   the tracking number (the partial unique index; an earlier request of the same batch counts).
+#   `taken` takes from the locked rows as many units as were inserted: a twin keeps none.
+#   `logged` inserts the first history event of each, `queued` its deliveries.
+# - One row per request: its outcome's facts, and with each the revoked keys and the endpoints,
+#   as the statement saw them (the batch needs both; reading them here saves round trips).
 _RESERVE_MANY = """
 WITH input AS (
     SELECT * FROM json_to_recordset(%(requests)s::json) AS r(
         ord int, key_id int, id varchar, carrier_id varchar, tracking_number varchar,
         bank_id varchar, size varchar, length_mm int, width_mm int, height_mm int, weight_g int,
-        recipient json, reserved_until timestamptz, created_at timestamptz, data json
+        recipient json, reserved_until timestamptz, created_at timestamptz, data json,
+        event_id varchar, sealed text
     )
 ),
 revoked AS MATERIALIZED (
@@ -252,8 +288,20 @@ revoked AS MATERIALIZED (
     WHERE k.id IN (SELECT value::int FROM json_array_elements_text(%(keys)s::json))
       AND k.revoked_at IS NOT NULL
 ),
+endpoints AS MATERIALIZED (
+    SELECT e.carrier_id, e.id, e.event_types FROM webhook_endpoints e
+    WHERE e.carrier_id IN (SELECT carrier_id FROM input) AND e.deleted_at IS NULL
+),
+notify AS MATERIALIZED (
+    SELECT e.carrier_id, e.id FROM endpoints e
+    WHERE EXISTS (
+        SELECT 1 FROM json_array_elements_text(e.event_types) t WHERE t.value = %(event_type)s
+    )
+),
 req AS MATERIALIZED (
-    SELECT * FROM input WHERE key_id IS NULL OR key_id NOT IN (SELECT id FROM revoked)
+    SELECT * FROM input i
+    WHERE (i.key_id IS NULL OR i.key_id NOT IN (SELECT id FROM revoked))
+      AND (i.sealed IS NOT NULL OR i.carrier_id NOT IN (SELECT carrier_id FROM notify))
 ),
 wanted AS (
     SELECT bank_id, size, count(*) AS n FROM req GROUP BY bank_id, size
@@ -264,11 +312,6 @@ locked AS MATERIALIZED (
     WHERE c.available > 0
     ORDER BY c.bank_id, c.size
     FOR UPDATE OF c
-),
-taken AS (
-    UPDATE bank_capacity c SET available = c.available - l.granted
-    FROM locked l WHERE c.bank_id = l.bank_id AND c.size = l.size
-    RETURNING c.bank_id
 ),
 granted AS MATERIALIZED (
     SELECT r.* FROM (
@@ -288,7 +331,13 @@ created AS (
     FROM granted ORDER BY ord
     ON CONFLICT (carrier_id, tracking_number) WHERE status IN ('reserved', 'deposited')
     DO NOTHING
-    RETURNING id
+    RETURNING id, bank_id, size
+),
+taken AS (
+    UPDATE bank_capacity c SET available = c.available - t.n
+    FROM (SELECT bank_id, size, count(*) AS n FROM created GROUP BY bank_id, size) t
+    WHERE c.bank_id = t.bank_id AND c.size = t.size
+    RETURNING c.bank_id
 ),
 logged AS (
     INSERT INTO reservation_events (
@@ -298,15 +347,28 @@ logged AS (
            g.created_at
     FROM granted g JOIN created c ON c.id = g.id ORDER BY g.ord
     RETURNING id
+),
+queued AS (
+    INSERT INTO webhook_deliveries (
+        event_id, event_type, endpoint_id, body_sealed, status, attempts, next_attempt_at,
+        created_at
+    )
+    SELECT g.event_id, %(event_type)s, n.id, g.sealed, 'pending', 0, g.created_at, g.created_at
+    FROM granted g JOIN created c ON c.id = g.id JOIN notify n ON n.carrier_id = g.carrier_id
+    WHERE g.sealed IS NOT NULL
+    ORDER BY g.ord, n.id
+    RETURNING id
 )
-SELECT r.ord, g.id IS NOT NULL AS taken, c.id IS NOT NULL AS created,
-    (SELECT coalesce(json_agg(id ORDER BY id), '[]') FROM revoked) AS revoked,
-    (SELECT coalesce(json_agg(json_build_array(e.carrier_id, e.id, e.event_types) ORDER BY e.id),
-                     '[]')
-     FROM webhook_endpoints e
-     WHERE e.carrier_id IN (SELECT carrier_id FROM input) AND e.deleted_at IS NULL) AS endpoints
-FROM input r LEFT JOIN granted g ON g.ord = r.ord LEFT JOIN created c ON c.id = r.id
-ORDER BY r.ord
+SELECT i.ord,
+    coalesce(i.key_id IN (SELECT id FROM revoked), false) AS revoked,
+    (i.sealed IS NULL AND i.carrier_id IN (SELECT carrier_id FROM notify)) AS unsealed,
+    g.id IS NOT NULL AS granted,
+    c.id IS NOT NULL AS created,
+    (SELECT coalesce(json_agg(id ORDER BY id), '[]') FROM revoked) AS revoked_keys,
+    (SELECT coalesce(json_agg(json_build_array(carrier_id, id, event_types) ORDER BY id), '[]')
+     FROM endpoints) AS endpoints
+FROM input i LEFT JOIN granted g ON g.ord = i.ord LEFT JOIN created c ON c.id = i.id
+ORDER BY i.ord
 """
 
 

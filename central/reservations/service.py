@@ -46,7 +46,8 @@ from central.reservations.schemas import (
     ReservationList,
     ReservationOut,
 )
-from central.webhooks.service import Subscriptions, enqueue_event
+from central.webhooks.repository import subscribed_endpoint_ids
+from central.webhooks.service import Subscriptions, enqueue_event, seal_event
 
 _GENERIC_TRACKING = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,63}$")
 ALTERNATIVES_RADIUS_KM = 10.0
@@ -114,6 +115,8 @@ class _Attempt:
     candidate: Candidate
     reservation: _NewReservation
     event: _NewEvent
+    notice: repo.Notice | None = None  # its webhook event, when the carrier has endpoints for it
+    out: ReservationOut | None = None  # what the answer and the notice say, once described
 
 
 def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> Created:
@@ -171,6 +174,7 @@ def create_many(ctx: Ctx, requests: Sequence[CreateRequest]) -> list[Created | A
                 a.reservation.values,
                 a.event.values,
                 requests[index].unchecked_key,
+                a.notice,
             )
             for index, _, a in firsts
         ],
@@ -219,13 +223,10 @@ def _finish(ctx: Ctx, plan: _Plan, first: tuple[_Attempt, repo.ReserveOutcome] |
             attempt, outcome = first
         else:
             attempt = _attempt(ctx, plan, candidate)
-            outcome = repo.reserve_unit(
-                ctx.session,
-                attempt.bank.id,
-                candidate.size.value,
-                attempt.reservation.values,
-                attempt.event.values,
-            )
+            outcome = _reserve(ctx, attempt)
+        if outcome == "unsealed":  # the carrier has (new) endpoints to notify
+            attempt = _attempt(ctx, plan, candidate, notify=True)
+            outcome = _reserve(ctx, attempt)
         if outcome == "full":
             continue
         if outcome == "twin":
@@ -278,8 +279,30 @@ def _check_hold(plan: _Plan, bank: Bank) -> int:
     return hold
 
 
-def _attempt(ctx: Ctx, plan: _Plan, candidate: Candidate) -> _Attempt:
-    """The rows for one (bank, class), built as plain values: no ORM object on the hot path."""
+def _reserve(ctx: Ctx, attempt: _Attempt) -> repo.ReserveOutcome:
+    return repo.reserve_unit(
+        ctx.session,
+        attempt.bank.id,
+        attempt.candidate.size.value,
+        attempt.reservation.values,
+        attempt.event.values,
+        attempt.notice,
+    )
+
+
+def _notifies(ctx: Ctx, carrier_id: str) -> bool:
+    """Whether the carrier has endpoints for `reservation.created`, as far as `ctx` knows (the
+    reservation's statement checks it again: see `repository.reserve_unit`)."""
+    if ctx.subscriptions is not None:
+        return bool(ctx.subscriptions.endpoint_ids(ctx.session, carrier_id, repo.EVENT_CREATED))
+    return bool(subscribed_endpoint_ids(ctx.session, carrier_id, repo.EVENT_CREATED))
+
+
+def _attempt(
+    ctx: Ctx, plan: _Plan, candidate: Candidate, *, notify: bool | None = None
+) -> _Attempt:
+    """The rows for one (bank, class), built as plain values: no ORM object on the hot path;
+    with the `reservation.created` notice sealed when the carrier has endpoints for it."""
     bank = plan.banks[candidate.bank_id]
     hold = _check_hold(plan, bank)
     now = ctx.now
@@ -305,21 +328,21 @@ def _attempt(ctx: Ctx, plan: _Plan, candidate: Candidate) -> _Attempt:
         data={"bank_id": bank.id, "size": candidate.size.value},
         at=now,
     )
-    return _Attempt(bank, candidate, reservation, event)
+    attempt = _Attempt(bank, candidate, reservation, event)
+    if notify if notify is not None else _notifies(ctx, plan.carrier_id):
+        attempt.out = _described(ctx, attempt)
+        data = attempt.out.model_dump(mode="json")
+        attempt.notice = repo.Notice(*seal_event(ctx.keys, repo.EVENT_CREATED, data, now))
+    return attempt
+
+
+def _described(ctx: Ctx, attempt: _Attempt) -> ReservationOut:
+    return describe(ctx.session, attempt.reservation, bank=attempt.bank, history=[attempt.event])
 
 
 def _created(ctx: Ctx, attempt: _Attempt) -> ReservationOut:
-    out = describe(ctx.session, attempt.reservation, bank=attempt.bank, history=[attempt.event])
-    enqueue_event(
-        ctx.session,
-        ctx.keys,
-        attempt.reservation.carrier_id,
-        "reservation.created",
-        lambda: out.model_dump(mode="json"),
-        ctx.now,
-        subscriptions=ctx.subscriptions,
-    )
-    return out
+    """The answer for a reservation just made (its notice went to the outbox with it)."""
+    return attempt.out or _described(ctx, attempt)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,30 @@ def add(session: Session, row: WebhookEndpoint | WebhookDelivery | WebhookAttemp
     session.add(row)
 
 
+def add_deliveries(
+    session: Session,
+    event_id: str,
+    event_type: str,
+    endpoint_ids: Sequence[str],
+    body_sealed: str,
+    now: datetime,
+) -> None:
+    """One pending delivery of the event for each endpoint, due now."""
+    for endpoint_id in endpoint_ids:
+        session.add(
+            WebhookDelivery(
+                event_id=event_id,
+                event_type=event_type,
+                endpoint_id=endpoint_id,
+                body_sealed=body_sealed,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+
+
 def delete_endpoint(session: Session, endpoint_id: str, now: datetime) -> None:
     session.execute(
         update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).values(deleted_at=now)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from central.errors import NotFound, Unprocessable
 from central.keys import ServiceKeys
-from central.models import WebhookDelivery, WebhookEndpoint
+from central.models import WebhookEndpoint
 from central.webhooks import repository
 from central.webhooks.schemas import EVENT_TYPES, DeliveryOut, WebhookCreate, WebhookOut
 
@@ -123,14 +123,31 @@ class Subscriptions:
         self._by_carrier: dict[str, list[tuple[str, list[str]]]] = {}
 
     def know(self, by_carrier: Mapping[str, list[tuple[str, list[str]]]]) -> None:
-        """The carriers' subscriptions, read by the caller in this transaction."""
+        """The carriers' subscriptions, read by the caller; or, for a caller whose writes check
+        them again (the reservation statement), as last seen."""
         self._by_carrier.update(by_carrier)
+
+    def known(self) -> dict[str, list[tuple[str, list[str]]]]:
+        return dict(self._by_carrier)
 
     def endpoint_ids(self, session: Session, carrier_id: str, event_type: str) -> list[str]:
         rows = self._by_carrier.get(carrier_id)
         if rows is None:
             rows = self._by_carrier[carrier_id] = repository.subscriptions(session, carrier_id)
         return [id_ for id_, types in rows if event_type in types]
+
+
+def seal_event(
+    keys: ServiceKeys, event_type: str, data: dict[str, Any], now: datetime
+) -> tuple[str, str]:
+    """A new event's id and its body, encrypted as the outbox keeps it."""
+    event_id = f"evt_{secrets.token_hex(12)}"
+    body = json.dumps(
+        {"id": event_id, "type": event_type, "created_at": now.isoformat(), "data": data},
+        separators=(",", ":"),
+        default=str,
+    )
+    return event_id, keys.encrypt(body)
 
 
 def enqueue_event(
@@ -157,25 +174,6 @@ def enqueue_event(
     )
     if not endpoint_ids:
         return None
-    event_id = f"evt_{secrets.token_hex(12)}"
-    body = json.dumps(
-        {"id": event_id, "type": event_type, "created_at": now.isoformat(), "data": data()},
-        separators=(",", ":"),
-        default=str,
-    )
-    sealed = keys.encrypt(body)
-    for endpoint_id in endpoint_ids:
-        repository.add(
-            session,
-            WebhookDelivery(
-                event_id=event_id,
-                event_type=event_type,
-                endpoint_id=endpoint_id,
-                body_sealed=sealed,
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            ),
-        )
+    event_id, sealed = seal_event(keys, event_type, data(), now)
+    repository.add_deliveries(session, event_id, event_type, endpoint_ids, sealed, now)
     return event_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -14,10 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.carriers import service as carriers_service
 from central.carriers.service import create_api_key, revoke_api_key
 from central.errors import ApiError
-from central.models import ApiKey, BankCapacity, Reservation, ReservationEvent
+from central.models import ApiKey, BankCapacity, Reservation, ReservationEvent, WebhookDelivery
 from central.reservations import repository, service
 from central.reservations.intake import ReservationIntake
 from central.reservations.schemas import ReservationCreate, ReservationOut
+from central.webhooks import service as webhooks_service
+from central.webhooks.schemas import WebhookCreate
 from tests.central.conftest import FakeClock, World
 
 
@@ -299,3 +302,45 @@ def test_a_recalled_key_still_records_its_use(
     clock.advance(minutes=2)
     _create_together(intake, [(acme, _body("ACME-43", size="L"))])  # recalled, not looked up
     assert last_used() == clock()
+
+
+def test_endpoints_registered_or_deleted_meanwhile_get_exactly_the_new_reservations_events(
+    app: FastAPI, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """A batch seals a reservation's `reservation.created` notice only for carriers it believes
+    have endpoints; the statement that makes the reservation checks, so a belief gone stale
+    either way costs a retry or a wasted seal, never a lost or a stray event."""
+    intake: ReservationIntake = app.state.reservation_intake
+    acme = f"Bearer {world.keys['acme']}"
+    keys = app.state.keys
+
+    def deliveries() -> list[tuple[str, str]]:
+        with sessions() as session:
+            rows = session.execute(
+                select(WebhookDelivery.event_type, WebhookDelivery.body_sealed).order_by(
+                    WebhookDelivery.id
+                )
+            ).all()
+        return [(kind, json.loads(keys.decrypt(sealed))["data"]["id"]) for kind, sealed in rows]
+
+    (first,) = _create_together(intake, [(acme, _body("ACME-51", size="S"))])
+    assert isinstance(first, tuple) and deliveries() == []  # no endpoint yet
+
+    with sessions.begin() as session:
+        endpoint = webhooks_service.register(
+            session,
+            keys,
+            "acme",
+            WebhookCreate(url="https://acme.example/hooks", events=["reservation.created"]),
+            clock(),
+            allow_insecure=True,
+        )
+    (second,) = _create_together(intake, [(acme, _body("ACME-52", size="S"))])
+    assert isinstance(second, tuple) and second[1] is True
+    assert deliveries() == [("reservation.created", second[0].id)]
+
+    with sessions.begin() as session:
+        webhooks_service.delete(session, "acme", endpoint.id, clock())
+    (third,) = _create_together(intake, [(acme, _body("ACME-53", size="L"))])
+    assert isinstance(third, tuple) and third[1] is True
+    assert deliveries() == [("reservation.created", second[0].id)]  # nothing for the third
