@@ -160,7 +160,8 @@ class ReservationIntake:
     async def _make(
         self, lane: _Lane, batch: list[_Request], *, reconnected: bool = False
     ) -> list[Outcome]:
-        """The whole batch in one transaction or, should that fail, each request alone."""
+        """The whole batch (PostgreSQL: in autocommit; SQLite: in one transaction) or, should
+        that fail, each request alone."""
         try:
             if self._async_engines is not None:
                 if lane.sessions is None:
@@ -179,14 +180,14 @@ class ReservationIntake:
             if isinstance(exc, DBAPIError) and exc.connection_invalidated and not reconnected:
                 # The connection was lost (a database restart, an idle timeout) and the pool
                 # has let it go. Connections are not pinged before each batch, which would cost
-                # a round trip a batch; the batch is made again instead. Should a lost COMMIT
+                # a round trip a batch; the batch is made again instead. Should a lost statement
                 # have landed, each request finds its reservation as a twin and answers with it.
                 log.warning("a reservation batch lost its database connection; making it again")
                 return await self._make(lane, batch, reconnected=True)
             if len(batch) == 1:
                 return [exc]
             log.warning(
-                "a batch of %d reservations failed (%s: %s); making each in its own transaction",
+                "a batch of %d reservations failed (%s: %s); making each on its own",
                 len(batch),
                 type(exc).__name__,
                 exc,
