@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.carriers.service import AuthenticatedCarrier, authenticate
+from central.carriers.service import AuthenticatedCarrier, authenticate, bearer_token
 from central.config import CentralSettings
 from central.reservations.service import Ctx
 
@@ -54,11 +54,8 @@ class CarrierWork:
 
 def bearer_header(authorization: str | None) -> str | None:
     """`Bearer <key>` as `_bearer` reads the header: anything else counts as no key at all."""
-    scheme, _, credentials = (authorization or "").partition(" ")
-    credentials = credentials.strip()
-    if scheme.lower() != "bearer" or not credentials:
-        return None
-    return f"Bearer {credentials}"
+    token = bearer_token(authorization)
+    return None if token is None else f"Bearer {token}"
 
 
 async def _carrier_work(

@@ -86,7 +86,7 @@ def authenticate(
         raise ApiError(
             401, "missing_api_key", "send Authorization: Bearer <api key>", headers=challenge
         )
-    token = _token(authorization)
+    token = bearer_token(authorization)
     match = _KEY_FORMAT.match(token) if token else None
     key = repository.find_api_key(session, match.group(1)) if match else None
     if key is None or token is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
@@ -124,11 +124,11 @@ class VerifiedKeys:
         self._by_hash: dict[str, AuthenticatedCarrier] = {}
 
     def recall(self, authorization: str | None) -> AuthenticatedCarrier | None:
-        token = _token(authorization)
+        token = bearer_token(authorization)
         return None if token is None else self._by_hash.get(hash_key(token))
 
     def remember(self, authorization: str | None, carrier: AuthenticatedCarrier) -> None:
-        token = _token(authorization)
+        token = bearer_token(authorization)
         if token is not None:
             self._by_hash[hash_key(token)] = carrier
 
@@ -139,7 +139,8 @@ class VerifiedKeys:
                 self._by_hash.pop(digest, None)
 
 
-def _token(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
+    """The key in an `Authorization: Bearer <key>` header; None for any other header."""
     scheme, _, token = (authorization or "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
