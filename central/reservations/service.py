@@ -329,7 +329,9 @@ def _attempt(
         at=now,
     )
     attempt = _Attempt(bank, candidate, reservation, event)
-    if notify if notify is not None else _notifies(ctx, plan.carrier_id):
+    if notify is None:
+        notify = _notifies(ctx, plan.carrier_id)
+    if notify:
         attempt.out = _described(ctx, attempt)
         data = attempt.out.model_dump(mode="json")
         attempt.notice = repo.Notice(*seal_event(ctx.keys, repo.EVENT_CREATED, data, now))
