@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from locker_node.domain.lifecycle import CodeStatus, EventType
 from locker_node.store import inbound
 from locker_node.store import repository as repo
 from locker_node.store.database import DATABASE_FILE, transaction
+from locker_wire.schemas import Command
 from locker_wire.sealing import open_sealed, seal_context
 from tests.central.conftest import FakeClock, World
 from tests.central.test_node_support import reserve
@@ -27,19 +29,50 @@ from tests.locker_node.sync.test_commands import central_status, command
 from tests.locker_node.sync.test_delivery import CarrierReceiver, dispatch, subscribe
 
 
-def deposited(
-    node: SyncedNode, app: FastAPI, client: TestClient, world: World, tracking: str
-) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """A parcel in a compartment: (reservation id, the kiosk's answer, its code and QR in clear)."""
-    rid = reserve(client, world, tracking)
-    assert node.sync.run_once()
-    answer = node.deposit(tracking, node.login("acme", courier_code(app)))
-    [event] = [
-        e
-        for e in node.outbox()
-        if e.type == EventType.PARCEL_DEPOSITED and e.data["reservation_id"] == rid
-    ]
-    return rid, answer, clear_secrets(node, event)
+@dataclass
+class Scene:
+    """Central with its carrier world, and a node synced to it."""
+
+    app: FastAPI
+    client: TestClient
+    world: World
+    clock: FakeClock
+    sessions: sessionmaker[Session]
+    node: SyncedNode
+
+    def deposited(self, tracking: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+        """A parcel in a compartment: (reservation id, the kiosk's answer, code and QR in clear)."""
+        node = self.node
+        rid = reserve(self.client, self.world, tracking)
+        assert node.sync.run_once()
+        answer = node.deposit(tracking, node.login("acme", courier_code(self.app)))
+        [event] = [
+            e
+            for e in node.outbox()
+            if e.type == EventType.PARCEL_DEPOSITED and e.data["reservation_id"] == rid
+        ]
+        return rid, answer, clear_secrets(node, event)
+
+    def invalidate(self, rid: str, *, reissue: bool) -> Command:
+        """Central's `invalidate_code` for the reservation, pulled by the node."""
+        payload: dict[str, Any] = {"reissue": True, "reason": "x"} if reissue else {}
+        issued = command(
+            self.app, self.sessions, self.clock, "invalidate_code", reservation_id=rid, **payload
+        )
+        assert self.node.sync.pull_feed() == 1
+        return issued
+
+
+@pytest.fixture
+def scene(
+    make_node: Callable[..., SyncedNode],
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
+) -> Scene:
+    return Scene(app, client, world, clock, sessions, make_node())
 
 
 def clear_secrets(node: SyncedNode, event: repo.OutboxEvent) -> dict[str, str]:
@@ -67,23 +100,13 @@ def stored_bytes(node: SyncedNode) -> bytes:
     return b"".join(path.read_bytes() for path in files if path.exists())
 
 
-def test_reissue_kills_the_old_code_and_the_new_one_opens(
-    make_node: Callable[..., SyncedNode],
-    app: FastAPI,
-    client: TestClient,
-    world: World,
-    clock: FakeClock,
-    sessions: sessionmaker[Session],
-) -> None:
-    node = make_node()
-    rid, answer, old = deposited(node, app, client, world, "ACME-RE1")
+def test_reissue_kills_the_old_code_and_the_new_one_opens(scene: Scene) -> None:
+    node = scene.node
+    rid, answer, old = scene.deposited("ACME-RE1")
 
-    issued = command(
-        app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="lost"
-    )
-    assert node.sync.pull_feed() == 1
+    issued = scene.invalidate(rid, reissue=True)
 
-    assert central_status(sessions, issued.id)[0] == "acknowledged"
+    assert central_status(scene.sessions, issued.id)[0] == "acknowledged"
     [event] = reissued_events(node)
     new = clear_secrets(node, event)
     assert new["pickup_code"] != old["pickup_code"] and new["qr_payload"] != old["qr_payload"]
@@ -108,18 +131,10 @@ def test_reissue_kills_the_old_code_and_the_new_one_opens(
     assert pickup(node, new["pickup_code"]).status_code == 401
 
 
-def test_the_reissued_qr_payload_opens_the_same_compartment(
-    make_node: Callable[..., SyncedNode],
-    app: FastAPI,
-    client: TestClient,
-    world: World,
-    clock: FakeClock,
-    sessions: sessionmaker[Session],
-) -> None:
-    node = make_node()
-    rid, answer, _ = deposited(node, app, client, world, "ACME-RE2")
-    command(app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="x")
-    assert node.sync.pull_feed() == 1
+def test_the_reissued_qr_payload_opens_the_same_compartment(scene: Scene) -> None:
+    node = scene.node
+    rid, answer, _ = scene.deposited("ACME-RE2")
+    scene.invalidate(rid, reissue=True)
     [event] = reissued_events(node)
 
     opened = pickup_qr(node, clear_secrets(node, event)["qr_payload"])
@@ -128,18 +143,10 @@ def test_the_reissued_qr_payload_opens_the_same_compartment(
     assert opened.json()["compartment"] == answer["compartment"]
 
 
-def test_the_event_goes_out_sealed_to_central_and_no_code_is_kept_in_clear(
-    make_node: Callable[..., SyncedNode],
-    app: FastAPI,
-    client: TestClient,
-    world: World,
-    clock: FakeClock,
-    sessions: sessionmaker[Session],
-) -> None:
-    node = make_node()
-    rid, _, old = deposited(node, app, client, world, "ACME-RE3")
-    command(app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="x")
-    assert node.sync.pull_feed() == 1
+def test_the_event_goes_out_sealed_to_central_and_no_code_is_kept_in_clear(scene: Scene) -> None:
+    node = scene.node
+    rid, _, old = scene.deposited("ACME-RE3")
+    scene.invalidate(rid, reissue=True)
     [event] = reissued_events(node)
     new = clear_secrets(node, event)
 
@@ -154,7 +161,7 @@ def test_the_event_goes_out_sealed_to_central_and_no_code_is_kept_in_clear(
         "sealed_qr_payload",
         "command_id",
     }
-    key = nodes_service.sealing_key(app.state.keys)
+    key = nodes_service.sealing_key(scene.app.state.keys)
     for field in ("pickup_code", "qr_payload"):
         sealed = wire["data"][f"sealed_{field}"]
         assert sealed != event.data[f"sealed_{field}"]  # the node's own seal never leaves it
@@ -170,21 +177,13 @@ def test_the_event_goes_out_sealed_to_central_and_no_code_is_kept_in_clear(
         assert secret not in outbox
 
 
-def test_without_reissue_the_code_only_dies(
-    make_node: Callable[..., SyncedNode],
-    app: FastAPI,
-    client: TestClient,
-    world: World,
-    clock: FakeClock,
-    sessions: sessionmaker[Session],
-) -> None:
-    node = make_node()
-    rid, answer, old = deposited(node, app, client, world, "ACME-RE4")
+def test_without_reissue_the_code_only_dies(scene: Scene) -> None:
+    node = scene.node
+    rid, answer, old = scene.deposited("ACME-RE4")
 
-    plain = command(app, sessions, clock, "invalidate_code", reservation_id=rid)
-    assert node.sync.pull_feed() == 1
+    plain = scene.invalidate(rid, reissue=False)
 
-    assert central_status(sessions, plain.id)[0] == "acknowledged"
+    assert central_status(scene.sessions, plain.id)[0] == "acknowledged"
     assert reissued_events(node) == []
     assert pickup(node, old["pickup_code"]).status_code == 401
     with transaction(node.node.engine) as conn:
@@ -192,11 +191,8 @@ def test_without_reissue_the_code_only_dies(
     assert code is not None and code.status == CodeStatus.REVOKED
 
     # A code killed before can still be replaced: the recipient gets a way to collect again.
-    again = command(
-        app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="x"
-    )
-    assert node.sync.pull_feed() == 1
-    assert central_status(sessions, again.id)[0] == "acknowledged"
+    again = scene.invalidate(rid, reissue=True)
+    assert central_status(scene.sessions, again.id)[0] == "acknowledged"
     [event] = reissued_events(node)
     assert (
         node.pickup(clear_secrets(node, event)["pickup_code"])["compartment"]
@@ -205,42 +201,23 @@ def test_without_reissue_the_code_only_dies(
 
 
 def test_reissue_without_a_parcel_in_a_compartment_fails_and_changes_nothing(
-    make_node: Callable[..., SyncedNode],
-    app: FastAPI,
-    client: TestClient,
-    world: World,
-    clock: FakeClock,
-    sessions: sessionmaker[Session],
+    scene: Scene,
 ) -> None:
-    node = make_node()
-    waiting = reserve(client, world, "ACME-RE5")
-    rid, _, old = deposited(node, app, client, world, "ACME-RE6")
+    node = scene.node
+    waiting = reserve(scene.client, scene.world, "ACME-RE5")
+    rid, _, old = scene.deposited("ACME-RE6")
     assert node.pickup(old["pickup_code"])
 
     for reservation_id in (waiting, rid):
-        issued = command(
-            app,
-            sessions,
-            clock,
-            "invalidate_code",
-            reservation_id=reservation_id,
-            reissue=True,
-            reason="x",
-        )
-        assert node.sync.pull_feed() == 1
-        status, result = central_status(sessions, issued.id)
+        issued = scene.invalidate(reservation_id, reissue=True)
+        status, result = central_status(scene.sessions, issued.id)
         assert status == "failed" and "no parcel" in result["detail"]
     assert reissued_events(node) == []
 
 
-def test_reissue_at_the_pickup_deadline_is_refused_and_keeps_the_code(
-    make_node: Callable[..., SyncedNode],
-    app: FastAPI,
-    client: TestClient,
-    world: World,
-) -> None:
-    node = make_node()
-    rid, answer, old = deposited(node, app, client, world, "ACME-RE7")
+def test_reissue_at_the_pickup_deadline_is_refused_and_keeps_the_code(scene: Scene) -> None:
+    node = scene.node
+    rid, answer, old = scene.deposited("ACME-RE7")
     with transaction(node.node.engine) as conn:
         parcel = repo.get_parcel(conn, answer["parcel_id"])
     assert parcel is not None
@@ -263,33 +240,18 @@ def test_reissue_at_the_pickup_deadline_is_refused_and_keeps_the_code(
     assert node.pickup(old["pickup_code"])["compartment"] == answer["compartment"]
 
 
-def test_through_central_the_carrier_gets_the_new_code(
-    make_node: Callable[..., SyncedNode],
-    app: FastAPI,
-    client: TestClient,
-    world: World,
-    clock: FakeClock,
-    sessions: sessionmaker[Session],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(nodes_service._DATA_MODELS, reissue.EVENT_TYPE, reissue.CodeReissuedData)
-    monkeypatch.setitem(
-        nodes_service._HANDLERS, reissue.EVENT_TYPE, nodes_service.Handler(reissue.on_code_reissued)
-    )
-    subscribe(client, world)
-    node = make_node()
-    rid, _, _ = deposited(node, app, client, world, "ACME-RE8")
-    issued = command(
-        app, sessions, clock, "invalidate_code", reservation_id=rid, reissue=True, reason="x"
-    )
-    assert node.sync.pull_feed() == 1
+def test_through_central_the_carrier_gets_the_new_code(scene: Scene) -> None:
+    subscribe(scene.client, scene.world)
+    node = scene.node
+    rid, _, _ = scene.deposited("ACME-RE8")
+    issued = scene.invalidate(rid, reissue=True)
     [event] = reissued_events(node)
     new = clear_secrets(node, event)
 
     assert node.sync.run_once()
 
     assert [e.sent_at is not None for e in node.outbox()] == [True] * len(node.outbox())
-    with sessions() as session:
+    with scene.sessions() as session:
         entry = session.scalars(
             select(ReservationEvent).where(
                 ReservationEvent.reservation_id == rid, ReservationEvent.type == "code_reissued"
@@ -304,7 +266,7 @@ def test_through_central_the_carrier_gets_the_new_code(
         },
     )
     receiver = CarrierReceiver()
-    dispatch(app, clock, receiver)
+    dispatch(scene.app, scene.clock, receiver)
     [hook] = receiver.of_type("parcel.code_reissued")
     data = hook["data"]
     assert isinstance(data, dict)
