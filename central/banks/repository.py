@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from central.models import Bank, BankCapacity, Compartment
@@ -37,6 +37,17 @@ def capacity_of(session: Session, bank_ids: Sequence[str]) -> dict[str, list[Ban
     return out
 
 
+class BankSpot(NamedTuple):
+    """What offering a bank as a nearby alternative needs of it: a few columns, not the row."""
+
+    id: str
+    name: str
+    lat: float
+    lon: float
+    max_weight_g: int
+    allow_upsize: bool
+
+
 def banks_in_box(
     session: Session,
     box: tuple[float, float, float, float],
@@ -44,6 +55,22 @@ def banks_in_box(
     status: str = "active",
     limit: int = 5000,
 ) -> Sequence[Bank]:
+    return session.scalars(select(Bank).where(_in_box(box, status)).limit(limit)).all()
+
+
+def bank_spots_in_box(
+    session: Session, box: tuple[float, float, float, float], *, limit: int = 5000
+) -> list[BankSpot]:
+    """Active banks in the box, as `BankSpot`s."""
+    stmt = (
+        select(Bank.id, Bank.name, Bank.lat, Bank.lon, Bank.max_weight_g, Bank.allow_upsize)
+        .where(_in_box(box, "active"))
+        .limit(limit)
+    )
+    return [BankSpot(*row) for row in session.execute(stmt)]
+
+
+def _in_box(box: tuple[float, float, float, float], status: str) -> ColumnElement[bool]:
     min_lat, max_lat, min_lon, max_lon = box
     lon_filter = (
         Bank.lon.between(min_lon, max_lon)
@@ -54,12 +81,7 @@ def banks_in_box(
             Bank.lon <= (max_lon - 360 if max_lon > 180 else max_lon),
         )
     )
-    stmt = (
-        select(Bank)
-        .where(and_(Bank.status == status, Bank.lat.between(min_lat, max_lat), lon_filter))
-        .limit(limit)
-    )
-    return session.scalars(stmt).all()
+    return and_(Bank.status == status, Bank.lat.between(min_lat, max_lat), lon_filter)
 
 
 def list_banks(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from time import monotonic
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
@@ -177,7 +178,7 @@ def describe(bank: Bank, capacity: Sequence[BankCapacity], distance_km: float | 
 
 
 def option_for(
-    bank: Bank,
+    bank: Bank | repository.BankSpot,
     capacity: Sequence[BankCapacity],
     distance_km: float,
     *,
@@ -204,14 +205,42 @@ def option_for(
     )
 
 
+class _Placed(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
+
+
+_P = TypeVar("_P", bound=_Placed)
+
+
+def _nearest(
+    banks: Iterable[_P], lat: float, lon: float, radius_km: float
+) -> list[tuple[_P, float]]:
+    """The banks within the radius and their distance in km, nearest first."""
+    within = [(bank, geo.haversine_km(lat, lon, bank.lat, bank.lon)) for bank in banks]
+    within = [(bank, d) for bank, d in within if d <= radius_km]
+    within.sort(key=lambda pair: (pair[1], pair[0].id))
+    return within
+
+
+def spots_near(
+    session: Session, lat: float, lon: float, radius_km: float
+) -> list[tuple[repository.BankSpot, float]]:
+    """Active banks within the radius, as `BankSpot`s with their distance, nearest first."""
+    box = geo.bounding_box(lat, lon, radius_km)
+    return _nearest(repository.bank_spots_in_box(session, box), lat, lon, radius_km)
+
+
 def banks_near(
     session: Session, lat: float, lon: float, radius_km: float
 ) -> list[tuple[Bank, float, list[BankCapacity]]]:
     """Active banks within the radius with their capacity rows, nearest first."""
-    candidates = repository.banks_in_box(session, geo.bounding_box(lat, lon, radius_km))
-    within = [(bank, geo.haversine_km(lat, lon, bank.lat, bank.lon)) for bank in candidates]
-    within = [(bank, d) for bank, d in within if d <= radius_km]
-    within.sort(key=lambda pair: (pair[1], pair[0].id))
+    box = geo.bounding_box(lat, lon, radius_km)
+    within = _nearest(repository.banks_in_box(session, box), lat, lon, radius_km)
     capacity = repository.capacity_of(session, [bank.id for bank, _ in within])
     return [(bank, d, capacity[bank.id]) for bank, d in within]
 

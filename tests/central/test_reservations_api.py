@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.keys import ServiceKeys
 from central.models import Actor, BankCapacity, Reservation, ReservationStatus
 from central.reservations import service
-from tests.central.conftest import TEST_SECRET, FakeClock, World
+from tests.central.conftest import TEST_SECRET, FakeClock, World, make_bank
 
 USPS_NUMBER = "9400111206206406260787"
 
@@ -81,6 +81,37 @@ def test_no_capacity_answers_409_with_alternatives(client: TestClient, world: Wo
     assert body["error"] == "no_capacity"
     assert [a["bank_id"] for a in body["alternatives"]] == ["NYC-2"]
     assert body["alternatives"][0]["free"] == 1
+
+
+def test_alternatives_are_the_nearest_banks_with_room_however_many_lack_it(
+    client: TestClient, world: World, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    # Twelve banks nearer than NYC-2 (1.64 km away) have no L class, then eight with one L
+    # each, one every 111 m north of NYC-1: more than one read of capacity goes by empty.
+    with sessions.begin() as session:
+        for n in range(20):
+            make_bank(
+                session,
+                bank_id=f"CROWD-{n:02d}",
+                now=clock(),
+                lat=40.7506 + 0.001 * (n + 1),
+                compartments="S:1" if n < 12 else "L:1",
+            )
+    assert reserve(client, world, tracking_number="ACME-L1", size="L").status_code == 201
+    response = reserve(client, world, tracking_number="ACME-L2", size="L")
+    assert response.status_code == 409
+    alternatives = response.json()["alternatives"]
+    assert [a["bank_id"] for a in alternatives] == [
+        "CROWD-12",
+        "CROWD-13",
+        "NYC-2",
+        "CROWD-14",
+        "CROWD-15",
+    ]
+    assert [a["free"] for a in alternatives] == [1, 1, 1, 1, 1]
+    distances = [a["distance_km"] for a in alternatives]
+    assert distances == sorted(distances)
+    assert distances[0] == pytest.approx(1.443, abs=0.01)
 
 
 def test_another_carriers_reservation_is_not_found(client: TestClient, world: World) -> None:
