@@ -206,6 +206,8 @@ def option_for(
 
 
 class _Placed(Protocol):
+    """What `_nearest` reads of a bank: a whole row or a `BankSpot`."""
+
     @property
     def id(self) -> str: ...
     @property
