@@ -171,20 +171,25 @@ def shared_environment(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[s
     }
 
 
+def run_python(environment: dict[str, str], script: str, *args: str) -> str:
+    """What a fresh interpreter running `script` printed; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timedelta(minutes=1).total_seconds(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_any_worker_reports_the_requests_of_all_workers(
     shared_environment: dict[str, str],
 ) -> None:
     def worker(count: int, then: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", WORKER, str(count), then],
-            env=shared_environment,
-            capture_output=True,
-            text=True,
-            timeout=timedelta(minutes=1).total_seconds(),
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return run_python(shared_environment, WORKER, str(count), then)
 
     worker(3, "exit")
     worker(4, "exit")
@@ -219,14 +224,5 @@ def test_a_serving_worker_freezes_what_start_up_built(shared_environment: dict[s
         "print(before, gc.get_freeze_count())\n"
         "app.state.engine.dispose()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=shared_environment,
-        capture_output=True,
-        text=True,
-        timeout=timedelta(minutes=1).total_seconds(),
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    before, after = map(int, done.stdout.split())
+    before, after = map(int, run_python(shared_environment, script).split())
     assert before == 0 and after > 10_000  # the modules, the app, its routes and schemas
