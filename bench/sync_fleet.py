@@ -47,7 +47,7 @@ from central.banks.service import compartment_labels
 from central.carriers.service import add_carrier
 from central.db import make_engine, make_sessionmaker
 from central.models import Bank, BankCapacity, Compartment, Node, SizeClass
-from central.nodes.service import SCRYPT_N, SCRYPT_P, SCRYPT_R
+from central.nodes.feed import SCRYPT_N, SCRYPT_P, SCRYPT_R
 from locker_wire.signing import public_key_text, sign_request
 
 PERIOD_S = 30.0

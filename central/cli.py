@@ -20,7 +20,9 @@ from central.clock import utcnow
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
 from central.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
-from central.nodes.service import NodeError, issue_command, issue_enrollment_token
+from central.nodes.commands import issue_command
+from central.nodes.enrollment import issue_enrollment_token
+from central.nodes.errors import NodeError
 from central.ops.cli import operator_app
 from central.scheduler import Jobs, start_scheduler
 from central.serving import WorkerSupervisor, balanced_workers_supported, freeze_startup_heap

@@ -95,5 +95,6 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def rowcount(result: Result[Any]) -> int:
     """Rows matched by an UPDATE or DELETE (typed: `Session.execute` returns a plain `Result`)."""
-    assert isinstance(result, CursorResult)
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"an UPDATE or DELETE gives a CursorResult, not {type(result).__name__}")
     return result.rowcount

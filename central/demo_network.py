@@ -33,7 +33,7 @@ from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
 from central.demo import DEMO_BANKS, prepare_demo, prepare_demo_operators
 from central.models import Node
-from central.nodes.service import issue_enrollment_token
+from central.nodes.enrollment import issue_enrollment_token
 
 # The node is run through its command line only: central never imports `locker_node`. These are
 # the names of that command line's files, as `locker-node provision` writes them.

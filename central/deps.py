@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.carriers.service import AuthenticatedCarrier, authenticate, bearer_token
 from central.config import CentralSettings
-from central.reservations.service import Ctx
+from central.context import Ctx
 
 T = TypeVar("T")
 

@@ -21,12 +21,15 @@ from central.analytics.service import FillResult
 from central.analytics.tasks import AnalyticsJobs, FlushResult, build_sender
 from central.clock import Clock
 from central.config import CentralSettings
+from central.context import Ctx
 from central.keys import ServiceKeys
-from central.nodes import service as nodes
+from central.nodes.auth import purge_nonces
+from central.nodes.commands import expire_commands
+from central.nodes.health import mark_silent_nodes_offline
 from central.ops import alerts as ops_alerts
 from central.ops.insight.tasks import sample_occupancy
 from central.reservations import repository as reservations_repository
-from central.reservations.service import Ctx, expire_holds, expire_pickups, send_reminders
+from central.reservations.transitions import expire_holds, expire_pickups, send_reminders
 from central.tracking.tasks import CarrierPoll, EventLoopThread, TrackingPoller
 from central.webhooks.tasks import WebhookDispatcher, run_dispatch
 
@@ -83,15 +86,15 @@ class Jobs:
 
     def detect_offline_nodes(self) -> int:
         with self.sessions() as session, session.begin():
-            return nodes.mark_silent_nodes_offline(session, self.clock())
+            return mark_silent_nodes_offline(session, self.clock())
 
     def purge_node_nonces(self) -> int:
         with self.sessions() as session, session.begin():
-            return nodes.purge_nonces(session, self.clock())
+            return purge_nonces(session, self.clock())
 
     def expire_node_commands(self) -> int:
         with self.sessions() as session, session.begin():
-            return nodes.expire_commands(session, self.clock())
+            return expire_commands(session, self.clock())
 
     def expire_pickups(self) -> int:
         with self.sessions() as session, session.begin():

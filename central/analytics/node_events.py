@@ -1,7 +1,7 @@
 """The kiosk's usage events as central receives them from nodes.
 
 They change no state: the node-event API records each one (once, by its id) and the analytics
-filler turns the recorded rows into outbox events. `central.nodes.service` registers them beside
+filler turns the recorded rows into outbox events. `central.nodes.events` registers them beside
 its other event types: each model of `NODE_EVENT_MODELS` in `_DATA_MODELS`, and
 `record_kiosk_event` (or its own record-only handler) in `_HANDLERS`.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from central.context import Ctx
 from central.models import Node
-from central.reservations.service import Ctx
 from locker_wire.schemas import CodeFailedData, CourierSessionData, LockedOutData, NodeEvent
 
 NODE_EVENT_MODELS: dict[str, type[BaseModel]] = {
@@ -28,4 +28,6 @@ def record_kiosk_event(
 
     `state` is the node service's per-batch state, which these events do not touch.
     """
-    assert isinstance(data, NODE_EVENT_MODELS[event.type])
+    model = NODE_EVENT_MODELS[event.type]
+    if not isinstance(data, model):
+        raise TypeError(f"{model.__name__} expected, got {type(data).__name__}")

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Query
 
 from central.banks import repository, service
 from central.banks.schemas import BankList, BankOut, CourierCode
+from central.context import Ctx
 from central.deps import CarrierWorkDep
 from central.errors import ApiError, error_responses
 from central.models import SizeClass
-from central.reservations.service import Ctx
 
 router = APIRouter(prefix="/v1/banks", tags=["banks"])
 BankId = Annotated[str, Path(min_length=1, max_length=64)]

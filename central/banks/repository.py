@@ -15,6 +15,15 @@ def get_bank(session: Session, bank_id: str) -> Bank | None:
     return session.get(Bank, bank_id)
 
 
+def get_referenced_bank(session: Session, bank_id: str) -> Bank:
+    """The bank a stored row (a reservation, a node) refers to: its foreign key guarantees one,
+    so a missing bank is a broken database, not a caller's mistake."""
+    bank = session.get(Bank, bank_id)
+    if bank is None:
+        raise LookupError(f"no bank {bank_id!r}, which a stored row refers to")
+    return bank
+
+
 def add_bank(
     session: Session,
     bank: Bank,

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from central.context import Ctx
 from central.errors import ApiError, error_responses
 from central.models import Node
-from central.nodes import service
-from central.reservations.service import Ctx
+from central.nodes import auth, commands, enrollment, events, feed, health
 from locker_wire.schemas import (
     CommandAck,
     CommandAckResult,
@@ -82,7 +82,7 @@ class NodeWork:
         with self._sessions() as session:
             session.begin()
             try:
-                node = service.authenticate(
+                node = auth.authenticate(
                     session,
                     request.method,
                     self._signed_path(),
@@ -137,7 +137,7 @@ async def enroll(request: Request) -> EnrollmentResponse:
 
     def work() -> EnrollmentResponse:
         with sessions() as session, session.begin():
-            return service.enroll(session, keys, body, clock())
+            return enrollment.enroll(session, keys, body, clock())
 
     return await anyio.to_thread.run_sync(work)
 
@@ -151,7 +151,7 @@ async def enroll(request: Request) -> EnrollmentResponse:
 async def post_events(work: NodeWorkDep) -> EventBatchResult:
     """Apply a batch of node events, each at most once, in order; answers per event."""
     return await work.run(
-        lambda ctx, node, body: service.apply_events(ctx, node, parse_body(EventBatch, body))
+        lambda ctx, node, body: events.apply_events(ctx, node, parse_body(EventBatch, body))
     )
 
 
@@ -165,14 +165,14 @@ async def get_feed(
     """Reservations changed since the cursor, pending signed commands, courier code hashes."""
     response, due, bank_id = await work.run(
         lambda ctx, node, _body: (
-            *service.feed(ctx, node, cursor, limit, courier_codes=courier_codes),
+            *feed.feed(ctx, node, cursor, limit, courier_codes=courier_codes),
             node.bank_id,
         )
     )
     # Hashed after the transaction is over, in a hop of its own that holds no connection.
     if due:
         response.courier_codes = await anyio.to_thread.run_sync(
-            service.hash_courier_codes, bank_id, due
+            feed.hash_courier_codes, bank_id, due
         )
     return response
 
@@ -186,7 +186,7 @@ async def get_feed(
 async def ack_command(command_id: str, work: NodeWorkDep) -> CommandAckResult:
     """Record what the node did with a command; only the command's node may."""
     return await work.run(
-        lambda ctx, node, body: service.ack_command(
+        lambda ctx, node, body: commands.ack_command(
             ctx.session, node, command_id, parse_body(CommandAck, body), ctx.now
         )
     )
@@ -201,7 +201,7 @@ async def ack_command(command_id: str, work: NodeWorkDep) -> CommandAckResult:
 async def heartbeat(work: NodeWorkDep) -> HeartbeatResult:
     """The node is alive: doors, boards and outbox depth."""
     return await work.run(
-        lambda ctx, node, body: service.record_heartbeat(
+        lambda ctx, node, body: health.record_heartbeat(
             ctx.session, node, parse_body(Heartbeat, body), ctx.now
         )
     )

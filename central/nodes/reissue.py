@@ -1,6 +1,6 @@
 """The node's `parcel.code_reissued` event: a new pickup code, passed to the carrier, never kept.
 
-Registered in `central.nodes.service` beside the other node events:
+Registered in `central.nodes.events` beside the other node events:
 `_DATA_MODELS["parcel.code_reissued"] = CodeReissuedData` and
 `_HANDLERS["parcel.code_reissued"] = Handler(on_code_reissued)` (no savepoint: every check
 comes before the first write).
@@ -8,21 +8,18 @@ comes before the first write).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel
 
+from central.context import Ctx
 from central.errors import Conflict
 from central.models import Actor, Node, ReservationEvent, ReservationStatus
 from central.nodes import repository as nodes_repository
+from central.nodes.batch import BatchState, require_data
 from central.nodes.seals import open_pickup_seals
 from central.reservations import repository as reservations_repository
-from central.reservations.service import Ctx, describe
+from central.reservations.views import describe
 from central.webhooks.service import enqueue_event
 from locker_wire.schemas import CodeReissuedData, NodeEvent
-
-if TYPE_CHECKING:
-    from central.nodes.service import BatchState
 
 __all__ = ["EVENT_TYPE", "HISTORY_TYPE", "CodeReissuedData", "on_code_reissued"]
 
@@ -41,20 +38,20 @@ def on_code_reissued(
     The code and QR payload travel only in the webhook body, which the outbox keeps encrypted;
     the history entry and the stored node event hold no more than the seals.
     """
-    assert isinstance(data, CodeReissuedData)
-    reservation = state.own_reservation(data.reservation_id)
+    reissued = require_data(data, CodeReissuedData)
+    reservation = state.own_reservation(reissued.reservation_id)
     if reservation.status != ReservationStatus.DEPOSITED:
         raise Conflict(
             "not_deposited",
             f"a {reservation.status} reservation has no pickup code to reissue",
             status=reservation.status,
         )
-    compartment = state.compartment(data.compartment)
-    opened = open_pickup_seals(ctx.keys, str(event.id), data)
+    compartment = state.compartment(reissued.compartment)
+    opened = open_pickup_seals(ctx.keys, str(event.id), reissued)
     if opened is None:
         raise Conflict("invalid_seal", "a sealed value does not open for this event")
     pickup_code, qr_payload = opened
-    command_id = _operator_command(ctx, node, data)
+    command_id = _operator_command(ctx, node, reissued)
     history: dict[str, str] = {"node_event_id": str(event.id), "compartment": compartment.label}
     if command_id is not None:
         history["command_id"] = command_id

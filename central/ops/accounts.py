@@ -278,7 +278,8 @@ def finish_login(
     new_hash: str | None,
 ) -> NewSession:
     """Open a session for an operator whose password was just verified."""
-    assert candidate.operator_id is not None
+    if candidate.operator_id is None:
+        raise ValueError("finish_login takes a candidate with an account, its password verified")
     account = repo.get_operator(session, candidate.operator_id)
     if account is None or account.disabled_at is not None:
         raise AccountError("the account was disabled meanwhile")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from central.context import Ctx
 from central.errors import Conflict, NotFound
 from central.models import Actor, ReservationStatus
-from central.nodes.service import NodeError, issue_command
+from central.nodes.commands import issue_command
+from central.nodes.errors import NodeError
 from central.ops import repository as repo
 from central.ops.auth import Operator
 from central.ops.schemas import CommandAccepted, CommandOut, ExtendOut, ReservationDeadlines
-from central.reservations import service as reservations
-from central.reservations.service import Ctx
+from central.reservations import transitions
 
 CompartmentAction = Literal["open_compartment", "disable_compartment", "enable_compartment"]
 # reservation_events.actor_id holds at most 64 characters.
@@ -67,7 +68,7 @@ def extend_deadline(
     deposited = reservation.status == ReservationStatus.DEPOSITED
     if deposited:
         _require_node(ctx, reservation.bank_id)
-    out = reservations.extend(
+    out = transitions.extend(
         ctx,
         reservation,
         hours,

@@ -1,7 +1,7 @@
 """Alerts for operators: raising without duplicates, listing, acknowledging and resolving.
 
 Types: `bank_offline`, `door_left_open`, `door_fault` (a jammed door), `door_forced_open`,
-`compartment_out_of_service`, `layout_mismatch` (raised by central.nodes.service),
+`compartment_out_of_service`, `layout_mismatch` (raised by central.nodes.events and .enrollment),
 `parcel_past_deadline` (the pickup-expiry job), `webhook_failing` (the webhook dispatcher, no bank)
 and `manual` (raised by an operator).
 """

@@ -30,10 +30,10 @@ from fastapi import Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.config import CentralSettings
+from central.context import Ctx
 from central.errors import ApiError
 from central.keys import ServiceKeys
 from central.ops.accounts import Passwords, SignedIn, csrf_token, resolve_session
-from central.reservations.service import Ctx
 
 Role = Literal["admin", "viewer"]
 T = TypeVar("T")

@@ -14,11 +14,13 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from central.context import Ctx
 from central.errors import ApiError
 from central.ops import accounts, actions, alerts
 from central.ops import repository as repo
 from central.ops.auth import (
     Forbidden,
+    NotSignedIn,
     Operator,
     clear_session_cookie,
     client_address,
@@ -48,7 +50,6 @@ from central.ops.schemas import (
     OperatorOut,
     SessionOut,
 )
-from central.reservations.service import Ctx
 
 T = TypeVar("T")
 router = APIRouter(prefix="/ops/api", include_in_schema=False)
@@ -189,7 +190,8 @@ async def get_session(request: Request, operator: OperatorDep) -> SessionOut:
 @router.delete("/session", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(request: Request, operator: OperatorDep) -> Response:
     found = await signed_in(request)
-    assert found is not None  # current_operator passed
+    if found is None:  # cannot be: `current_operator` found this same, cached, session
+        raise NotSignedIn()
     await run_unit(request, lambda ctx: accounts.end_session(ctx.session, found, ctx.now))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     clear_session_cookie(request, response)

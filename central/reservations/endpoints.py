@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect
 from central.deps import BearerCredentials, CarrierWorkDep, bearer_header
 from central.errors import error_responses
 from central.models import Actor, ReservationStatus
-from central.reservations import service
+from central.reservations import transitions, views
 from central.reservations.intake import ReservationIntake
 from central.reservations.schemas import (
     ExtendRequest,
@@ -125,7 +125,7 @@ async def search_reservations(
 ) -> ReservationList:
     """Your own reservations, newest first; pass `next_cursor` back as `cursor` for more."""
     return await work.run(
-        lambda ctx, carrier: service.search(
+        lambda ctx, carrier: views.search(
             ctx,
             carrier.carrier_id,
             tracking_number=tracking_number,
@@ -139,7 +139,7 @@ async def search_reservations(
 @router.get("/{reservation_id}", response_model=ReservationOut, responses=error_responses(401, 404))
 async def get_reservation(work: CarrierWorkDep, reservation_id: ReservationId) -> ReservationOut:
     """The reservation with its full history."""
-    return await work.run(lambda ctx, carrier: service.get(ctx, carrier.carrier_id, reservation_id))
+    return await work.run(lambda ctx, carrier: views.get(ctx, carrier.carrier_id, reservation_id))
 
 
 @router.delete(
@@ -148,7 +148,7 @@ async def get_reservation(work: CarrierWorkDep, reservation_id: ReservationId) -
 async def cancel_reservation(work: CarrierWorkDep, reservation_id: ReservationId) -> ReservationOut:
     """Cancel before deposit (the unit is freed); after deposit the answer is 409."""
     return await work.run(
-        lambda ctx, carrier: service.cancel(ctx, carrier.carrier_id, reservation_id, None)
+        lambda ctx, carrier: transitions.cancel(ctx, carrier.carrier_id, reservation_id, None)
     )
 
 
@@ -162,9 +162,9 @@ async def extend_reservation(
 ) -> ReservationOut:
     """Move the pickup deadline (or, before deposit, the hold) by `hours`, within bank policy."""
     return await work.run(
-        lambda ctx, carrier: service.extend(
+        lambda ctx, carrier: transitions.extend(
             ctx,
-            service.require_own(ctx.session, carrier.carrier_id, reservation_id),
+            views.require_own(ctx.session, carrier.carrier_id, reservation_id),
             body.hours,
             actor=Actor.CARRIER,
             actor_id=carrier.carrier_id,

@@ -31,7 +31,6 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 import anyio.to_thread
 from anyio import CapacityLimiter
@@ -47,6 +46,7 @@ from central.carriers.service import (
     record_use,
 )
 from central.clock import Clock
+from central.context import Ctx
 from central.errors import ApiError
 from central.keys import ServiceKeys
 from central.reservations import service
@@ -205,7 +205,7 @@ class ReservationIntake:
         # reservation's notice is sealed beforehand, and the statement checks them again.
         subscriptions = Subscriptions()
         subscriptions.know(self._endpoints)
-        ctx = service.Ctx(
+        ctx = Ctx(
             session=session,
             keys=self._keys,
             now=self._clock(),
@@ -242,11 +242,10 @@ class ReservationIntake:
             revoked = isinstance(outcome, ApiError) and outcome.code == "api_key_revoked"
             if revoked and create.unchecked_key is not None:
                 self._verified.forget([create.unchecked_key])
-        assert all(outcome is not None for outcome in outcomes)
-        return cast(list[Outcome], outcomes)
+        return service.all_answered(outcomes)
 
     def _authenticate_all(
-        self, ctx: service.Ctx, batch: list[_Request]
+        self, ctx: Ctx, batch: list[_Request]
     ) -> dict[str | None, tuple[AuthenticatedCarrier, bool] | ApiError]:
         """Each header's carrier, and whether its key has been checked in this transaction.
 

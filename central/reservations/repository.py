@@ -82,7 +82,8 @@ def reserve_unit(
     request = UnitRequest(bank_id, size, reservation, event, notice=notice)
     if session.connection().dialect.name == "postgresql":
         outcome = _reserve_in_one_statement(session, [request], [])[0][0]
-        assert outcome != "revoked"  # no key to check
+        if outcome == "revoked":  # no key was given to check
+            raise RuntimeError("a reservation without a key to check was refused for its key")
         return outcome
     endpoint_ids = webhooks_repository.subscribed_endpoint_ids(
         session, reservation["carrier_id"], EVENT_CREATED
@@ -190,7 +191,8 @@ def _reserve_in_one_statement(
     rows = session.connection().exec_driver_sql(_RESERVE_MANY, parameters).all()
     outcomes: list[ReserveOutcome | Literal["revoked"]] = []
     for result in rows:
-        assert result.ord == len(outcomes)
+        if result.ord != len(outcomes):
+            raise RuntimeError(f"_RESERVE_MANY answered request {result.ord} out of order")
         if result.revoked:
             outcomes.append("revoked")
         elif result.unsealed:
@@ -199,7 +201,8 @@ def _reserve_in_one_statement(
             outcomes.append("full")
         else:
             outcomes.append("created" if result.created else "twin")
-    assert len(outcomes) == len(requests)
+    if len(outcomes) != len(requests):
+        raise RuntimeError(f"_RESERVE_MANY answered {len(outcomes)} of {len(requests)} requests")
     subscriptions: Subscribed = {request.reservation["carrier_id"]: [] for request in requests}
     for carrier_id, endpoint_id, event_types in rows[0].endpoints:
         subscriptions[carrier_id].append((endpoint_id, list(event_types)))

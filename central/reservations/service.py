@@ -1,15 +1,14 @@
-"""Reservations: allocation, idempotency, lifecycle transitions and their side effects."""
+"""Reserving a unit: the request checked, a bank and class chosen, the rows written at once,
+idempotently; nearby alternatives when there is no room."""
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -22,49 +21,21 @@ from central.allocation.choice import BankOption, Candidate, Need, NoFit, choose
 from central.allocation.sizing import Dimensions
 from central.banks import repository as banks_repository
 from central.banks import service as banks
-from central.banks.schemas import Location
-from central.banks.service import BankDirectory
 from central.carriers.service import key_revoked
-from central.errors import ApiError, Conflict, NotFound, Unprocessable
-from central.keys import ServiceKeys
-from central.models import (
-    Actor,
-    Bank,
-    Reservation,
-    ReservationEvent,
-    ReservationStatus,
-    SizeClass,
-)
-from central.reservations import lifecycle
+from central.context import Ctx
+from central.errors import ApiError, Conflict, Unprocessable
+from central.models import Actor, Bank, ReservationStatus
 from central.reservations import repository as repo
-from central.reservations.schemas import (
-    Alternative,
-    BankRef,
-    HistoryEntry,
-    Parcel,
-    ReservationCreate,
-    ReservationList,
-    ReservationOut,
-)
+from central.reservations.schemas import Alternative, ReservationCreate, ReservationOut
+from central.reservations.views import describe
 from central.webhooks.repository import subscribed_endpoint_ids
-from central.webhooks.service import Subscriptions, enqueue_event, seal_event
+from central.webhooks.service import seal_event
 
 _GENERIC_TRACKING = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,63}$")
 ALTERNATIVES_RADIUS_KM = 10.0
 MAX_ALTERNATIVES = 5
 ALTERNATIVES_READ_AT_ONCE = 2 * MAX_ALTERNATIVES
-
-
-@dataclass(frozen=True, slots=True)
-class Ctx:
-    """What every reservation operation needs from the request: the session, keys and the time."""
-
-    session: Session
-    keys: ServiceKeys
-    now: datetime
-    banks: BankDirectory | None = None  # cached static bank facts, where the caller keeps some
-    # Webhook subscriptions read once for a transaction that enqueues many events (a batch).
-    subscriptions: Subscriptions | None = None
+T = TypeVar("T")
 
 
 def _checked_tracking_number(carrier_id: str, raw: str) -> str:
@@ -193,8 +164,15 @@ def create_many(ctx: Ctx, requests: Sequence[CreateRequest]) -> list[Created | A
     for index, request in enumerate(requests):
         if request.unchecked_key in reserved.revoked_keys:
             outcomes[index] = key_revoked()
-    assert all(outcome is not None for outcome in outcomes)
-    return cast(list[Created | ApiError], outcomes)
+    return all_answered(outcomes)
+
+
+def all_answered(outcomes: Sequence[T | None]) -> list[T]:
+    """A batch's outcomes, each request's given: one left without an answer is a bug."""
+    answered = [outcome for outcome in outcomes if outcome is not None]
+    if len(answered) != len(outcomes):
+        raise RuntimeError("a request of the batch was left without an answer")
+    return answered
 
 
 def _plan(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> _Plan | Created:
@@ -264,7 +242,8 @@ def _options(
             capacity = banks_repository.capacity_of(session, [bank.id])[bank.id]
             option = banks.option_for(bank, capacity, 0.0)
         return [option], {bank.id: bank}, (bank.lat, bank.lon)
-    assert body.near is not None
+    if body.near is None:  # `ReservationCreate` validates exactly one of bank_id or near
+        raise ValueError("a reservation request names a bank or a place near one")
     near = banks.banks_near(session, body.near.lat, body.near.lon, body.near.radius_km)
     options = [banks.option_for(bank, cap, distance) for bank, distance, cap in near]
     return options, {bank.id: bank for bank, _, _ in near}, (body.near.lat, body.near.lon)
@@ -465,366 +444,3 @@ def _alternatives(
             if len(out) >= MAX_ALTERNATIVES:
                 return out
     return out
-
-
-class _ReservationView(Protocol):
-    """What `describe` reads of a reservation: a stored row or one about to be inserted."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def carrier_id(self) -> str: ...
-    @property
-    def tracking_number(self) -> str: ...
-    @property
-    def bank_id(self) -> str: ...
-    @property
-    def size(self) -> str: ...
-    @property
-    def compartment_label(self) -> str | None: ...
-    @property
-    def length_mm(self) -> int | None: ...
-    @property
-    def width_mm(self) -> int | None: ...
-    @property
-    def height_mm(self) -> int | None: ...
-    @property
-    def weight_g(self) -> int | None: ...
-    @property
-    def tracking_status(self) -> str | None: ...
-    @property
-    def reserved_until(self) -> datetime: ...
-    @property
-    def pickup_deadline(self) -> datetime | None: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def updated_at(self) -> datetime: ...
-
-
-class _EventView(Protocol):
-    @property
-    def type(self) -> str: ...
-    @property
-    def from_status(self) -> str | None: ...
-    @property
-    def to_status(self) -> str | None: ...
-    @property
-    def actor(self) -> str: ...
-    @property
-    def reason(self) -> str | None: ...
-    @property
-    def at(self) -> datetime: ...
-    @property
-    def data(self) -> dict[str, Any] | None: ...
-
-
-def describe(
-    session: Session,
-    reservation: Reservation | _ReservationView,
-    *,
-    bank: Bank | None = None,
-    history: Sequence[ReservationEvent | _EventView] | None = None,
-) -> ReservationOut:
-    bank = bank or banks_repository.get_bank(session, reservation.bank_id)
-    assert bank is not None
-    if history is not None:
-        events = history
-    else:
-        assert isinstance(reservation, Reservation)
-        events = reservation.history
-    has_parcel = reservation.length_mm is not None
-    # Built from stored rows, whose types the columns fix: `model_construct` skips re-validating
-    # them, a fair share of a reservation's CPU on the busiest routes (the API tests would
-    # catch a mistyped field: pydantic warns when it serialises one, and warnings fail them).
-    return ReservationOut.model_construct(
-        id=reservation.id,
-        status=reservation.status,
-        carrier=reservation.carrier_id,
-        tracking_number=reservation.tracking_number,
-        bank=BankRef.model_construct(
-            id=bank.id,
-            name=bank.name,
-            address=bank.address,
-            location=Location.model_construct(lat=bank.lat, lon=bank.lon),
-        ),
-        size=SizeClass(reservation.size),
-        compartment=reservation.compartment_label,
-        parcel=Parcel.model_construct(
-            length_mm=reservation.length_mm or 0,
-            width_mm=reservation.width_mm or 0,
-            height_mm=reservation.height_mm or 0,
-            weight_g=reservation.weight_g,
-        )
-        if has_parcel
-        else None,
-        tracking_status=reservation.tracking_status,
-        reserved_until=reservation.reserved_until,
-        pickup_deadline=reservation.pickup_deadline,
-        created_at=reservation.created_at,
-        updated_at=reservation.updated_at,
-        history=[
-            HistoryEntry.model_construct(
-                type=e.type,
-                from_status=e.from_status,
-                to_status=e.to_status,
-                actor=e.actor,
-                reason=e.reason,
-                at=e.at,
-                data=e.data,
-            )
-            for e in events
-        ],
-    )
-
-
-def require_own(session: Session, carrier_id: str, reservation_id: str) -> Reservation:
-    """The caller's reservation; another carrier's is indistinguishable from a missing one."""
-    reservation = repo.get(session, reservation_id)
-    if reservation is None or reservation.carrier_id != carrier_id:
-        raise NotFound(f"reservation {reservation_id}")
-    return reservation
-
-
-def get(ctx: Ctx, carrier_id: str, reservation_id: str) -> ReservationOut:
-    return describe(ctx.session, require_own(ctx.session, carrier_id, reservation_id))
-
-
-def search(
-    ctx: Ctx,
-    carrier_id: str,
-    *,
-    tracking_number: str | None,
-    status: ReservationStatus | None,
-    cursor: str | None,
-    limit: int,
-) -> ReservationList:
-    before = _decode_cursor(cursor) if cursor else None
-    rows = repo.search(
-        ctx.session,
-        carrier_id,
-        tracking_number=normalize_tracking_number(tracking_number) if tracking_number else None,
-        status=status.value if status else None,
-        before=before,
-        limit=limit,
-    )
-    next_cursor = _encode_cursor(rows[-1]) if len(rows) == limit else None
-    return ReservationList(items=[describe(ctx.session, r) for r in rows], next_cursor=next_cursor)
-
-
-def _encode_cursor(row: Reservation) -> str:
-    return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, rid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), rid
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this API gave out") from exc
-
-
-def transition(
-    ctx: Ctx,
-    reservation: Reservation,
-    target: ReservationStatus,
-    *,
-    actor: Actor,
-    actor_id: str | None = None,
-    reason: str | None = None,
-    changes: dict[str, Any] | None = None,
-    event_data: dict[str, Any] | None = None,
-    webhook_extra: dict[str, Any] | None = None,
-) -> ReservationOut:
-    """Apply one lifecycle transition with its history entry, capacity change and webhook."""
-    try:
-        rule = lifecycle.transition_for(
-            reservation.status, target.value, was_deposited=reservation.deposited_at is not None
-        )
-    except lifecycle.InvalidTransition as exc:
-        raise Conflict(
-            "invalid_transition", str(exc), status=reservation.status, requested=target.value
-        ) from exc
-    now = ctx.now
-    values: dict[str, Any] = {"status": target.value, "updated_at": now, **(changes or {})}
-    if lifecycle.is_closed(target.value, was_deposited=reservation.deposited_at is not None):
-        values.update(recipient=None, closed_at=now)
-    if not repo.set_status(ctx.session, reservation.id, reservation.status, values):
-        raise Conflict("concurrent_update", "the reservation changed meanwhile; fetch it again")
-    for key, value in values.items():
-        setattr(reservation, key, value)
-    if rule.frees_capacity:
-        banks_repository.release_unit(ctx.session, reservation.bank_id, reservation.size)
-    repo.add(
-        ctx.session,
-        ReservationEvent(
-            reservation_id=reservation.id,
-            type=target.value,
-            from_status=rule.source.value,
-            to_status=target.value,
-            actor=actor.value,
-            actor_id=actor_id,
-            reason=reason,
-            data=event_data,
-            at=now,
-        ),
-    )
-    ctx.session.flush()
-    out = describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
-    enqueue_event(
-        ctx.session,
-        ctx.keys,
-        reservation.carrier_id,
-        rule.webhook,
-        lambda: out.model_dump(mode="json") | (webhook_extra or {}),
-        now,
-    )
-    return out
-
-
-def cancel(ctx: Ctx, carrier_id: str, reservation_id: str, reason: str | None) -> ReservationOut:
-    reservation = require_own(ctx.session, carrier_id, reservation_id)
-    if reservation.status == ReservationStatus.CANCELLED:
-        return describe(ctx.session, reservation)  # cancelling twice is the same as once
-    if reservation.status != ReservationStatus.RESERVED:
-        raise Conflict(
-            "not_cancellable",
-            f"a {reservation.status} reservation cannot be cancelled",
-            status=reservation.status,
-        )
-    return transition(
-        ctx,
-        reservation,
-        ReservationStatus.CANCELLED,
-        actor=Actor.CARRIER,
-        actor_id=carrier_id,
-        reason=reason or "cancelled by carrier",
-    )
-
-
-def extend(
-    ctx: Ctx,
-    reservation: Reservation,
-    hours: int,
-    *,
-    actor: Actor,
-    actor_id: str | None,
-    reason: str | None,
-) -> ReservationOut:
-    """Move the deadline that applies now: the hold before deposit, the pickup deadline after.
-
-    Bounded by the bank's policy: at most `max_extension_hours` beyond the original deadline.
-    """
-    bank = banks_repository.get_bank(ctx.session, reservation.bank_id)
-    assert bank is not None
-    limit = timedelta(hours=bank.max_extension_hours)
-    if reservation.status == ReservationStatus.RESERVED:
-        field, current = "reserved_until", reservation.reserved_until
-        original = reservation.created_at + timedelta(hours=bank.hold_hours)
-    elif reservation.status == ReservationStatus.DEPOSITED and reservation.pickup_deadline:
-        assert reservation.deposited_at is not None
-        field, current = "pickup_deadline", reservation.pickup_deadline
-        original = reservation.deposited_at + timedelta(hours=bank.pickup_hours)
-    else:
-        raise Conflict(
-            "not_extendable",
-            f"a {reservation.status} reservation has no deadline to extend",
-            status=reservation.status,
-        )
-    ceiling = original + limit
-    new_deadline = current + timedelta(hours=hours)
-    if new_deadline > ceiling:
-        raise Conflict(
-            "extension_limit",
-            f"the deadline can move to {ceiling.isoformat()} at the latest",
-            max_deadline=ceiling.isoformat(),
-        )
-    repo.update_fields(ctx.session, reservation.id, {field: new_deadline, "updated_at": ctx.now})
-    setattr(reservation, field, new_deadline)
-    reservation.updated_at = ctx.now
-    repo.add(
-        ctx.session,
-        ReservationEvent(
-            reservation_id=reservation.id,
-            type="extended",
-            from_status=reservation.status,
-            to_status=reservation.status,
-            actor=actor.value,
-            actor_id=actor_id,
-            reason=reason,
-            data={"field": field, "from": current.isoformat(), "to": new_deadline.isoformat()},
-            at=ctx.now,
-        ),
-    )
-    ctx.session.flush()
-    return describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
-
-
-def expire_holds(ctx: Ctx, *, limit: int = 500) -> int:
-    """Expire reservations whose courier never came; frees their capacity. Returns the count."""
-    due = repo.expired_holds(ctx.session, ctx.now, limit)
-    return _expire_each(ctx, due, ReservationStatus.RESERVED, "not deposited before reserved_until")
-
-
-def expire_pickups(ctx: Ctx, *, limit: int = 500) -> int:
-    """Expire deposited parcels past their pickup deadline: the courier takes them back."""
-    due = repo.expired_pickups(ctx.session, ctx.now, limit)
-    return _expire_each(
-        ctx, due, ReservationStatus.DEPOSITED, "not picked up before pickup_deadline"
-    )
-
-
-def _expire_each(
-    ctx: Ctx, reservation_ids: Sequence[str], source: ReservationStatus, reason: str
-) -> int:
-    count = 0
-    for reservation_id in reservation_ids:
-        reservation = repo.get(ctx.session, reservation_id)
-        if reservation is None or reservation.status != source:
-            continue  # changed since it was found due (a deposit, a pickup): nothing to expire
-        transition(ctx, reservation, ReservationStatus.EXPIRED, actor=Actor.SYSTEM, reason=reason)
-        count += 1
-    return count
-
-
-def send_reminders(ctx: Ctx, *, limit: int = 500) -> int:
-    """One `parcel.reminder` per parcel, `reminder_hours` before its pickup deadline."""
-    count = 0
-    for reservation in repo.due_reminders(ctx.session, ctx.now, limit):
-        bank = banks_repository.get_bank(ctx.session, reservation.bank_id)
-        assert bank is not None and reservation.pickup_deadline is not None
-        if reservation.pickup_deadline - timedelta(hours=bank.reminder_hours) > ctx.now:
-            continue
-        repo.add(
-            ctx.session,
-            ReservationEvent(
-                reservation_id=reservation.id,
-                type="reminder",
-                from_status=reservation.status,
-                to_status=reservation.status,
-                actor=Actor.SYSTEM.value,
-                actor_id=None,
-                reason=f"{bank.reminder_hours} h before the pickup deadline",
-                data=None,
-                at=ctx.now,
-            ),
-        )
-        ctx.session.flush()
-        out = describe(
-            ctx.session,
-            reservation,
-            bank=bank,
-            history=repo.history_of(ctx.session, reservation.id),
-        )
-        enqueue_event(
-            ctx.session,
-            ctx.keys,
-            reservation.carrier_id,
-            "parcel.reminder",
-            partial(out.model_dump, mode="json"),
-            ctx.now,
-        )
-        count += 1
-    return count

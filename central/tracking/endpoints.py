@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from carrier_adapters.base import Capability, CarrierAdapter, TrackingDetails, WebhookPayloadError
 from central.clock import Clock
+from central.context import Ctx
 from central.errors import ApiError, NotFound, error_responses
 from central.keys import ServiceKeys
-from central.reservations.service import Ctx
 from central.tracking import service
 from central.tracking.schemas import PushAccepted
 

@@ -9,8 +9,9 @@ from datetime import datetime
 
 from carrier_adapters.base import Location, TrackingDetails, TrackingEvent, TrackingStatus
 from carrier_adapters.tracking_numbers import normalize_tracking_number
+from central.context import Ctx
 from central.models import Actor, Reservation, ReservationStatus
-from central.reservations.service import Ctx, transition
+from central.reservations.transitions import transition
 from central.tracking import repository as repo
 
 # A parcel on its way back to the sender, or a shipment the carrier called off, will never be

@@ -24,9 +24,9 @@ from carrier_adapters.base import (
 )
 from carrier_adapters.tracking_numbers import normalize_tracking_number
 from central.clock import Clock
+from central.context import Ctx
 from central.errors import ApiError
 from central.keys import ServiceKeys
-from central.reservations.service import Ctx
 from central.tracking import repository, service
 
 log = logging.getLogger(__name__)

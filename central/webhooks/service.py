@@ -166,7 +166,8 @@ def enqueue_event(
     case. The body is serialised once here, so every retry sends the same bytes with the same `id`
     and receivers can dedupe.
     """
-    assert event_type in EVENT_TYPES, event_type
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"no webhook event type {event_type!r}")
     endpoint_ids = (
         subscriptions.endpoint_ids(session, carrier_id, event_type)
         if subscriptions is not None

@@ -28,7 +28,8 @@ def run_migrations_online() -> None:
         _run(connectable)
         return
     url = config.get_main_option("sqlalchemy.url")
-    assert url is not None
+    if url is None:
+        raise RuntimeError("no database URL: set sqlalchemy.url or pass a connection")
     engine = make_engine(url)
     with engine.connect() as connection:
         _run(connection)

@@ -7,7 +7,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,22 +24,11 @@ from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
 from central.models import Base
 
+# Imported from here by tests/locker_node/sync as well: re-exported by name.
+from tests.clock import FakeClock as FakeClock
+
 PG_URL = os.environ.get("LOCKER_TEST_DATABASE_URL")
 TEST_SECRET = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 @pytest.fixture(scope="session")

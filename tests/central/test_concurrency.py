@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.models import BankCapacity, Reservation
-from tests.central.conftest import FakeClock, engine_for, make_bank, make_carrier
+from tests.central.conftest import engine_for, make_bank, make_carrier
 from tests.central.server import running_central
+from tests.clock import FakeClock
 
 PROCESSES = 4
 PER_PROCESS = 50

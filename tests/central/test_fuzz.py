@@ -14,7 +14,8 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from central.app import create_app
 from central.config import CentralSettings
-from tests.central.conftest import TEST_SECRET, FakeClock, make_bank, make_carrier
+from tests.central.conftest import TEST_SECRET, make_bank, make_carrier
+from tests.clock import FakeClock
 
 KEY: dict[str, str] = {}
 

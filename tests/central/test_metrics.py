@@ -22,8 +22,9 @@ from central.app import create_app
 from central.config import CentralSettings
 from central.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from central.models import Alert
-from tests.central.conftest import TEST_SECRET, FakeClock, World
-from tests.central.test_node_support import enroll
+from tests.central.conftest import TEST_SECRET, World
+from tests.central.nodes.support import enroll
+from tests.clock import FakeClock
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 REQUESTS = "locker_http_request_duration_seconds_count"

@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 from central.config import CentralSettings
 from central.models import BankCapacity
 from central.scheduler import Jobs
-from tests.central.conftest import FakeClock, World
+from tests.central.conftest import World
+from tests.clock import FakeClock
 
 
 def jobs_for(app: FastAPI, clock: FakeClock) -> Jobs:
@@ -65,7 +66,7 @@ def test_pickup_deadline_reminder_then_expiry(
     from sqlalchemy import select
 
     from central.models import WebhookDelivery
-    from tests.central.test_reservations_api import deposit
+    from tests.central.reservations.test_api import deposit
 
     auth = world.auth("acme")
     client.post("/v1/webhooks", json={"url": "http://carrier.test/h"}, headers=auth)

@@ -24,7 +24,7 @@ from central.carriers.service import add_carrier, create_api_key
 from central.db import make_engine, make_sessionmaker, upgrade_database
 from central.keys import ServiceKeys
 from central.models import NodeEventRecord
-from central.nodes.service import issue_enrollment_token
+from central.nodes.enrollment import issue_enrollment_token
 from central.webhooks.tasks import WebhookDispatcher
 from tests.central.conftest import TEST_SECRET
 from tests.locker_node.e2e.nodes import LOCKER_NODE, NodeProcess, free_port

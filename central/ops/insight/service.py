@@ -297,8 +297,10 @@ def bank_detail(session: Session, now: datetime, bank_id: str) -> dict[str, Any]
     bank = summaries[0]
     parcels: dict[str, Reservation] = {}
     for reservation in repo.parcels_in_bank(session, bank_id):
-        assert reservation.compartment_label is not None
-        parcels.setdefault(reservation.compartment_label, reservation)
+        label = reservation.compartment_label
+        if label is None:  # `parcels_in_bank` reads only parcels in a compartment
+            raise ValueError(f"parcel {reservation.id} is in no compartment")
+        parcels.setdefault(label, reservation)
     compartments = []
     for label, size, state in repo.compartments_of(session, bank_id):
         parcel = parcels.get(label)

@@ -1,0 +1,125 @@
+"""What the handlers of one event batch share: the batch's state and the shape of a handler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from central.context import Ctx
+from central.models import Bank, CompartmentState, Node, Reservation
+from central.nodes import repository as repo
+from central.nodes.errors import EventRejected
+from locker_wire.schemas import NodeEvent
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(slots=True)
+class BatchState:
+    """What the events of one batch share: rows read once up front, writes made once at the end.
+
+    `compartments` is kept current as handlers change states, so a later event of the batch
+    sees what an earlier one did; the changed states are written by `finish`, with the alerts.
+    The reservations named by the batch's events (any event data with a `reservation_id`) are
+    locked and loaded up front; a handler takes one with `own_reservation`.
+    """
+
+    compartments: dict[str, repo.CompartmentRow]
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    in_session: list[Reservation] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    changed_states: dict[int, str] = field(default_factory=dict)
+    working_units: dict[str, int] = field(default_factory=dict)  # size class -> change
+    resolved: set[tuple[str, str]] = field(default_factory=set)  # (alert type, subject)
+    bank: Bank | None = None
+    # When given, the reservations stay out of this session between events (`set_aside`).
+    session: Session | None = None
+
+    def compartment(self, label: str) -> repo.CompartmentRow:
+        found = self.compartments.get(label)
+        if found is None:
+            raise EventRejected("unknown_compartment", f"no compartment {label}")
+        return found
+
+    def set_state(self, row: repo.CompartmentRow, state: CompartmentState) -> None:
+        self.compartments[row.label] = row._replace(state=state.value)
+        self.changed_states[row.id] = state.value
+        # A compartment leaving or returning to service takes its unit out of, or back into,
+        # what allocation can give for its class.
+        leaving = state == CompartmentState.OUT_OF_SERVICE
+        if leaving != (row.state == CompartmentState.OUT_OF_SERVICE):
+            self.working_units[row.size] = self.working_units.get(row.size, 0) + (
+                -1 if leaving else 1
+            )
+
+    def add_alert(
+        self, alert_type: str, subject: str | None, detail: dict[str, Any], now: datetime
+    ) -> None:
+        self.alerts.append(
+            {"type": alert_type, "subject": subject, "detail": detail, "created_at": now}
+        )
+        self.resolved.discard((alert_type, subject))
+
+    def resolve_alert(self, alert_type: str, subject: str) -> None:
+        """The trouble is over: its open alert (or one raised earlier in the batch) resolves."""
+        self.alerts = [a for a in self.alerts if (a["type"], a["subject"]) != (alert_type, subject)]
+        self.resolved.add((alert_type, subject))
+
+    def own_reservation(self, reservation_id: str) -> Reservation:
+        # Locked by `apply_events` (in id order, for the whole batch), so a carrier's change
+        # racing this batch waits instead of failing either side. Another bank's reservation
+        # was not loaded, and reads exactly like a missing one.
+        reservation = self.reservations.get(reservation_id)
+        if reservation is None:
+            raise EventRejected(
+                "unknown_reservation", f"no reservation {reservation_id} at this bank"
+            )
+        if self.session is not None and reservation not in self.session:
+            self.session.add(reservation)
+            self.in_session.append(reservation)
+        return reservation
+
+    def set_aside(self) -> None:
+        """Take the batch's reservations out of the session between events.
+
+        The ORM keeps every loaded object in step with each UPDATE it runs, by checking the
+        UPDATE's criteria against each object of that class in the session: with a batch's
+        hundreds of reservations in it, each transition would cost a pass over all of them.
+        An event's handler brings back the one it needs (`own_reservation`).
+        """
+        if self.session is None:
+            return
+        for reservation in self.in_session:
+            if reservation in self.session:
+                self.session.expunge(reservation)
+        self.in_session.clear()
+
+    def finish(self, ctx: Ctx, bank_id: str) -> None:
+        repo.set_compartment_states(ctx.session, self.changed_states)
+        repo.change_working_units(ctx.session, bank_id, self.working_units)
+        repo.raise_bank_alerts(ctx.session, bank_id, self.alerts)
+        repo.resolve_subject_alerts(ctx.session, bank_id, sorted(self.resolved), ctx.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """How central applies one event type, once its data passed validation against the model
+    its type registers (`events._DATA_MODELS`)."""
+
+    apply: Callable[[Ctx, Node, NodeEvent, BaseModel, BatchState], None]
+    # For handlers that can still be refused (EventRejected, ApiError) after their first write:
+    # a savepoint undoes the partial work. A handler that makes all its checks before writing
+    # anything, or writes only through `BatchState`, does without one (two round trips saved).
+    savepoint: bool = False
+
+
+def require_data(data: BaseModel, model: type[M]) -> M:
+    """An event's data as the model its type registers: a handler given another is a bug."""
+    if not isinstance(data, model):
+        raise TypeError(f"{model.__name__} expected, got {type(data).__name__}")
+    return data

@@ -1,0 +1,224 @@
+"""A stored reservation moved along its lifecycle, with the history entry, capacity change and
+webhook each move brings: cancelling, extending a deadline, expiring, reminding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from central.banks import repository as banks_repository
+from central.context import Ctx
+from central.errors import Conflict
+from central.models import Actor, Reservation, ReservationEvent, ReservationStatus
+from central.reservations import lifecycle
+from central.reservations import repository as repo
+from central.reservations.schemas import ReservationOut
+from central.reservations.views import describe, require_own
+from central.webhooks.service import enqueue_event
+
+
+def transition(
+    ctx: Ctx,
+    reservation: Reservation,
+    target: ReservationStatus,
+    *,
+    actor: Actor,
+    actor_id: str | None = None,
+    reason: str | None = None,
+    changes: dict[str, Any] | None = None,
+    event_data: dict[str, Any] | None = None,
+    webhook_extra: dict[str, Any] | None = None,
+) -> ReservationOut:
+    """Apply one lifecycle transition with its history entry, capacity change and webhook."""
+    try:
+        rule = lifecycle.transition_for(
+            reservation.status, target.value, was_deposited=reservation.deposited_at is not None
+        )
+    except lifecycle.InvalidTransition as exc:
+        raise Conflict(
+            "invalid_transition", str(exc), status=reservation.status, requested=target.value
+        ) from exc
+    now = ctx.now
+    values: dict[str, Any] = {"status": target.value, "updated_at": now, **(changes or {})}
+    if lifecycle.is_closed(target.value, was_deposited=reservation.deposited_at is not None):
+        values.update(recipient=None, closed_at=now)
+    if not repo.set_status(ctx.session, reservation.id, reservation.status, values):
+        raise Conflict("concurrent_update", "the reservation changed meanwhile; fetch it again")
+    for key, value in values.items():
+        setattr(reservation, key, value)
+    if rule.frees_capacity:
+        banks_repository.release_unit(ctx.session, reservation.bank_id, reservation.size)
+    repo.add(
+        ctx.session,
+        ReservationEvent(
+            reservation_id=reservation.id,
+            type=target.value,
+            from_status=rule.source.value,
+            to_status=target.value,
+            actor=actor.value,
+            actor_id=actor_id,
+            reason=reason,
+            data=event_data,
+            at=now,
+        ),
+    )
+    ctx.session.flush()
+    out = describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
+    enqueue_event(
+        ctx.session,
+        ctx.keys,
+        reservation.carrier_id,
+        rule.webhook,
+        lambda: out.model_dump(mode="json") | (webhook_extra or {}),
+        now,
+    )
+    return out
+
+
+def cancel(ctx: Ctx, carrier_id: str, reservation_id: str, reason: str | None) -> ReservationOut:
+    reservation = require_own(ctx.session, carrier_id, reservation_id)
+    if reservation.status == ReservationStatus.CANCELLED:
+        return describe(ctx.session, reservation)  # cancelling twice is the same as once
+    if reservation.status != ReservationStatus.RESERVED:
+        raise Conflict(
+            "not_cancellable",
+            f"a {reservation.status} reservation cannot be cancelled",
+            status=reservation.status,
+        )
+    return transition(
+        ctx,
+        reservation,
+        ReservationStatus.CANCELLED,
+        actor=Actor.CARRIER,
+        actor_id=carrier_id,
+        reason=reason or "cancelled by carrier",
+    )
+
+
+def extend(
+    ctx: Ctx,
+    reservation: Reservation,
+    hours: int,
+    *,
+    actor: Actor,
+    actor_id: str | None,
+    reason: str | None,
+) -> ReservationOut:
+    """Move the deadline that applies now: the hold before deposit, the pickup deadline after.
+
+    Bounded by the bank's policy: at most `max_extension_hours` beyond the original deadline.
+    """
+    bank = banks_repository.get_referenced_bank(ctx.session, reservation.bank_id)
+    limit = timedelta(hours=bank.max_extension_hours)
+    if reservation.status == ReservationStatus.RESERVED:
+        field, current = "reserved_until", reservation.reserved_until
+        original = reservation.created_at + timedelta(hours=bank.hold_hours)
+    elif reservation.status == ReservationStatus.DEPOSITED and reservation.pickup_deadline:
+        if reservation.deposited_at is None:  # the deposit sets both
+            raise ValueError(f"reservation {reservation.id} has a pickup deadline, no deposit")
+        field, current = "pickup_deadline", reservation.pickup_deadline
+        original = reservation.deposited_at + timedelta(hours=bank.pickup_hours)
+    else:
+        raise Conflict(
+            "not_extendable",
+            f"a {reservation.status} reservation has no deadline to extend",
+            status=reservation.status,
+        )
+    ceiling = original + limit
+    new_deadline = current + timedelta(hours=hours)
+    if new_deadline > ceiling:
+        raise Conflict(
+            "extension_limit",
+            f"the deadline can move to {ceiling.isoformat()} at the latest",
+            max_deadline=ceiling.isoformat(),
+        )
+    repo.update_fields(ctx.session, reservation.id, {field: new_deadline, "updated_at": ctx.now})
+    setattr(reservation, field, new_deadline)
+    reservation.updated_at = ctx.now
+    repo.add(
+        ctx.session,
+        ReservationEvent(
+            reservation_id=reservation.id,
+            type="extended",
+            from_status=reservation.status,
+            to_status=reservation.status,
+            actor=actor.value,
+            actor_id=actor_id,
+            reason=reason,
+            data={"field": field, "from": current.isoformat(), "to": new_deadline.isoformat()},
+            at=ctx.now,
+        ),
+    )
+    ctx.session.flush()
+    return describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
+
+
+def expire_holds(ctx: Ctx, *, limit: int = 500) -> int:
+    """Expire reservations whose courier never came; frees their capacity. Returns the count."""
+    due = repo.expired_holds(ctx.session, ctx.now, limit)
+    return _expire_each(ctx, due, ReservationStatus.RESERVED, "not deposited before reserved_until")
+
+
+def expire_pickups(ctx: Ctx, *, limit: int = 500) -> int:
+    """Expire deposited parcels past their pickup deadline: the courier takes them back."""
+    due = repo.expired_pickups(ctx.session, ctx.now, limit)
+    return _expire_each(
+        ctx, due, ReservationStatus.DEPOSITED, "not picked up before pickup_deadline"
+    )
+
+
+def _expire_each(
+    ctx: Ctx, reservation_ids: Sequence[str], source: ReservationStatus, reason: str
+) -> int:
+    count = 0
+    for reservation_id in reservation_ids:
+        reservation = repo.get(ctx.session, reservation_id)
+        if reservation is None or reservation.status != source:
+            continue  # changed since it was found due (a deposit, a pickup): nothing to expire
+        transition(ctx, reservation, ReservationStatus.EXPIRED, actor=Actor.SYSTEM, reason=reason)
+        count += 1
+    return count
+
+
+def send_reminders(ctx: Ctx, *, limit: int = 500) -> int:
+    """One `parcel.reminder` per parcel, `reminder_hours` before its pickup deadline."""
+    count = 0
+    for reservation in repo.due_reminders(ctx.session, ctx.now, limit):
+        bank = banks_repository.get_referenced_bank(ctx.session, reservation.bank_id)
+        if reservation.pickup_deadline is None:  # `due_reminders` reads only parcels with one
+            raise ValueError(f"reservation {reservation.id} has no pickup deadline")
+        if reservation.pickup_deadline - timedelta(hours=bank.reminder_hours) > ctx.now:
+            continue
+        repo.add(
+            ctx.session,
+            ReservationEvent(
+                reservation_id=reservation.id,
+                type="reminder",
+                from_status=reservation.status,
+                to_status=reservation.status,
+                actor=Actor.SYSTEM.value,
+                actor_id=None,
+                reason=f"{bank.reminder_hours} h before the pickup deadline",
+                data=None,
+                at=ctx.now,
+            ),
+        )
+        ctx.session.flush()
+        out = describe(
+            ctx.session,
+            reservation,
+            bank=bank,
+            history=repo.history_of(ctx.session, reservation.id),
+        )
+        enqueue_event(
+            ctx.session,
+            ctx.keys,
+            reservation.carrier_id,
+            "parcel.reminder",
+            partial(out.model_dump, mode="json"),
+            ctx.now,
+        )
+        count += 1
+    return count
