@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.carrier_adapters.helpers import FakeCarrier, FakeClock
+from tests.carrier_adapters.helpers import START, FakeCarrier
+from tests.clock import FakeClock
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def carrier() -> FakeCarrier:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(start=START)
 
 
 @pytest.fixture

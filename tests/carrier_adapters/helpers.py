@@ -1,10 +1,10 @@
-"""Test doubles for the carrier adapters: a fake carrier on httpx.MockTransport, a fake clock."""
+"""Test doubles for the carrier adapters: a fake carrier on httpx.MockTransport, a clock view."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -12,6 +12,9 @@ from urllib.parse import parse_qsl
 import httpx
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Wall time of the carrier tests (with the shared clock's monotonic 10 000 s): the day of the
+# UPS and DHL example replies.
+START = datetime(2024, 4, 23, 12, 0, tzinfo=UTC)
 
 Reply = Callable[[httpx.Request], httpx.Response]
 
@@ -93,26 +96,3 @@ def form_of(request: httpx.Request) -> dict[str, str]:
 
 def json_of(request: httpx.Request) -> Any:
     return json.loads(request.content)
-
-
-class FakeClock:
-    """Monotonic and wall time that only move when told to, or when something sleeps."""
-
-    def __init__(self, start: datetime = datetime(2024, 4, 23, 12, 0, tzinfo=UTC)) -> None:
-        self._monotonic = 10_000.0
-        self._wall = start
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self._monotonic
-
-    def now(self) -> datetime:
-        return self._wall
-
-    def advance(self, seconds: float) -> None:
-        self._monotonic += seconds
-        self._wall += timedelta(seconds=seconds)
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)

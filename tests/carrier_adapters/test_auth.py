@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from carrier_adapters.auth import IssuedToken, TokenCache, parse_token_response
 from carrier_adapters.base import MalformedCarrierResponse
-from tests.carrier_adapters.helpers import FakeClock
+from tests.clock import FakeClock
 
 
 class _Issuer:

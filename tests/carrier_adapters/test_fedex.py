@@ -35,9 +35,8 @@ from carrier_adapters.settings import FedexSettings
 from carrier_adapters.webhooks import fedex_signature
 from tests.carrier_adapters.helpers import (
     FIXTURES,
+    START,
     FakeCarrier,
-    FakeClock,
-    Reply,
     fixture_bytes,
     fixture_reply,
     form_of,
@@ -46,6 +45,7 @@ from tests.carrier_adapters.helpers import (
     reply,
     timeout,
 )
+from tests.clock import FakeClock
 
 HOST = "https://apis-sandbox.fedex.com"
 TOKEN = "/oauth/token"
@@ -63,13 +63,7 @@ def _adapter(client: httpx.AsyncClient, clock: FakeClock, **overrides: Any) -> F
         "webhook_secret": SecretStr(SECRET),
         **overrides,
     }
-    return FedexAdapter(FedexSettings(**values), client, clock=clock, sleep=clock.sleep)
-
-
-def _token(value: str) -> Reply:
-    body = load_fixture("fedex", "token.json")
-    body["access_token"] = value
-    return reply(200, body)
+    return FedexAdapter(FedexSettings(**values), client, clock=clock, sleep=clock.async_sleep)
 
 
 def _echo_results(request: httpx.Request) -> httpx.Response:
@@ -247,40 +241,6 @@ class TestErrors:
             await _adapter(http_client, clock).track(NUMBER)
         assert caught.value.carrier_code == "NOT.FOUND.ERROR"
 
-    async def test_expired_token_is_refreshed_once_and_the_call_retried(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, _token("fdx-1"), _token("fdx-2"))
-        carrier.on(
-            "POST",
-            TRACK,
-            fixture_reply("fedex", "error_401.json", 401),
-            fixture_reply("fedex", "track_reply_delivered.json"),
-        )
-        details = await _adapter(http_client, clock).track(NUMBER)
-        assert details.status is TrackingStatus.DELIVERED
-        assert [r.headers["Authorization"] for r in carrier.to(TRACK)] == [
-            "Bearer fdx-1",
-            "Bearer fdx-2",
-        ]
-
-    async def test_token_lives_60_minutes_minus_margin(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, _token("fdx-1"), _token("fdx-2"))
-        carrier.on("POST", TRACK, fixture_reply("fedex", "track_reply_delivered.json"))
-        adapter = _adapter(http_client, clock)
-        await adapter.track(NUMBER)
-        clock.advance(3599 - 61)
-        await adapter.track(NUMBER)
-        clock.advance(1)
-        await adapter.track(NUMBER)
-        assert [r.headers["Authorization"] for r in carrier.to(TRACK)] == [
-            "Bearer fdx-1",
-            "Bearer fdx-1",
-            "Bearer fdx-2",
-        ]
-
     async def test_forbidden(
         self, fedex: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
     ) -> None:
@@ -291,7 +251,7 @@ class TestErrors:
     async def test_429_with_http_date_retry_after(
         self, fedex: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
     ) -> None:
-        later = format_datetime(clock.now() + timedelta(seconds=10), usegmt=True)
+        later = format_datetime(clock() + timedelta(seconds=10), usegmt=True)
         fedex.on(
             "POST",
             TRACK,
@@ -376,7 +336,7 @@ class TestWebhooks:
 
     def _adapter(self, **overrides: Any) -> FedexAdapter:
         client = httpx.AsyncClient(transport=FakeCarrier().transport())
-        return _adapter(client, FakeClock(), **overrides)
+        return _adapter(client, FakeClock(start=START), **overrides)
 
     def test_capability_follows_configuration(self) -> None:
         assert Capability.WEBHOOK_VERIFY in self._adapter().capabilities

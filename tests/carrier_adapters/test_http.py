@@ -28,11 +28,11 @@ from carrier_adapters.http import (
 )
 from tests.carrier_adapters.helpers import (
     FakeCarrier,
-    FakeClock,
     connection_refused,
     reply,
     timeout,
 )
+from tests.clock import FakeClock
 
 URL = "https://carrier.test/track"
 REQUEST = CarrierRequest(method="GET", url=URL)
@@ -49,7 +49,7 @@ def _http(
         carrier="acme",
         client=client,
         clock=clock,
-        sleep=clock.sleep,
+        sleep=clock.async_sleep,
         retry=RetryPolicy(max_attempts=max_attempts),
         budget=budget,
         timeout_s=5.0,
@@ -58,26 +58,30 @@ def _http(
 
 class TestRetryAfter:
     def test_delay_seconds(self, clock: FakeClock) -> None:
-        assert parse_retry_after("120", clock.now()) == 120.0
+        assert parse_retry_after("120", clock()) == 120.0
 
     def test_http_date(self, clock: FakeClock) -> None:
-        when = format_datetime(clock.now() + timedelta(seconds=45), usegmt=True)
-        assert parse_retry_after(when, clock.now()) == 45.0
+        when = format_datetime(clock() + timedelta(seconds=45), usegmt=True)
+        assert parse_retry_after(when, clock()) == 45.0
 
     def test_http_date_in_the_past_means_now(self, clock: FakeClock) -> None:
-        when = format_datetime(clock.now() - timedelta(minutes=5), usegmt=True)
-        assert parse_retry_after(when, clock.now()) == 0.0
+        when = format_datetime(clock() - timedelta(minutes=5), usegmt=True)
+        assert parse_retry_after(when, clock()) == 0.0
 
     @pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5e3"])
     def test_unreadable_values_are_ignored(self, clock: FakeClock, value: str | None) -> None:
-        assert parse_retry_after(value, clock.now()) is None
+        assert parse_retry_after(value, clock()) is None
 
 
 @pytest.mark.anyio
 class TestRateBudget:
     async def test_waits_for_a_slot_within_the_allowed_wait(self, clock: FakeClock) -> None:
         budget = RateBudget(
-            [RateWindow(2, 10.0)], clock=clock, sleep=clock.sleep, max_wait_s=30, carrier="acme"
+            [RateWindow(2, 10.0)],
+            clock=clock,
+            sleep=clock.async_sleep,
+            max_wait_s=30,
+            carrier="acme",
         )
         for _ in range(3):
             await budget.acquire()
@@ -87,7 +91,7 @@ class TestRateBudget:
         budget = RateBudget(
             [RateWindow(1, 1.0), RateWindow(3, 86_400.0)],
             clock=clock,
-            sleep=clock.sleep,
+            sleep=clock.async_sleep,
             max_wait_s=5,
             carrier="acme",
         )
@@ -102,7 +106,11 @@ class TestRateBudget:
 
     async def test_slots_free_up_as_the_window_slides(self, clock: FakeClock) -> None:
         budget = RateBudget(
-            [RateWindow(60, 3600.0)], clock=clock, sleep=clock.sleep, max_wait_s=0, carrier="usps"
+            [RateWindow(60, 3600.0)],
+            clock=clock,
+            sleep=clock.async_sleep,
+            max_wait_s=0,
+            carrier="usps",
         )
         for _ in range(60):
             await budget.acquire()
@@ -211,7 +219,11 @@ class TestCarrierHttp:
         self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
     ) -> None:
         budget = RateBudget(
-            [RateWindow(2, 60.0)], clock=clock, sleep=clock.sleep, max_wait_s=0, carrier="acme"
+            [RateWindow(2, 60.0)],
+            clock=clock,
+            sleep=clock.async_sleep,
+            max_wait_s=0,
+            carrier="acme",
         )
         carrier.on("GET", "/track", reply(503), reply(200, {}))
         await _http(http_client, clock, budget=budget).send(REQUEST)

@@ -15,7 +15,6 @@ from pydantic import SecretStr
 
 from carrier_adapters.base import (
     Capability,
-    CarrierAuthError,
     CarrierRateLimited,
     CarrierRequestError,
     CarrierTimeout,
@@ -31,9 +30,8 @@ from carrier_adapters.ups import UpsAdapter
 from carrier_adapters.ups.codes import ACTIVITY_TYPES, STATUS_CODES, status_for
 from tests.carrier_adapters.helpers import (
     FIXTURES,
+    START,
     FakeCarrier,
-    FakeClock,
-    Reply,
     fixture_bytes,
     fixture_reply,
     form_of,
@@ -42,6 +40,7 @@ from tests.carrier_adapters.helpers import (
     reply,
     timeout,
 )
+from tests.clock import FakeClock
 
 HOST = "https://wwwcie.ups.com"
 TOKEN = "/security/v1/oauth/token"
@@ -73,15 +72,9 @@ def _adapter(client: httpx.AsyncClient, clock: FakeClock, **overrides: Any) -> U
         UpsSettings(**values),
         client,
         clock=clock,
-        sleep=clock.sleep,
+        sleep=clock.async_sleep,
         transaction_ids=lambda: next(ids),
     )
-
-
-def _token(value: str) -> Reply:
-    body = load_fixture("ups", "token.json")
-    body["access_token"] = value
-    return reply(200, body)
 
 
 @pytest.fixture
@@ -216,43 +209,6 @@ class TestErrors:
             await _adapter(http_client, clock).track(NUMBER)
         assert caught.value.carrier_code == "VSS300"
 
-    async def test_expired_token_is_refreshed_once_and_the_call_retried(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, _token("ups-1"), _token("ups-2"))
-        carrier.on(
-            "GET",
-            TRACK,
-            fixture_reply("ups", "error_401.json", 401),
-            fixture_reply("ups", "track_reply_access_point.json"),
-        )
-        details = await _adapter(http_client, clock).track(NUMBER)
-        assert details.status is TrackingStatus.DELIVERED_TO_LOCKER
-        assert [r.headers["Authorization"] for r in carrier.to(TRACK)] == [
-            "Bearer ups-1",
-            "Bearer ups-2",
-        ]
-
-    async def test_string_expires_in_is_honoured(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, _token("ups-1"), _token("ups-2"))
-        carrier.on("GET", TRACK, fixture_reply("ups", "track_reply_access_point.json"))
-        adapter = _adapter(http_client, clock)
-        await adapter.track(NUMBER)
-        clock.advance(14399 - 61)
-        await adapter.track(NUMBER)
-        clock.advance(1)
-        await adapter.track(NUMBER)
-        assert len(carrier.to(TOKEN)) == 2
-
-    async def test_refused_client_credentials(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, fixture_reply("ups", "error_401.json", 401))
-        with pytest.raises(CarrierAuthError):
-            await _adapter(http_client, clock).track(NUMBER)
-
     async def test_429_with_retry_after(
         self, ups: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
     ) -> None:
@@ -362,7 +318,7 @@ class TestSubscriptions:
 class TestWebhooks:
     def _adapter(self, **overrides: Any) -> UpsAdapter:
         client = httpx.AsyncClient(transport=FakeCarrier().transport())
-        return _adapter(client, FakeClock(), **overrides)
+        return _adapter(client, FakeClock(start=START), **overrides)
 
     def test_bearer_credential(self) -> None:
         adapter = self._adapter()

@@ -12,7 +12,6 @@ from pydantic import SecretStr
 
 from carrier_adapters.base import (
     Capability,
-    CarrierAuthError,
     CarrierRateLimited,
     CarrierRequestError,
     CarrierTimeout,
@@ -28,14 +27,13 @@ from carrier_adapters.usps import UspsAdapter
 from carrier_adapters.usps.codes import EVENT_CODES, category_status, event_status
 from tests.carrier_adapters.helpers import (
     FakeCarrier,
-    FakeClock,
     Reply,
     fixture_reply,
     form_of,
-    load_fixture,
     reply,
     timeout,
 )
+from tests.clock import FakeClock
 
 HOST = "https://apis-tem.usps.com"
 TOKEN = "/oauth2/v3/token"
@@ -52,13 +50,7 @@ def _adapter(client: httpx.AsyncClient, clock: FakeClock, **overrides: Any) -> U
         **overrides,
     }
     settings = UspsSettings(**values)
-    return UspsAdapter(settings, client, clock=clock, sleep=clock.sleep)
-
-
-def _token(value: str = "usps-access-token-1", expires_in: int = 28799) -> Reply:
-    body = load_fixture("usps", "token.json")
-    body.update(access_token=value, expires_in=expires_in)
-    return reply(200, body)
+    return UspsAdapter(settings, client, clock=clock, sleep=clock.async_sleep)
 
 
 @pytest.mark.anyio
@@ -175,56 +167,6 @@ class TestErrors:
             await _adapter(http_client, clock).track(NUMBER)
         assert caught.value.status_code == 405
 
-    async def test_expired_token_is_refreshed_once_and_the_call_retried(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, _token("usps-access-token-1"), _token("usps-access-token-2"))
-        carrier.on(
-            "GET",
-            TRACKING,
-            fixture_reply("usps", "error_401.json", 401),
-            fixture_reply("usps", "tracking_delivered_front_door.json"),
-        )
-        details = await _adapter(http_client, clock).track(NUMBER)
-        assert details.status is TrackingStatus.DELIVERED
-        assert [r.headers["Authorization"] for r in carrier.to(TRACKING)] == [
-            "Bearer usps-access-token-1",
-            "Bearer usps-access-token-2",
-        ]
-        assert len(carrier.to(TOKEN)) == 2
-        assert clock.sleeps == []
-
-    async def test_a_second_401_is_an_auth_error(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, _token("usps-access-token-1"), _token("usps-access-token-2"))
-        carrier.on("GET", TRACKING, fixture_reply("usps", "error_401.json", 401))
-        with pytest.raises(CarrierAuthError):
-            await _adapter(http_client, clock).track(NUMBER)
-        assert len(carrier.to(TOKEN)) == 2
-        assert len(carrier.to(TRACKING)) == 2
-
-    async def test_refused_credentials(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, fixture_reply("usps", "error_401.json", 401))
-        with pytest.raises(CarrierAuthError):
-            await _adapter(http_client, clock).track(NUMBER)
-        assert carrier.to(TRACKING) == []
-
-    async def test_token_is_cached_until_shortly_before_it_expires(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, _token("usps-access-token-1"), _token("usps-access-token-2"))
-        carrier.on("GET", TRACKING, fixture_reply("usps", "tracking_delivered_front_door.json"))
-        adapter = _adapter(http_client, clock)
-        await adapter.track(NUMBER)
-        clock.advance(28799 - 61)
-        await adapter.track(NUMBER)
-        clock.advance(2)
-        await adapter.track(NUMBER)
-        assert [r.headers["Authorization"][-1] for r in carrier.to(TRACKING)] == ["1", "1", "2"]
-
     async def test_429_with_retry_after_is_waited_out(
         self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
     ) -> None:
@@ -316,13 +258,6 @@ class TestErrors:
         carrier.on("POST", TOKEN, fixture_reply("usps", "token.json"))
         carrier.on("GET", TRACKING, broken)
         with pytest.raises(MalformedCarrierResponse, match="usps"):
-            await _adapter(http_client, clock).track(NUMBER)
-
-    async def test_malformed_token_reply(
-        self, carrier: FakeCarrier, http_client: httpx.AsyncClient, clock: FakeClock
-    ) -> None:
-        carrier.on("POST", TOKEN, reply(200, {"token_type": "Bearer"}))
-        with pytest.raises(MalformedCarrierResponse):
             await _adapter(http_client, clock).track(NUMBER)
 
     async def test_unsafe_number_is_refused_before_any_request(

@@ -41,7 +41,8 @@ from carrier_adapters.settings import (
 from carrier_adapters.ups import UpsAdapter
 from carrier_adapters.usps import UspsAdapter
 from carrier_adapters.webhooks import fedex_signature
-from tests.carrier_adapters.helpers import FakeClock, fixture_bytes, load_fixture
+from tests.carrier_adapters.helpers import START, fixture_bytes, load_fixture
+from tests.clock import FakeClock
 
 Tracking = Callable[[httpx.Request], httpx.Response]
 SECRETS = ("client-secret-value", "webhook-secret-value", "api-key-value")
@@ -133,7 +134,7 @@ SCENARIOS = [
             ),
             client,
             clock=clock,
-            sleep=clock.sleep,
+            sleep=clock.async_sleep,
         ),
         number="9400111206206406260787",
         other_number="9405803699300124287899",
@@ -153,7 +154,7 @@ SCENARIOS = [
             ),
             client,
             clock=clock,
-            sleep=clock.sleep,
+            sleep=clock.async_sleep,
         ),
         number="128667043726",
         other_number="986578788855",
@@ -174,7 +175,7 @@ SCENARIOS = [
             ),
             client,
             clock=clock,
-            sleep=clock.sleep,
+            sleep=clock.async_sleep,
         ),
         number="1Z204W4R0308071865",
         other_number="1Z5R89390357567127",
@@ -196,7 +197,7 @@ SCENARIOS = [
             ),
             client,
             clock=clock,
-            sleep=clock.sleep,
+            sleep=clock.async_sleep,
         ),
         number="3318810025",
         other_number="8487135506",
@@ -219,7 +220,7 @@ class Harness:
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
-        self.clock = FakeClock()
+        self.clock = FakeClock(start=START)
         self.requests: list[httpx.Request] = []
         self.tracking: Tracking = lambda request: scenario.answer(request, {scenario.number})
         self.client = httpx.AsyncClient(transport=httpx.MockTransport(self._handle))
