@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from locker_node.boards import build_board
 from locker_node.config import SerialBoardConfig
 from locker_node.domain.doors import (
     CompartmentWiring,
@@ -16,7 +17,6 @@ from locker_node.domain.doors import (
     InMemoryEventSink,
 )
 from locker_node.hardware.board import DoorState
-from locker_node.hardware.factory import build_board
 from locker_node.hardware.serial_bus import SerialBus, SerialPort, open_serial_port
 from locker_node.hardware.simulator import wire_time_s
 
@@ -96,7 +96,8 @@ def main() -> int:
     with subprocess.Popen(
         simulator, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
     ) as process:
-        assert process.stdin is not None and process.stdout is not None
+        if process.stdin is None or process.stdout is None:
+            raise SystemExit("benchmark stopped: the simulator has no pipes")
         try:
             path = process.stdout.readline().strip()
             config = SerialBoardConfig(

@@ -288,7 +288,9 @@ class SerialLockBoard(abc.ABC):
                 index + 1: door_state((bits >> index) & 1, self.lock_closed_bit)
                 for index in range(self._lock_count)
             }
-        assert last is not None
+        if last is None:
+            # Only a negative read_retries gets here: not a single read was attempted.
+            raise ValueError(f"read_retries must be 0 or more, not {self.read_retries}")
         raise last
 
     def release_all(self) -> None:

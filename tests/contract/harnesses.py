@@ -11,9 +11,9 @@ from typing import Protocol
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from locker_node.boards import build_board
 from locker_node.config import SerialBoardConfig
 from locker_node.hardware.board import LockBoard
-from locker_node.hardware.factory import build_board
 from locker_node.hardware.gpio import GpioLockBoard, GpioLockPins
 from locker_node.hardware.simulated import SimulatedLockBoard
 from tests.locker_node.support import pty_board

@@ -11,6 +11,7 @@ from locker_node.hardware.kerong import KerongCu16Board, KerongCu48Board
 from locker_node.hardware.serial_bus import SerialLockBoard
 from locker_node.hardware.simulator import BoardSimulator, PtyBoardServer
 from locker_node.hardware.xor import XorBoard
+from tests.clock import FakeClock
 
 SERIAL_BOARDS: dict[str, type[SerialLockBoard]] = {
     "kerong-cu16": KerongCu16Board,
@@ -30,24 +31,13 @@ def wait_until(
         time.sleep(0.002)
 
 
-class ManualClock:
-    """A clock that moves only when told to (or when the code under test sleeps)."""
+# The node tests' time: wall clock 1000 s into 2025, monotonic clock at 1000 s.
+CLOCK_START = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=1000)
+MONOTONIC_START = 1000.0
 
-    def __init__(self) -> None:
-        self._now = 1000.0
-        self.epoch = datetime(2025, 1, 1, tzinfo=UTC)
 
-    def monotonic(self) -> float:
-        return self._now
-
-    def now(self) -> datetime:
-        return self.epoch + timedelta(seconds=self._now)
-
-    def sleep(self, seconds: float) -> None:
-        self._now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
+def node_clock() -> FakeClock:
+    return FakeClock(start=CLOCK_START, monotonic_start=MONOTONIC_START)
 
 
 @contextmanager

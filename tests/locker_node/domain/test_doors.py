@@ -32,14 +32,14 @@ from locker_node.domain.doors import (
 from locker_node.hardware.board import DoorState, LockBoard
 from locker_node.hardware.simulated import SimulatedLockBoard
 from locker_node.hardware.simulator import Fault
-from tests.locker_node.support import ManualClock, wait_until
+from tests.locker_node.support import node_clock, wait_until
 
 WIRING = [CompartmentWiring(f"A0{n}", "main", n) for n in (1, 2, 3)]
 
 
 class Rig:
     def __init__(self, *, door_delay_s: float = 0.3, board: LockBoard | None = None) -> None:
-        self.clock = ManualClock()
+        self.clock = node_clock()
         self.sim = SimulatedLockBoard(
             name="main", lock_count=4, door_delay_s=door_delay_s, clock=self.clock.monotonic
         )

@@ -104,6 +104,15 @@ def test_status_reads_are_retried_once() -> None:
     assert len(port.written) == 2
 
 
+def test_a_negative_retry_count_reads_nothing_and_says_so() -> None:
+    port = ScriptedPort(lambda command: [CU16_REPLY])
+    board = KerongCu16Board(port, reply_timeout_s=0.05, read_retries=-1)
+
+    with pytest.raises(ValueError, match="read_retries must be 0 or more, not -1"):
+        board.read_doors()
+    assert port.written == []
+
+
 def test_xor_unlock_is_never_resent_when_its_reply_is_lost() -> None:
     port = ScriptedPort()
     board = XorBoard(port, unlock_timeout_s=0.05, read_retries=3)

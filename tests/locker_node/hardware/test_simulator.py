@@ -18,13 +18,14 @@ from locker_node.hardware.simulator import (
     run_control_command,
 )
 from locker_node.hardware.xor import XorBoard
-from tests.locker_node.support import ManualClock, wait_until
+from tests.clock import FakeClock
+from tests.locker_node.support import node_clock, wait_until
 
 OPEN, CLOSED = DoorState.OPEN, DoorState.CLOSED
 
 
-def model(**options: object) -> tuple[SimulatedBoardModel, ManualClock]:
-    clock = ManualClock()
+def model(**options: object) -> tuple[SimulatedBoardModel, FakeClock]:
+    clock = node_clock()
     return SimulatedBoardModel(4, clock=clock.monotonic, **options), clock  # type: ignore[arg-type]
 
 

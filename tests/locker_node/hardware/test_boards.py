@@ -7,10 +7,10 @@ import os
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from locker_node import boards as boards_module
+from locker_node.boards import build_board, build_boards
 from locker_node.config import GpioBoardConfig, SerialBoardConfig, SimulatedBoardConfig
-from locker_node.hardware import factory as factory_module
 from locker_node.hardware.board import BoardUnavailable, DoorState
-from locker_node.hardware.factory import build_board, build_boards
 from locker_node.hardware.gpio import GpioLockBoard
 from locker_node.hardware.kerong import KerongCu16Board
 from locker_node.hardware.simulated import SimulatedLockBoard
@@ -38,7 +38,7 @@ def test_a_serial_board_that_will_not_open_raises() -> None:
 def test_gpio_without_its_library_raises_instead_of_falling_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(factory_module._PIN_FACTORIES, "lgpio", ("no_such_gpio_lib", "F"))
+    monkeypatch.setitem(boards_module._PIN_FACTORIES, "lgpio", ("no_such_gpio_lib", "F"))
 
     with pytest.raises(BoardUnavailable, match="cannot open the lgpio GPIO pin factory"):
         build_board(GPIO)
