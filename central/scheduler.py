@@ -62,6 +62,7 @@ class Jobs:
             http,
             clock,
             retry_for=timedelta(hours=settings.webhook_retry_hours),
+            on_round=ops_alerts.record_webhook_results,
         )
         # Without adapters (no carrier credentials configured) there is nothing to poll.
         self.tracking = (

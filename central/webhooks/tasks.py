@@ -6,10 +6,11 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.clock import Clock
 from central.keys import ServiceKeys
 from central.models import WebhookAttempt, WebhookDelivery
-from central.ops import alerts as ops_alerts
 from central.webhooks import repository, signing
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,21 @@ class _Result:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+class RoundObserver(Protocol):
+    """Hears which endpoints took a delivery and which failed after each round, in the round's
+    transaction (the scheduler passes `ops.alerts.record_webhook_results`, so that operators
+    hear of an endpoint that keeps failing and of its recovery)."""
+
+    def __call__(
+        self,
+        session: Session,
+        *,
+        succeeded: Collection[str],
+        failed: Collection[str],
+        now: datetime,
+    ) -> None: ...
+
+
 class WebhookDispatcher:
     """Sends due deliveries. Database work happens in short transactions, never around HTTP."""
 
@@ -71,8 +86,10 @@ class WebhookDispatcher:
         retry_for: timedelta = timedelta(hours=72),
         batch_size: int = 200,
         concurrency: int = 4,
+        on_round: RoundObserver | None = None,
     ) -> None:
         self._sessions = sessions
+        self._on_round = on_round
         self._keys = keys
         self._client = client
         self._clock = clock
@@ -193,13 +210,13 @@ class WebhookDispatcher:
                 if delivery is not None and delivery.status == "pending":
                     # Not attempted, so not counted: it simply waits for the endpoint's next round.
                     delivery.next_attempt_at = self._clock() + FIRST_RETRY
-            # Operators hear about an endpoint that keeps failing, and about its recovery.
-            ops_alerts.record_webhook_results(
-                session,
-                succeeded={r.job.endpoint_id for r in results if r.ok},
-                failed={r.job.endpoint_id for r in results if not r.ok},
-                now=self._clock(),
-            )
+            if self._on_round is not None:
+                self._on_round(
+                    session,
+                    succeeded={r.job.endpoint_id for r in results if r.ok},
+                    failed={r.job.endpoint_id for r in results if not r.ok},
+                    now=self._clock(),
+                )
 
 
 def run_dispatch(dispatcher: WebhookDispatcher) -> None:

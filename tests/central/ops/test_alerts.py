@@ -21,6 +21,7 @@ from central.models import (
     ReservationStatus,
 )
 from central.nodes.health import mark_silent_nodes_offline
+from central.ops import alerts as ops_alerts
 from central.reservations import repository as reservations_repository
 from central.reservations.transitions import transition
 from central.scheduler import Jobs
@@ -282,7 +283,13 @@ def test_a_failing_webhook_endpoint_raises_one_alert_and_recovery_resolves_it(
     reserve(app, clock, "ACME-WH1")
     receiver = FlakyReceiver()
     http = httpx.Client(transport=httpx.MockTransport(receiver))
-    dispatcher = WebhookDispatcher(app.state.sessions, app.state.keys, http, clock)
+    dispatcher = WebhookDispatcher(
+        app.state.sessions,
+        app.state.keys,
+        http,
+        clock,
+        on_round=ops_alerts.record_webhook_results,  # as the scheduler wires it
+    )
 
     def round_() -> None:
         assert dispatcher.run_once() == 1
