@@ -30,19 +30,20 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.support import check  # noqa: E402
 from locker_node.domain.credentials import hash_courier_code  # noqa: E402
-from locker_node.store import repository as repo  # noqa: E402
+from locker_node.flows.feed import (  # noqa: E402
+    CourierCredentialIn,
+    ReservationIn,
+    add_courier_credential,
+    apply_reservation,
+)
+from locker_node.store import outbox  # noqa: E402
 from locker_node.store.database import (  # noqa: E402
     database_path,
     ensure_schema,
     make_engine,
     transaction,
-)
-from locker_node.store.inbound import (  # noqa: E402
-    CourierCredentialIn,
-    ReservationIn,
-    add_courier_credential,
-    apply_reservation,
 )
 from locker_node.store.keys import NodeKeys  # noqa: E402
 
@@ -172,7 +173,7 @@ def issued_codes(data_dir: Path, keys: NodeKeys, after_seq: int) -> tuple[list[s
     engine = make_engine(database_path(data_dir))
     try:
         with transaction(engine) as conn:
-            events = repo.outbox_events(conn, after_seq=after_seq)
+            events = outbox.outbox_events(conn, after_seq=after_seq)
     finally:
         engine.dispose()
     codes = [
@@ -224,7 +225,7 @@ def main() -> int:
                 for tracking_numbers in plan:
                     deposit_all(client, token, tracking_numbers)
                     codes, seq = issued_codes(data_dir, keys, seq)
-                    assert len(codes) == COMPARTMENTS, len(codes)
+                    check(len(codes) == COMPARTMENTS, f"{len(codes)} codes issued")
                     for code in codes:
                         started = time.perf_counter()
                         answer = client.post("/api/pickup", json={"code": code})

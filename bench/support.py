@@ -90,3 +90,10 @@ def stop(server: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait(5)
+
+
+def check(condition: object, failure: str) -> None:
+    """Stop the benchmark with `failure` when a precondition does not hold (figures measured
+    on a broken run would mislead)."""
+    if not condition:
+        raise SystemExit(f"benchmark stopped: {failure}")

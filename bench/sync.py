@@ -42,7 +42,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support import free_port, start_central, stop, throwaway_database
+from bench.support import check, free_port, start_central, stop, throwaway_database
 from central.banks.service import (
     NewBank,
     add_bank,
@@ -52,15 +52,15 @@ from central.banks.service import (
 from central.carriers.service import add_carrier, create_api_key
 from central.db import make_engine, make_sessionmaker
 from central.models import Alert, NodeEventRecord, Reservation
-from central.nodes.service import issue_enrollment_token
+from central.nodes.enrollment import issue_enrollment_token
 from locker_node.app import build_node
 from locker_node.config import load_config
-from locker_node.domain.lifecycle import EventType
-from locker_node.store import repository as repo
+from locker_node.store import outbox
 from locker_node.store.database import transaction
 from locker_node.store.keys import NodeKeys
 from locker_node.sync.provision import provision
 from locker_node.sync.service import SyncService
+from locker_wire import events as node_events
 from locker_wire.schemas import EventBatchResult
 from locker_wire.sealing import seal, seal_context
 
@@ -141,61 +141,57 @@ def queue_outage(
     at = start
     troubles: set[tuple[str, str]] = set()
 
-    def append(conn: Connection, kind: EventType, data: dict[str, Any]) -> None:
+    def append(conn: Connection, event: node_events.NodeEventModel) -> None:
         nonlocal queued, at
         at += timedelta(seconds=2)
-        repo.append_event(conn, kind, data, bank_id=BANK, now=at)
+        outbox.record(conn, event, at=at, bank_id=BANK)
         queued += 1
-        if kind in (EventType.DOOR_LEFT_OPEN, EventType.DOOR_FORCED_OPEN):
-            troubles.add((kind, str(data["compartment"])))
+        if isinstance(event, node_events.DoorLeftOpen | node_events.DoorForcedOpen):
+            troubles.add((event.event_type, event.compartment))
+
+    def parcel(reservation_id: str, label: str) -> dict[str, str]:
+        return {
+            "reservation_id": reservation_id,
+            "parcel_id": reservation_id,
+            "carrier_id": CARRIER,
+            "tracking_number": reservation_id,
+            "compartment": label,
+        }
 
     def picked_up(conn: Connection, reservation_id: str, label: str) -> None:
         append(
             conn,
-            EventType.PARCEL_PICKED_UP,
-            {
-                "reservation_id": reservation_id,
-                "compartment": label,
-                "picked_up_at": at.isoformat(),
-                "via": "code",
-            },
+            node_events.ParcelPickedUp(
+                **parcel(reservation_id, label), picked_up_at=at, via="code"
+            ),
         )
+
+    def left_open(label: str, open_for_s: float) -> node_events.DoorLeftOpen:
+        return node_events.DoorLeftOpen(compartment=label, open_for_s=open_for_s)
 
     with transaction(node_engine) as conn:
         for n, (reservation_id, label) in enumerate(parcels):
-            append(
-                conn,
-                EventType.PARCEL_DEPOSITED,
-                {
-                    "reservation_id": reservation_id,
-                    "compartment": label,
-                    "carrier_id": CARRIER,
-                    "deposited_at": at.isoformat(),
-                    "sealed_pickup_code": keys.seal(f"{n:08d}"),
-                    "sealed_qr_payload": keys.seal(uuid.uuid4().hex + uuid.uuid4().hex[:11]),
-                },
+            deposited = node_events.ParcelDeposited(
+                **parcel(reservation_id, label),
+                walk_up=False,
+                reserved_size="S",
+                compartment_size="S",
+                deposited_at=at,
+                pickup_deadline=at + timedelta(hours=72),
+                sealed_pickup_code=keys.seal(f"{n:08d}"),
+                sealed_qr_payload=keys.seal(uuid.uuid4().hex + uuid.uuid4().hex[:11]),
             )
-            for kind, open_for in (
-                (EventType.DOOR_LEFT_OPEN, 75.0),
-                (EventType.DOOR_FORCED_OPEN, 0.0),
-            ):
-                append(conn, kind, {"compartment": label, "open_for_s": open_for})
-            append(
-                conn,
-                EventType.DOOR_LEFT_OPEN,
-                {"compartment": rng_labels[(n * 7) % len(rng_labels)], "open_for_s": 61.0},
-            )
+            append(conn, deposited)
+            append(conn, left_open(label, 75.0))
+            append(conn, node_events.DoorForcedOpen(compartment=label))
+            append(conn, left_open(rng_labels[(n * 7) % len(rng_labels)], 61.0))
             if n >= PICKUP_LAG:
                 picked_up(conn, *parcels[n - PICKUP_LAG])
         for reservation_id, label in parcels[max(0, len(parcels) - PICKUP_LAG) :]:
             picked_up(conn, reservation_id, label)
         # Rounding: top up with door alerts so exactly `events` are queued.
         while queued < events:
-            append(
-                conn,
-                EventType.DOOR_LEFT_OPEN,
-                {"compartment": rng_labels[queued % len(rng_labels)], "open_for_s": 90.0},
-            )
+            append(conn, left_open(rng_labels[queued % len(rng_labels)], 90.0))
     return queued, len(troubles)
 
 
@@ -238,7 +234,7 @@ def drain(events: int) -> None:
                 json={"url": "https://carrier.example/hooks", "secret": "whsec-" + "b" * 32},
                 headers={"Authorization": f"Bearer {api_key}"},
             )
-            assert hook.status_code == 201, hook.text
+            check(hook.status_code == 201, hook.text)
             started = time.perf_counter()
             reservation_ids = reserve_all(central_url, api_key, sizes)
             print(
@@ -252,10 +248,10 @@ def drain(events: int) -> None:
             config = load_config(config_path)
             node = build_node(config, migrate_in_process=True)
             sync = node.sync
-            assert sync is not None
+            check(sync is not None, "the node has no sync")
             try:
                 # The node learns the reservations while central is up, then central goes down.
-                assert sync.run_once() and server is not None
+                check(sync.run_once() and server is not None, "first sync pass failed")
                 stop(server)
                 server = None
                 taken = {"S": 0, "M": 0}
@@ -267,7 +263,7 @@ def drain(events: int) -> None:
                     node.engine, node.keys, parcels, events, now - timedelta(hours=12)
                 )
                 # Central down: the node keeps everything and says so.
-                assert not sync.run_once()
+                check(not sync.run_once(), "central still answered")
                 server = start_central(url, port, work / "central")
                 in_requests = time_requests(sync)
                 started = time.perf_counter()
@@ -275,7 +271,7 @@ def drain(events: int) -> None:
                 elapsed = time.perf_counter() - started
                 waited = in_requests[0]
                 with transaction(node.engine) as conn:
-                    left = repo.outbox_depth(conn)
+                    left = outbox.outbox_depth(conn)
                 # Everything again: central must take none of it a second time.
                 with transaction(node.engine) as conn:
                     conn.execute(text("UPDATE outbox SET sent_at = NULL"))

@@ -15,17 +15,19 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from locker_node.boards import build_boards
 from locker_node.config import NodeConfig
 from locker_node.domain.crashpoints import NO_CRASHES, CrashPoints
 from locker_node.domain.doors import CompartmentWiring, DoorController, DoorMonitor
+from locker_node.flows.door_events import DoorEventRecorder
+from locker_node.flows.facade import LockerFlows
+from locker_node.flows.ports import FlowPolicy, Ports
 from locker_node.hardware.board import LockBoard
-from locker_node.hardware.factory import build_boards
 from locker_node.kiosk.endpoints import KioskUi, create_kiosk_app
-from locker_node.kiosk.service import KioskPolicy, KioskService
 from locker_node.metrics import build_registry, install_metrics
 from locker_node.store import repository as repo
 from locker_node.store.database import database_path, ensure_schema, make_engine, transaction
-from locker_node.store.journal import SqliteCommandJournal, StoreDoorEventSink
+from locker_node.store.journal import SqliteCommandJournal
 from locker_node.store.keys import NodeKeys
 
 if TYPE_CHECKING:
@@ -52,8 +54,8 @@ def crash_points_from_env(environ: Mapping[str, str] | None = None) -> CrashPoin
     return CrashPoints(spec, kill=lambda: os.kill(os.getpid(), signal.SIGKILL))
 
 
-def kiosk_policy(config: NodeConfig) -> KioskPolicy:
-    return KioskPolicy(
+def flow_policy(config: NodeConfig) -> FlowPolicy:
+    return FlowPolicy(
         bank_id=config.bank_id,
         kiosk_id=config.kiosk.kiosk_id,
         code_digits=config.pickup.code_digits,
@@ -64,14 +66,16 @@ def kiosk_policy(config: NodeConfig) -> KioskPolicy:
         allow_upsize=config.deposit.allow_upsize,
         allow_walk_up=config.deposit.allow_walk_up,
         deposit_timeout=timedelta(seconds=config.deposit.confirm_timeout_s),
+        remote_open_limit=config.sync.remote_open_limit,
+        remote_open_window=timedelta(seconds=config.sync.remote_open_window_s),
     )
 
 
 class Housekeeper:
-    """Runs `KioskService.housekeeping` every `interval_s` from a background thread."""
+    """Runs the housekeeping flow every `interval_s` from a background thread."""
 
-    def __init__(self, service: KioskService, *, interval_s: float) -> None:
-        self._service = service
+    def __init__(self, flows: LockerFlows, *, interval_s: float) -> None:
+        self._flows = flows
         self.interval_s = interval_s
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,7 +94,7 @@ class Housekeeper:
     def _run(self) -> None:
         while not self._stopping.wait(self.interval_s):
             try:
-                self._service.housekeeping()
+                self._flows.housekeeping()
             except Exception:
                 # A failed pass is retried on the next tick; stopping would leave codes alive
                 # past their deadline.
@@ -107,7 +111,7 @@ class Node:
     boards: dict[str, LockBoard]
     doors: DoorController
     journal: SqliteCommandJournal
-    service: KioskService
+    flows: LockerFlows
     app: FastAPI
     monitor: DoorMonitor
     housekeeper: Housekeeper
@@ -121,10 +125,10 @@ class Node:
         unread = sorted(label for label, state in states.items() if state is None)
         if unread:
             logger.warning("doors not readable at start: %s", ", ".join(unread))
-        settled = self.service.recover()
+        settled = self.flows.recover()
         if settled:
             logger.warning("settled %d door operations left open by the last run", settled)
-        self.service.housekeeping()
+        self.flows.housekeeping()
         self.monitor.start()
         self.housekeeper.start()
         if self.sync is not None:
@@ -194,17 +198,17 @@ def build_node(
         built,
         [CompartmentWiring(c.label, c.board, c.lock) for c in config.compartments],
         journal=journal,
-        events=StoreDoorEventSink(engine, bank_id=config.bank_id),
+        events=DoorEventRecorder(engine, bank_id=config.bank_id),
         confirm_window_s=config.doors.confirm_window_ms / 1000,
         confirm_poll_s=config.doors.confirm_poll_ms / 1000,
         attempts=config.doors.attempts,
         left_open_after_s=config.doors.left_open_alert_s,
         out_of_service=[label for label in out_of_service if label in configured],
     )
-    policy = kiosk_policy(config)
-    service = KioskService(engine, doors, journal, keys, policy, clock=clock, crash=crash)
+    ports = Ports(engine, doors, journal, keys, flow_policy(config), clock=clock, crash=crash)
+    flows = LockerFlows(ports)
     app = create_kiosk_app(
-        service,
+        flows,
         KioskUi(
             bank_id=config.bank_id,
             idle_timeout_s=config.kiosk.idle_timeout_s,
@@ -215,7 +219,7 @@ def build_node(
     install_metrics(app, build_registry(engine, doors, config.bank_id))
     sync = None
     if config.central_url:
-        sync = build_sync(config, engine, keys, doors, clock, central_transport)
+        sync = build_sync(config, flows, central_transport)
     return Node(
         config=config,
         engine=engine,
@@ -223,10 +227,10 @@ def build_node(
         boards=built,
         doors=doors,
         journal=journal,
-        service=service,
+        flows=flows,
         app=app,
         monitor=DoorMonitor(doors, interval_s=config.doors.monitor_interval_ms / 1000),
-        housekeeper=Housekeeper(service, interval_s=housekeeping_interval_s),
+        housekeeper=Housekeeper(flows, interval_s=housekeeping_interval_s),
         owns_boards=owns_boards,
         sync=sync,
     )
@@ -234,10 +238,7 @@ def build_node(
 
 def build_sync(
     config: NodeConfig,
-    engine: Engine,
-    keys: NodeKeys,
-    doors: DoorController,
-    clock: Callable[[], datetime],
+    flows: LockerFlows,
     transport: httpx.BaseTransport | None = None,
 ) -> SyncService | None:
     """The sync loop, or None (logged) for a node that has a central_url but no enrollment."""
@@ -246,7 +247,9 @@ def build_sync(
     from locker_node.sync.identity import IdentityError, load_identity
     from locker_node.sync.service import SyncService
 
-    assert config.central_url is not None
+    if config.central_url is None:
+        raise ValueError("a node without central_url has no sync")
+    clock = flows.ports.clock
     try:
         identity = load_identity(config.data_dir)
     except IdentityError as exc:
@@ -260,18 +263,13 @@ def build_sync(
         timeout_s=config.sync.timeout_s,
     )
     return SyncService(
-        engine,
+        flows,
         client,
         identity,
-        keys,
-        doors,
         config.sync,
-        bank_id=config.bank_id,
         data_dir=config.data_dir,
         board_of={c.label: c.board for c in config.compartments},
-        clock=clock,
         version=_version(),
-        code_digits=config.pickup.code_digits,
     )
 
 

@@ -117,6 +117,11 @@ def simulate_board(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    _serve_on_pty(simulator, pace_baudrate=pace_baudrate)
+
+
+def _serve_on_pty(simulator: BoardSimulator, *, pace_baudrate: int | None) -> None:
+    """Print the pty's path, then answer control commands from stdin until killed."""
     signal.signal(signal.SIGTERM, _exit_on_signal)
     with PtyBoardServer([simulator], pace_baudrate=pace_baudrate) as server:
         print(server.path, flush=True)
@@ -179,14 +184,14 @@ def seed_demo(
     The courier code is printed once and stored only as a hash, as central's would be.
     """
     from locker_node.domain.credentials import hash_courier_code
-    from locker_node.store.database import database_path, ensure_schema, make_engine, transaction
-    from locker_node.store.inbound import (
+    from locker_node.flows.errors import Refused
+    from locker_node.flows.feed import (
         CourierCredentialIn,
-        InboundError,
         ReservationIn,
         add_courier_credential,
         apply_reservation,
     )
+    from locker_node.store.database import database_path, ensure_schema, make_engine, transaction
 
     node_config = _load(config)
     if code is not None and not (code.isdigit() and 4 <= len(code) <= 12):
@@ -222,7 +227,7 @@ def seed_demo(
                 ),
                 now,
             )
-    except InboundError as exc:
+    except Refused as exc:
         raise typer.BadParameter(str(exc)) from exc
     finally:
         engine.dispose()

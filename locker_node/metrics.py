@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from locker_node.domain.doors import DoorController
-from locker_node.store import repository as repo
+from locker_node.store import outbox
 from locker_node.store.database import transaction
 
 # metric name (without _total) -> (outbox event type, help)
@@ -63,8 +63,8 @@ class NodeCollector(Collector):
             value=out_of_service,
         )
         with transaction(self._engine) as conn:
-            depth = repo.outbox_depth(conn)
-            counts = repo.count_events_by_type(
+            depth = outbox.outbox_depth(conn)
+            counts = outbox.count_events_by_type(
                 conn, [event_type for event_type, _ in COUNTED_EVENTS.values()]
             )
         yield GaugeMetricFamily(

@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from locker_wire.events import KioskCodeFailed, KioskLockedOut, KioskSession
+
 Size = Literal["S", "M", "L", "XL"]
 MAX_EVENTS_PER_BATCH = 500
 EventType = Literal[
@@ -26,7 +28,6 @@ EventType = Literal[
 ]
 # Kiosk usage events: counts, durations and kinds only, never a code, a token or a person.
 KioskEventType = Literal["kiosk.code_failed", "kiosk.locked_out", "kiosk.session"]
-CodeKind = Literal["pickup", "courier_login"]
 CommandType = Literal[
     "open_compartment",
     "disable_compartment",
@@ -125,26 +126,10 @@ class CompartmentEventData(_Strict):
     detail: dict[str, Any] | None = None
 
 
-class CodeFailedData(_Strict):
-    """A wrong pickup code or courier code; which code was typed is never part of it."""
-
-    kind: CodeKind
-    attempts_left: int = Field(ge=0, le=1000)
-
-
-class LockedOutData(_Strict):
-    kind: CodeKind
-    retry_after_s: int = Field(ge=0)
-
-
-class CourierSessionData(_Strict):
-    """One courier session, reported when it ends (by logout or by idling out)."""
-
-    carrier_id: str = Field(max_length=64)
-    started_at: AwareDatetime
-    duration_s: int = Field(ge=0)
-    deposits: int = Field(ge=0)
-    ended_by: Literal["logout", "idle"]
+# Kiosk usage events travel as the node records them: one model for both sides.
+CodeFailedData = KioskCodeFailed
+LockedOutData = KioskLockedOut
+CourierSessionData = KioskSession
 
 
 class EventResult(BaseModel):

@@ -17,14 +17,33 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from locker_node.flows import errors
+from locker_node.flows.courier import Courier
+from locker_node.flows.deposit import DepositView
+from locker_node.flows.facade import LockerFlows
 from locker_node.kiosk import schemas
 from locker_node.kiosk.i18n import STRINGS
-from locker_node.kiosk.service import Courier, DepositView, KioskError, KioskService
 
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "courier_session"
+
+# Every refusal of a flow, as the kiosk answers it: the one place a flow error meets HTTP.
+FLOW_ERROR_STATUS: dict[type[errors.FlowError], int] = {
+    errors.BadInput: 422,
+    errors.InvalidCode: 401,
+    errors.InvalidQr: 401,
+    errors.InvalidCredentials: 401,
+    errors.NotLoggedIn: 401,
+    errors.SessionExpired: 401,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.Refused: 409,
+    errors.LockedOut: 429,
+    errors.DoorFault: 503,
+    errors.CommandRefused: 403,  # central's commands never come through the kiosk
+}
 
 _ERROR_CODES = {
     400: "bad_input",
@@ -76,45 +95,51 @@ def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"error": code, "detail": detail, **extra}
 
 
+def flow_error_status(exc: errors.FlowError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in FLOW_ERROR_STATUS:
+            return FLOW_ERROR_STATUS[kind]
+    return 400
+
+
 def current_courier(request: Request) -> Courier:
     """The courier session from `Authorization: Bearer` or the HttpOnly cookie."""
-    service: KioskService = request.app.state.service
+    flows: LockerFlows = request.app.state.flows
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else None
-    return service.authenticate(token or request.cookies.get(SESSION_COOKIE))
+    return flows.authenticate(token or request.cookies.get(SESSION_COOKIE))
 
 
 CourierDep = Annotated[Courier, Depends(current_courier)]
 
 
-def create_kiosk_app(service: KioskService, ui: KioskUi) -> FastAPI:
+def create_kiosk_app(flows: LockerFlows, ui: KioskUi) -> FastAPI:
     app = FastAPI(
         title="Locker node kiosk",
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    app.state.service = service
+    app.state.flows = flows
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    templates = Jinja2Templates(directory=HERE / "templates")
-    page_config = json.dumps(
-        {
-            "bankId": ui.bank_id,
-            "idleTimeoutS": ui.idle_timeout_s,
-            "language": ui.language,
-            "codeDigits": ui.code_digits,
-        }
-    )
-    page_strings = json.dumps(STRINGS, ensure_ascii=False)
+    _install_error_handlers(app)
+    _add_page(app, ui)
+    _add_recipient_routes(app, flows, ui)
+    _add_courier_routes(app, flows)
+    return app
 
-    @app.exception_handler(KioskError)
-    async def _kiosk_error(request: Request, exc: KioskError) -> JSONResponse:
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.FlowError)
+    async def _flow_error(request: Request, exc: errors.FlowError) -> JSONResponse:
         headers = {}
         if "retry_after_s" in exc.extra:
             headers["Retry-After"] = str(exc.extra["retry_after_s"])
         return JSONResponse(
-            error_body(exc.code, exc.detail, **exc.extra), status_code=exc.status, headers=headers
+            error_body(exc.code, exc.detail, **exc.extra),
+            status_code=flow_error_status(exc),
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -142,7 +167,18 @@ def create_kiosk_app(service: KioskService, ui: KioskUi) -> FastAPI:
         logger.exception("kiosk request failed: %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
-    # The page
+
+def _add_page(app: FastAPI, ui: KioskUi) -> None:
+    templates = Jinja2Templates(directory=HERE / "templates")
+    page_config = json.dumps(
+        {
+            "bankId": ui.bank_id,
+            "idleTimeoutS": ui.idle_timeout_s,
+            "language": ui.language,
+            "codeDigits": ui.code_digits,
+        }
+    )
+    page_strings = json.dumps(STRINGS, ensure_ascii=False)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(request: Request) -> Response:
@@ -159,15 +195,15 @@ def create_kiosk_app(service: KioskService, ui: KioskUi) -> FastAPI:
             },
         )
 
-    # Recipients
 
+def _add_recipient_routes(app: FastAPI, flows: LockerFlows, ui: KioskUi) -> None:
     @app.get("/api/status")
     def status() -> schemas.StatusOut:
-        keypad = service.keypad_status()
+        keypad = flows.keypad_status()
         return schemas.StatusOut(
             bank_id=ui.bank_id,
-            kiosk_id=service.policy.kiosk_id,
-            code_digits=service.policy.code_digits,
+            kiosk_id=flows.policy.kiosk_id,
+            code_digits=flows.policy.code_digits,
             keypad=schemas.KeypadOut(locked=keypad.locked, retry_after_s=keypad.retry_after_s),
         )
 
@@ -176,23 +212,29 @@ def create_kiosk_app(service: KioskService, ui: KioskUi) -> FastAPI:
         responses={401: {}, 422: {}, 429: {}, 503: {}},
     )
     def pickup(body: schemas.PickupIn) -> schemas.DoorOut:
-        result = service.pickup_with_code(body.code)
+        result = flows.pickup_with_code(body.code)
         return schemas.DoorOut(compartment=result.compartment, door=result.door)
 
     @app.post("/api/pickup/qr", responses={401: {}, 422: {}, 503: {}})
     def pickup_qr(body: schemas.QrPickupIn) -> schemas.DoorOut:
-        result = service.pickup_with_qr(body.token)
+        result = flows.pickup_with_qr(body.token)
         return schemas.DoorOut(compartment=result.compartment, door=result.door)
 
-    # Couriers
 
+def _add_courier_routes(app: FastAPI, flows: LockerFlows) -> None:
+    _add_session_routes(app, flows)
+    _add_deposit_routes(app, flows)
+    _add_return_routes(app, flows)
+
+
+def _add_session_routes(app: FastAPI, flows: LockerFlows) -> None:
     @app.get("/api/courier/carriers")
     def carriers() -> schemas.CarriersOut:
-        return schemas.CarriersOut(carriers=service.carriers())
+        return schemas.CarriersOut(carriers=flows.carriers())
 
     @app.post("/api/courier/login", responses={401: {}, 422: {}, 429: {}})
     def login(body: schemas.LoginIn, response: Response) -> schemas.LoginOut:
-        result = service.login(body.carrier, body.pin)
+        result = flows.login(body.carrier, body.pin)
         response.set_cookie(
             SESSION_COOKIE,
             result.token,
@@ -208,23 +250,25 @@ def create_kiosk_app(service: KioskService, ui: KioskUi) -> FastAPI:
     def session(who: CourierDep) -> schemas.SessionOut:
         return schemas.SessionOut(
             carrier=who.carrier_id,
-            expires_in_s=int(service.policy.session_idle.total_seconds()),
+            expires_in_s=int(flows.policy.session_idle.total_seconds()),
         )
 
     @app.post("/api/courier/logout", status_code=204, responses={401: {}})
     def logout(who: CourierDep) -> Response:
-        service.logout(who)
+        flows.logout(who)
         response = Response(status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/api/courier")
         return response
 
+
+def _add_deposit_routes(app: FastAPI, flows: LockerFlows) -> None:
     @app.post("/api/courier/deposit", responses={401: {}, 404: {}, 409: {}, 422: {}, 503: {}})
     def deposit(body: schemas.DepositIn, who: CourierDep) -> schemas.DepositOut:
-        return _deposit_out(service.start_deposit(who, body.tracking_number, body.size))
+        return _deposit_out(flows.start_deposit(who, body.tracking_number, body.size))
 
     @app.post("/api/courier/deposit/{deposit_id}/confirm", responses={401: {}, 404: {}, 409: {}})
     def confirm(deposit_id: str, who: CourierDep) -> schemas.ConfirmOut:
-        result = service.confirm_deposit(who, deposit_id)
+        result = flows.confirm_deposit(who, deposit_id)
         return schemas.ConfirmOut(
             deposit_id=result.deposit_id,
             parcel_id=result.parcel_id,
@@ -238,20 +282,22 @@ def create_kiosk_app(service: KioskService, ui: KioskUi) -> FastAPI:
         responses={401: {}, 404: {}, 409: {}, 503: {}},
     )
     def too_small(deposit_id: str, who: CourierDep) -> schemas.DepositOut:
-        return _deposit_out(service.too_small(who, deposit_id))
+        return _deposit_out(flows.too_small(who, deposit_id))
 
     @app.post(
         "/api/courier/deposit/{deposit_id}/door-problem",
         responses={401: {}, 404: {}, 409: {}, 503: {}},
     )
     def door_problem(deposit_id: str, who: CourierDep) -> schemas.DepositOut:
-        return _deposit_out(service.report_door_problem(who, deposit_id))
+        return _deposit_out(flows.report_door_problem(who, deposit_id))
 
     @app.post("/api/courier/deposit/{deposit_id}/cancel", responses={401: {}, 404: {}, 409: {}})
     def cancel(deposit_id: str, who: CourierDep) -> schemas.CancelOut:
-        service.cancel_deposit(who, deposit_id)
+        flows.cancel_deposit(who, deposit_id)
         return schemas.CancelOut(deposit_id=deposit_id, status="cancelled")
 
+
+def _add_return_routes(app: FastAPI, flows: LockerFlows) -> None:
     @app.get("/api/courier/returns", responses={401: {}})
     def returns(who: CourierDep) -> schemas.ReturnsOut:
         return schemas.ReturnsOut(
@@ -262,7 +308,7 @@ def create_kiosk_app(service: KioskService, ui: KioskUi) -> FastAPI:
                     compartment=item.compartment,
                     pickup_deadline=item.pickup_deadline,
                 )
-                for item in service.list_returns(who)
+                for item in flows.list_returns(who)
             ]
         )
 
@@ -270,19 +316,17 @@ def create_kiosk_app(service: KioskService, ui: KioskUi) -> FastAPI:
         "/api/courier/returns/{parcel_id}/open", responses={401: {}, 404: {}, 409: {}, 503: {}}
     )
     def open_return(parcel_id: str, who: CourierDep) -> schemas.ReturnDoorOut:
-        result = service.open_return(who, parcel_id)
+        result = flows.open_return(who, parcel_id)
         return schemas.ReturnDoorOut(
             parcel_id=parcel_id, compartment=result.compartment, door="open", status="expired"
         )
 
     @app.post("/api/courier/returns/{parcel_id}/confirm", responses={401: {}, 404: {}, 409: {}})
     def confirm_return(parcel_id: str, who: CourierDep) -> schemas.ReturnDoorOut:
-        result = service.confirm_return(who, parcel_id)
+        result = flows.confirm_return(who, parcel_id)
         return schemas.ReturnDoorOut(
             parcel_id=parcel_id, compartment=result.compartment, door="closed", status="returned"
         )
-
-    return app
 
 
 def _deposit_out(view: DepositView) -> schemas.DepositOut:

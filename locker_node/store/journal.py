@@ -1,30 +1,17 @@
-"""The door controller's command journal and event sink, kept in the node's SQLite store."""
+"""The door controller's command journal, kept in the node's SQLite store."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from locker_node.domain.crashpoints import NO_CRASHES, CrashPoints
 from locker_node.domain.doors import (
-    BoardRecovered,
-    BoardUnreachable,
     CommandOutcome,
-    CommandOutcomeUnknown,
-    DoorClosed,
-    DoorEvent,
-    DoorJammed,
-    DoorLeftOpen,
-    DoorOpened,
-    MarkedOutOfService,
-    ReturnedToService,
-    UncommandedOpen,
     UnlockIntent,
 )
-from locker_node.domain.lifecycle import EventType
-from locker_node.store import repository as repo
 from locker_node.store.database import transaction
 from locker_node.store.schema import unlock_commands
 
@@ -108,124 +95,3 @@ class SqliteCommandJournal:
         if row is None or row.outcome is None:
             return None
         return CommandOutcome(row.outcome)
-
-
-class StoreDoorEventSink:
-    """Writes door events to the audit log, compartment service state and the outbox."""
-
-    def __init__(self, engine: Engine, *, bank_id: str) -> None:
-        self._engine = engine
-        self._bank_id = bank_id
-
-    def emit(self, event: DoorEvent) -> None:
-        with transaction(self._engine) as conn:
-            self._record(conn, event)
-
-    def _record(self, conn: Connection, event: DoorEvent) -> None:
-        at = event.at
-        if isinstance(event, DoorOpened):
-            repo.append_audit(
-                conn,
-                at=at,
-                actor=SYSTEM,
-                action="door_opened",
-                compartment=event.label,
-                command_id=event.command_id,
-                detail={
-                    "attempts": event.attempts,
-                    "confirmed_after_s": round(event.confirmed_after_s, 3),
-                    "was_open": event.was_open,
-                },
-            )
-        elif isinstance(event, DoorJammed):
-            repo.append_audit(
-                conn,
-                at=at,
-                actor=SYSTEM,
-                action="door_jammed",
-                compartment=event.label,
-                command_id=event.command_id,
-                detail={"attempts": event.attempts},
-            )
-        elif isinstance(event, CommandOutcomeUnknown):
-            repo.append_audit(
-                conn,
-                at=at,
-                actor=SYSTEM,
-                action="door_outcome_unknown",
-                compartment=event.label,
-                command_id=event.command_id,
-                reason=event.reason,
-            )
-        elif isinstance(event, DoorClosed):
-            repo.append_audit(
-                conn,
-                at=at,
-                actor=SYSTEM,
-                action="door_closed",
-                compartment=event.label,
-                detail={"open_for_s": round(event.open_for_s, 1)},
-            )
-        elif isinstance(event, MarkedOutOfService):
-            if repo.set_service(conn, event.label, False, event.reason, at):
-                repo.append_audit(
-                    conn,
-                    at=at,
-                    actor=SYSTEM,
-                    action="out_of_service",
-                    compartment=event.label,
-                    reason=event.reason,
-                )
-                repo.append_event(
-                    conn,
-                    EventType.COMPARTMENT_OUT_OF_SERVICE,
-                    {"compartment": event.label, "reason": event.reason},
-                    bank_id=self._bank_id,
-                    now=at,
-                )
-        elif isinstance(event, ReturnedToService):
-            if repo.set_service(conn, event.label, True, "", at):
-                repo.append_audit(
-                    conn, at=at, actor=SYSTEM, action="in_service", compartment=event.label
-                )
-                repo.append_event(
-                    conn,
-                    EventType.COMPARTMENT_IN_SERVICE,
-                    {"compartment": event.label},
-                    bank_id=self._bank_id,
-                    now=at,
-                )
-        elif isinstance(event, UncommandedOpen | DoorLeftOpen):
-            uncommanded = isinstance(event, UncommandedOpen)
-            action = "uncommanded_open" if uncommanded else "door_left_open"
-            data: dict[str, object] = {"compartment": event.label}
-            if isinstance(event, DoorLeftOpen):
-                data["open_for_s"] = round(event.open_for_s, 1)
-            repo.append_audit(conn, at=at, actor=SYSTEM, action=action, compartment=event.label)
-            repo.append_event(
-                conn,
-                EventType.DOOR_FORCED_OPEN if uncommanded else EventType.DOOR_LEFT_OPEN,
-                data,
-                bank_id=self._bank_id,
-                now=at,
-            )
-        elif isinstance(event, BoardUnreachable):
-            repo.append_audit(
-                conn,
-                at=at,
-                actor=SYSTEM,
-                action="board_unreachable",
-                reason=event.detail,
-                detail={"board": event.board},
-            )
-            repo.append_event(
-                conn,
-                EventType.BOARD_UNREACHABLE,
-                {"board": event.board, "detail": event.detail},
-                bank_id=self._bank_id,
-                now=at,
-            )
-        elif isinstance(event, BoardRecovered):
-            repo.append_audit(
-                conn, at=at, actor=SYSTEM, action="board_recovered", detail={"board": event.board}
-            )

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     Connection,
-    CursorResult,
-    Row,
-    and_,
-    delete,
     func,
     insert,
-    or_,
     select,
     update,
 )
@@ -27,49 +20,21 @@ from locker_node.domain.codes import IssuedPickupCode
 from locker_node.domain.lifecycle import (
     CodeStatus,
     DepositStatus,
-    EventType,
     Occupancy,
     OperationResult,
     ParcelStatus,
     Purpose,
     ReservationStatus,
 )
+from locker_node.store.rows import changed, every, one
 from locker_node.store.schema import (
-    audit_log,
     compartments,
-    courier_credentials,
-    courier_sessions,
     deposits,
     door_operations,
-    keypad_failures,
-    outbox,
     parcels,
     pickup_codes,
     reservations,
 )
-
-if TYPE_CHECKING:
-    from locker_wire.schemas import KioskEventType
-
-T = TypeVar("T")
-
-
-def _record(kind: type[T], row: Row[Any] | None) -> T | None:
-    return None if row is None else kind(**row._mapping)
-
-
-def _records(kind: type[T], rows: Iterable[Row[Any]]) -> list[T]:
-    return [kind(**row._mapping) for row in rows]
-
-
-def _changed(result: Any) -> int:
-    assert isinstance(result, CursorResult)
-    return result.rowcount
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
-
 
 # Compartments
 
@@ -128,11 +93,11 @@ def sync_compartments(conn: Connection, specs: Sequence[CompartmentSpec], now: d
 
 
 def list_compartments(conn: Connection) -> list[Compartment]:
-    return _records(Compartment, conn.execute(select(compartments).order_by(compartments.c.label)))
+    return every(Compartment, conn.execute(select(compartments).order_by(compartments.c.label)))
 
 
 def get_compartment(conn: Connection, label: str) -> Compartment | None:
-    return _record(
+    return one(
         Compartment, conn.execute(select(compartments).where(compartments.c.label == label)).first()
     )
 
@@ -152,21 +117,21 @@ def set_occupancy(
     conn: Connection, label: str, occupancy: Occupancy, now: datetime, *, expect: Occupancy
 ) -> None:
     """Move a compartment between occupancy states; the expected state guards against races."""
-    changed = _changed(
+    count = changed(
         conn.execute(
             update(compartments)
             .where(compartments.c.label == label, compartments.c.occupancy == expect)
             .values(occupancy=occupancy, updated_at=now)
         )
     )
-    if changed != 1:
+    if count != 1:
         raise RuntimeError(f"compartment {label} is not {expect}")
 
 
 def set_service(conn: Connection, label: str, in_service: bool, note: str, now: datetime) -> bool:
     """True if the service state changed."""
     return (
-        _changed(
+        changed(
             conn.execute(
                 update(compartments)
                 .where(compartments.c.label == label, compartments.c.in_service.is_(not in_service))
@@ -200,7 +165,7 @@ class Reservation:
 
 
 def get_reservation(conn: Connection, reservation_id: str) -> Reservation | None:
-    return _record(
+    return one(
         Reservation,
         conn.execute(select(reservations).where(reservations.c.id == reservation_id)).first(),
     )
@@ -220,7 +185,7 @@ def update_reservation(conn: Connection, reservation_id: str, now: datetime, **v
 
 def find_reservation(conn: Connection, carrier_id: str, tracking_number: str) -> Reservation | None:
     """The carrier's reservation for a tracking number: a live one first, else the newest."""
-    rows = _records(
+    rows = every(
         Reservation,
         conn.execute(
             select(reservations)
@@ -253,136 +218,6 @@ def count_waiting_reservations(conn: Connection, size: str, now: datetime) -> in
     return int(count)
 
 
-# Courier credentials and sessions
-
-
-def upsert_courier_credential(
-    conn: Connection,
-    *,
-    carrier_id: str,
-    code_hash: str,
-    valid_from: datetime,
-    valid_until: datetime,
-    now: datetime,
-) -> None:
-    existing = conn.execute(
-        select(courier_credentials.c.id).where(
-            courier_credentials.c.carrier_id == carrier_id,
-            courier_credentials.c.valid_from == valid_from,
-        )
-    ).first()
-    if existing is None:
-        conn.execute(
-            insert(courier_credentials).values(
-                carrier_id=carrier_id,
-                code_hash=code_hash,
-                valid_from=valid_from,
-                valid_until=valid_until,
-                created_at=now,
-            )
-        )
-    else:
-        conn.execute(
-            update(courier_credentials)
-            .where(courier_credentials.c.id == existing.id)
-            .values(code_hash=code_hash, valid_until=valid_until, created_at=now)
-        )
-
-
-def valid_credential_hashes(conn: Connection, carrier_id: str, now: datetime) -> list[str]:
-    rows = conn.execute(
-        select(courier_credentials.c.code_hash).where(
-            courier_credentials.c.carrier_id == carrier_id,
-            courier_credentials.c.valid_from <= now,
-            courier_credentials.c.valid_until > now,
-        )
-    )
-    return [row.code_hash for row in rows]
-
-
-def carriers_with_credentials(conn: Connection, now: datetime) -> list[str]:
-    rows = conn.execute(
-        select(courier_credentials.c.carrier_id)
-        .where(courier_credentials.c.valid_from <= now, courier_credentials.c.valid_until > now)
-        .distinct()
-        .order_by(courier_credentials.c.carrier_id)
-    )
-    return [row.carrier_id for row in rows]
-
-
-def prune_courier_credentials(conn: Connection, before: datetime) -> int:
-    return _changed(
-        conn.execute(delete(courier_credentials).where(courier_credentials.c.valid_until < before))
-    )
-
-
-@dataclass(frozen=True)
-class CourierSession:
-    id: str
-    token_hash: str
-    carrier_id: str
-    created_at: datetime
-    last_seen_at: datetime
-    ended_at: datetime | None
-
-
-def insert_session(conn: Connection, session: CourierSession) -> None:
-    conn.execute(insert(courier_sessions).values(**session.__dict__))
-
-
-def find_session(conn: Connection, token_hash: str) -> CourierSession | None:
-    return _record(
-        CourierSession,
-        conn.execute(
-            select(courier_sessions).where(courier_sessions.c.token_hash == token_hash)
-        ).first(),
-    )
-
-
-def touch_session(conn: Connection, session_id: str, now: datetime) -> None:
-    conn.execute(
-        update(courier_sessions).where(courier_sessions.c.id == session_id).values(last_seen_at=now)
-    )
-
-
-def end_session(conn: Connection, session_id: str, now: datetime) -> None:
-    conn.execute(
-        update(courier_sessions)
-        .where(courier_sessions.c.id == session_id, courier_sessions.c.ended_at.is_(None))
-        .values(ended_at=now)
-    )
-
-
-def get_session(conn: Connection, session_id: str) -> CourierSession | None:
-    return _record(
-        CourierSession,
-        conn.execute(select(courier_sessions).where(courier_sessions.c.id == session_id)).first(),
-    )
-
-
-def idle_sessions(conn: Connection, idle_since: datetime) -> list[CourierSession]:
-    """Open sessions with no activity since `idle_since` (housekeeping ends them)."""
-    return _records(
-        CourierSession,
-        conn.execute(
-            select(courier_sessions).where(
-                courier_sessions.c.ended_at.is_(None),
-                courier_sessions.c.last_seen_at < idle_since,
-            )
-        ),
-    )
-
-
-def count_session_deposits(conn: Connection, session_id: str) -> int:
-    """Parcels a courier session put into the bank (confirmed deposits)."""
-    query = (
-        select(func.count())
-        .select_from(deposits)
-        .where(deposits.c.session_id == session_id, deposits.c.status == DepositStatus.CONFIRMED)
-    )
-    return int(conn.execute(query).scalar_one())
-
-
 # Deposits
 
 
@@ -403,9 +238,7 @@ def insert_deposit(conn: Connection, deposit: Deposit) -> None:
 
 
 def get_deposit(conn: Connection, deposit_id: str) -> Deposit | None:
-    return _record(
-        Deposit, conn.execute(select(deposits).where(deposits.c.id == deposit_id)).first()
-    )
+    return one(Deposit, conn.execute(select(deposits).where(deposits.c.id == deposit_id)).first())
 
 
 def update_deposit(conn: Connection, deposit_id: str, now: datetime, **values: Any) -> None:
@@ -415,7 +248,7 @@ def update_deposit(conn: Connection, deposit_id: str, now: datetime, **values: A
 
 
 def active_deposit(conn: Connection, reservation_id: str) -> Deposit | None:
-    return _record(
+    return one(
         Deposit,
         conn.execute(
             select(deposits).where(
@@ -427,11 +260,11 @@ def active_deposit(conn: Connection, reservation_id: str) -> Deposit | None:
 
 
 def list_deposits(conn: Connection) -> list[Deposit]:
-    return _records(Deposit, conn.execute(select(deposits).order_by(deposits.c.created_at)))
+    return every(Deposit, conn.execute(select(deposits).order_by(deposits.c.created_at)))
 
 
 def stale_deposits(conn: Connection, untouched_since: datetime) -> list[Deposit]:
-    return _records(
+    return every(
         Deposit,
         conn.execute(
             select(deposits).where(
@@ -464,11 +297,11 @@ def insert_parcel(conn: Connection, parcel: Parcel) -> None:
 
 
 def get_parcel(conn: Connection, parcel_id: str) -> Parcel | None:
-    return _record(Parcel, conn.execute(select(parcels).where(parcels.c.id == parcel_id)).first())
+    return one(Parcel, conn.execute(select(parcels).where(parcels.c.id == parcel_id)).first())
 
 
 def parcel_for_deposit(conn: Connection, deposit_id: str) -> Parcel | None:
-    return _record(
+    return one(
         Parcel, conn.execute(select(parcels).where(parcels.c.deposit_id == deposit_id)).first()
     )
 
@@ -476,7 +309,7 @@ def parcel_for_deposit(conn: Connection, deposit_id: str) -> Parcel | None:
 def set_parcel_status(
     conn: Connection, parcel_id: str, status: ParcelStatus, *, expect: ParcelStatus, now: datetime
 ) -> None:
-    changed = _changed(
+    count = changed(
         conn.execute(
             update(parcels)
             .where(parcels.c.id == parcel_id, parcels.c.status == expect)
@@ -486,16 +319,16 @@ def set_parcel_status(
             )
         )
     )
-    if changed != 1:
+    if count != 1:
         raise RuntimeError(f"parcel {parcel_id} is not {expect}")
 
 
 def list_parcels(conn: Connection) -> list[Parcel]:
-    return _records(Parcel, conn.execute(select(parcels).order_by(parcels.c.deposited_at)))
+    return every(Parcel, conn.execute(select(parcels).order_by(parcels.c.deposited_at)))
 
 
 def parcels_past_deadline(conn: Connection, now: datetime) -> list[Parcel]:
-    return _records(
+    return every(
         Parcel,
         conn.execute(
             select(parcels).where(
@@ -506,7 +339,7 @@ def parcels_past_deadline(conn: Connection, now: datetime) -> list[Parcel]:
 
 
 def parcels_to_return(conn: Connection, carrier_id: str) -> list[Parcel]:
-    return _records(
+    return every(
         Parcel,
         conn.execute(
             select(parcels)
@@ -557,7 +390,7 @@ def replace_pickup_code(conn: Connection, code: PickupCode) -> None:
 
 
 def get_pickup_code(conn: Connection, parcel_id: str) -> PickupCode | None:
-    return _record(
+    return one(
         PickupCode,
         conn.execute(select(pickup_codes).where(pickup_codes.c.parcel_id == parcel_id)).first(),
     )
@@ -578,7 +411,7 @@ def find_live_code(
         if code_hash is not None
         else pickup_codes.c.qr_hash == qr_hash
     )
-    return _record(
+    return one(
         PickupCode,
         conn.execute(
             select(pickup_codes).where(
@@ -631,7 +464,7 @@ def finish_operation(
 
 
 def unfinished_operations(conn: Connection) -> list[DoorOperation]:
-    return _records(
+    return every(
         DoorOperation,
         conn.execute(
             select(door_operations)
@@ -653,13 +486,13 @@ def unfinished_operation_for(
         conditions.append(door_operations.c.parcel_id == parcel_id)
     if deposit_id is not None:
         conditions.append(door_operations.c.deposit_id == deposit_id)
-    return _record(DoorOperation, conn.execute(select(door_operations).where(*conditions)).first())
+    return one(DoorOperation, conn.execute(select(door_operations).where(*conditions)).first())
 
 
 def last_opened_operation(
     conn: Connection, purpose: Purpose, *, parcel_id: str
 ) -> DoorOperation | None:
-    return _record(
+    return one(
         DoorOperation,
         conn.execute(
             select(door_operations)
@@ -673,206 +506,11 @@ def last_opened_operation(
     )
 
 
-# Keypad failures
-
-
-def record_keypad_failure(
-    conn: Connection, scope: str, at: datetime, locked_until: datetime | None
-) -> None:
-    conn.execute(insert(keypad_failures).values(scope=scope, at=at, locked_until=locked_until))
-
-
-def count_keypad_failures(conn: Connection, scope: str, since: datetime) -> int:
-    count = conn.execute(
-        select(func.count()).where(keypad_failures.c.scope == scope, keypad_failures.c.at > since)
-    ).scalar_one()
-    return int(count)
-
-
-def keypad_locked_until(conn: Connection, scope: str) -> datetime | None:
-    row = conn.execute(
-        select(keypad_failures.c.locked_until)
-        .where(keypad_failures.c.scope == scope, keypad_failures.c.locked_until.is_not(None))
-        .order_by(keypad_failures.c.locked_until.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else row.locked_until
-
-
-def prune_keypad_failures(conn: Connection, before: datetime) -> int:
-    return _changed(
-        conn.execute(
-            delete(keypad_failures).where(
-                keypad_failures.c.at < before,
-                or_(
-                    keypad_failures.c.locked_until.is_(None),
-                    keypad_failures.c.locked_until < before,
-                ),
-            )
-        )
-    )
-
-
-# Audit log and outbox
-
-
-def append_audit(
-    conn: Connection,
-    *,
-    at: datetime,
-    actor: str,
-    action: str,
-    reason: str = "",
-    compartment: str | None = None,
-    command_id: str | None = None,
-    parcel_id: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    conn.execute(
-        insert(audit_log).values(
-            at=at,
-            actor=actor[:80],
-            action=action[:40],
-            reason=reason[:200],
-            compartment=compartment,
-            command_id=command_id,
-            parcel_id=parcel_id,
-            detail=None if detail is None else json.dumps(detail, sort_keys=True, default=str),
-        )
-    )
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    compartment: str | None
-    reason: str
-    command_id: str | None
-    parcel_id: str | None
-    detail: str | None
-
-
-def audit_entries(conn: Connection, *, compartment: str | None = None) -> list[AuditEntry]:
-    query = select(audit_log).order_by(audit_log.c.id)
-    if compartment is not None:
-        query = query.where(audit_log.c.compartment == compartment)
-    return _records(AuditEntry, conn.execute(query))
-
-
-@dataclass(frozen=True)
-class OutboxEvent:
-    seq: int
-    event_id: str
-    type: str
-    created_at: datetime
-    payload: str
-    sent_at: datetime | None
-
-    @property
-    def data(self) -> dict[str, Any]:
-        body = json.loads(self.payload)
-        assert isinstance(body, dict)
-        data = body["data"]
-        assert isinstance(data, dict)
-        return data
-
-
-def append_event(
-    conn: Connection,
-    event_type: EventType | KioskEventType,
-    data: dict[str, Any],
-    *,
-    bank_id: str,
-    now: datetime,
-) -> str:
-    """Queue an event for central in the caller's transaction, under a node-made UUID that
-    central uses to apply it at most once."""
-    event_id = str(uuid.uuid4())
-    # The envelope of the node-central wire's `NodeEvent`, plus the bank it happened at.
-    body = {
-        "id": event_id,
-        "type": str(event_type),
-        "bank_id": bank_id,
-        "occurred_at": now.isoformat(),
-        "data": data,
-    }
-    conn.execute(
-        insert(outbox).values(
-            event_id=event_id,
-            type=str(event_type),
-            created_at=now,
-            payload=json.dumps(body, sort_keys=True, default=str),
-        )
-    )
-    return event_id
-
-
-def outbox_events(
-    conn: Connection, *, after_seq: int = 0, limit: int | None = None, unsent_only: bool = False
-) -> list[OutboxEvent]:
-    query = select(outbox).where(outbox.c.seq > after_seq).order_by(outbox.c.seq)
-    if unsent_only:
-        query = query.where(outbox.c.sent_at.is_(None))
-    if limit is not None:
-        query = query.limit(limit)
-    return _records(OutboxEvent, conn.execute(query))
-
-
-def mark_events_sent(conn: Connection, event_ids: Sequence[str], now: datetime) -> int:
-    return _changed(
-        conn.execute(
-            update(outbox)
-            .where(and_(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at.is_(None)))
-            .values(sent_at=now)
-        )
-    )
-
-
-def outbox_depth(conn: Connection) -> int:
-    """Events not yet delivered to central."""
-    query = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-    return int(conn.execute(query).scalar_one())
-
-
-def count_events_by_type(conn: Connection, types: Sequence[str]) -> dict[str, int]:
-    """Events ever queued of each type (the outbox keeps every event): metrics counters."""
-    query = (
-        select(outbox.c.type, func.count())
-        .where(outbox.c.type.in_(list(types)))
-        .group_by(outbox.c.type)
-    )
-    counts = dict.fromkeys(types, 0)
-    counts.update({str(event_type): int(n) for event_type, n in conn.execute(query)})
-    return counts
-
-
-def count_audit_since(conn: Connection, action: str, since: datetime) -> int:
-    query = (
-        select(func.count())
-        .select_from(audit_log)
-        .where(and_(audit_log.c.action == action, audit_log.c.at >= since))
-    )
-    return int(conn.execute(query).scalar_one())
-
-
-def audit_for_command(conn: Connection, action: str, command_id: str) -> AuditEntry | None:
-    query = (
-        select(audit_log)
-        .where(and_(audit_log.c.action == action, audit_log.c.command_id == command_id))
-        .order_by(audit_log.c.id.desc())
-        .limit(1)
-    )
-    return _record(AuditEntry, conn.execute(query).first())
-
-
 def parcel_in_locker(conn: Connection, reservation_id: str) -> Parcel | None:
     query = select(parcels).where(
         parcels.c.reservation_id == reservation_id, parcels.c.status == ParcelStatus.IN_LOCKER
     )
-    return _record(Parcel, conn.execute(query).first())
+    return one(Parcel, conn.execute(query).first())
 
 
 def move_pickup_deadline(

@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from sqlalchemy import Engine
 
 from locker_node.config import SyncConfig
-from locker_node.domain.codes import DEFAULT_CODE_DIGITS
-from locker_node.domain.doors import (
-    CompartmentUnavailable,
-    DoorController,
-    DoorOpened,
-    UnknownCompartment,
-)
-from locker_node.domain.lifecycle import EventType
-from locker_node.store import inbound
-from locker_node.store import repository as repo
+from locker_node.domain.doors import DoorController
+from locker_node.flows.errors import CommandRefused
+from locker_node.flows.facade import LockerFlows
+from locker_node.store import outbox
 from locker_node.store.database import transaction
 from locker_node.store.keys import NodeKeys
 from locker_node.sync.client import CentralClient, CentralError, CentralUnavailable
 from locker_node.sync.identity import NodeIdentity, write_atomically
-from locker_wire.schemas import Command, CommandAck, FeedResponse, Heartbeat, KioskEventType
+from locker_wire.schemas import Command, CommandAck, DepositedData, Heartbeat
 from locker_wire.sealing import seal, seal_context
 from locker_wire.signing import InvalidCommand, verify_command
 
@@ -36,17 +29,6 @@ logger = logging.getLogger(__name__)
 
 CURSOR_FILE = "sync-cursor"
 ACTOR = "central"
-# What central's event API knows; the node's other events stay local (see `wire_event`).
-_RESERVATION_EVENTS = {EventType.PARCEL_PICKED_UP, EventType.PARCEL_RETURNED}
-# Events that carry a new pickup code and QR payload, sealed to central's key on the wire.
-_CODE_EVENTS = {EventType.PARCEL_DEPOSITED, EventType.PARCEL_CODE_REISSUED}
-_COMPARTMENT_EVENTS = {
-    EventType.COMPARTMENT_OUT_OF_SERVICE,
-    EventType.COMPARTMENT_IN_SERVICE,
-    EventType.DOOR_FORCED_OPEN,
-    EventType.DOOR_LEFT_OPEN,
-}
-_KIOSK_EVENTS = set(get_args(KioskEventType))
 MAX_FEED_PAGES = 50
 
 
@@ -58,32 +40,27 @@ class SyncService:
 
     def __init__(
         self,
-        engine: Engine,
+        flows: LockerFlows,
         client: CentralClient,
         identity: NodeIdentity,
-        keys: NodeKeys,
-        doors: DoorController,
         config: SyncConfig,
         *,
-        bank_id: str,
         data_dir: Path,
         board_of: Mapping[str, str],
-        clock: Callable[[], datetime],
         version: str = "0",
-        code_digits: int = DEFAULT_CODE_DIGITS,
     ) -> None:
-        self._engine = engine
+        self._flows = flows
+        ports = flows.ports
+        self._engine: Engine = ports.engine
+        self._keys: NodeKeys = ports.keys
+        self._doors: DoorController = ports.doors
+        self._clock: Callable[[], datetime] = ports.clock
         self._client = client
         self._identity = identity
-        self._keys = keys
-        self._doors = doors
         self.config = config
-        self._bank_id = bank_id
         self._cursor_path = data_dir / CURSOR_FILE
         self._board_of = dict(board_of)
-        self._clock = clock
         self._version = version
-        self._code_digits = code_digits  # of codes reissued on central's command, as the kiosk's
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_heartbeat: float | None = None
@@ -92,43 +69,26 @@ class SyncService:
 
     # Outbox -----------------------------------------------------------------------------------
 
-    def wire_event(self, event: repo.OutboxEvent) -> dict[str, Any] | None:
-        """The event as central's wire has it, or None for an event central has no type for.
-
-        Those (`parcel.expired`, board events) stay on the node: central expires parcels on its
-        own clock, and board and door health travel in the heartbeat.
-        """
-        data = event.data
-        body: dict[str, Any]
-        if event.type in _CODE_EVENTS:
-            sealing = self._identity.central.sealing
-            body = {
-                "reservation_id": data["reservation_id"],
-                "compartment": data["compartment"],
-            }
+    def wire_event(self, event: outbox.OutboxEvent) -> dict[str, Any] | None:
+        """The event as central's wire has it, or None for an event that stays on the node."""
+        data = event.event().wire_data()
+        if data is None:
+            return None
+        if isinstance(data, DepositedData):
             # Sealed anew on every send: the node's own seal never leaves it, and central's
             # opens only in this event's context.
+            sealing = self._identity.central.sealing
+            resealed = {}
             for field in ("pickup_code", "qr_payload"):
-                clear = self._keys.unseal(str(data[f"sealed_{field}"]))
-                body[f"sealed_{field}"] = seal(
-                    sealing, clear.encode(), context=seal_context(event.event_id, field)
-                )
-            if event.type == EventType.PARCEL_CODE_REISSUED and data.get("command_id"):
-                body["command_id"] = str(data["command_id"])
-        elif event.type in _RESERVATION_EVENTS:
-            body = {"reservation_id": data["reservation_id"]}
-        elif event.type in _COMPARTMENT_EVENTS:
-            detail = {k: v for k, v in data.items() if k != "compartment"}
-            body = {"compartment": data["compartment"], "detail": detail or None}
-        elif event.type in _KIOSK_EVENTS:
-            body = dict(data)  # usage figures only: no codes, no personal data
-        else:
-            return None
+                clear = self._keys.unseal(getattr(data, f"sealed_{field}"))
+                context = seal_context(event.event_id, field)
+                resealed[f"sealed_{field}"] = seal(sealing, clear.encode(), context=context)
+            data = data.model_copy(update=resealed)
         return {
             "id": event.event_id,
             "type": event.type,
-            "occurred_at": json.loads(event.payload)["occurred_at"],
-            "data": body,
+            "occurred_at": event.occurred_at,
+            "data": data.model_dump(mode="json"),
         }
 
     def deliver_outbox(self) -> int:
@@ -136,7 +96,7 @@ class SyncService:
         delivered = 0
         while not self._stopping.is_set():
             with transaction(self._engine) as conn:
-                batch = repo.outbox_events(conn, limit=self.config.batch_size, unsent_only=True)
+                batch = outbox.outbox_events(conn, limit=self.config.batch_size, unsent_only=True)
             if not batch:
                 break
             wire: list[dict[str, Any]] = []
@@ -168,7 +128,7 @@ class SyncService:
                     logger.error("event %s not applied by central: %s", event_id, reason)
                     # Marked sent too: the same event would be refused again, and holding it
                     # back would only hold up the ones behind it. The audit log keeps why.
-                    repo.append_audit(
+                    outbox.append_audit(
                         conn,
                         at=now,
                         actor=ACTOR,
@@ -177,7 +137,7 @@ class SyncService:
                         command_id=event_id,
                     )
                     done.append(event_id)
-                repo.mark_events_sent(conn, done, now)
+                outbox.mark_events_sent(conn, done, now)
             delivered += len(results)
             if len(batch) < self.config.batch_size:
                 break
@@ -202,7 +162,7 @@ class SyncService:
             if codes:
                 self._last_codes = time.monotonic()
                 codes = False
-            self._apply_page(page)
+            self._flows.apply_feed_page(page)
             # Saved only once the page is in the store: a crash in between reads it again,
             # which applying a reservation twice tolerates.
             write_atomically(self._cursor_path, page.cursor + "\n")
@@ -213,68 +173,11 @@ class SyncService:
                 break
         return handled
 
-    def _apply_page(self, page: FeedResponse) -> None:
-        now = self._clock()
-        with transaction(self._engine) as conn:
-            for reservation in page.reservations:
-                try:
-                    if reservation.status == "reserved":
-                        inbound.apply_reservation(
-                            conn,
-                            inbound.ReservationIn(
-                                id=reservation.id,
-                                carrier_id=reservation.carrier,
-                                tracking_number=reservation.tracking_number,
-                                size=reservation.size,
-                                reserved_until=reservation.reserved_until,
-                            ),
-                            now,
-                        )
-                    elif reservation.status == "cancelled":
-                        inbound.cancel_reservation(conn, reservation.id, now)
-                    # Later states (deposited, picked up, ...) were reached on this node.
-                except inbound.InboundError as exc:
-                    logger.error("reservation %s from central refused: %s", reservation.id, exc)
-            for code in page.courier_codes:
-                try:
-                    inbound.add_courier_credential(
-                        conn,
-                        inbound.CourierCredentialIn.from_wire(
-                            carrier=code.carrier,
-                            code_hash=code.code_hash,
-                            salt=code.salt,
-                            n=code.n,
-                            r=code.r,
-                            p=code.p,
-                            valid_from=code.valid_from,
-                            valid_until=code.valid_until,
-                        ),
-                        now,
-                    )
-                except inbound.InboundError as exc:
-                    logger.error("courier code for %s refused: %s", code.carrier, exc)
-
     # Commands ---------------------------------------------------------------------------------
 
     def handle_command(self, command: Command) -> CommandAck:
-        """Verify, execute once, record, acknowledge; a command seen again is only re-acked."""
-        with transaction(self._engine) as conn:
-            seen = repo.audit_for_command(conn, "remote_command", command.id)
-        if seen is not None and seen.detail is not None:
-            ack = CommandAck.model_validate_json(seen.detail)
-        else:
-            ack = self._execute(command)
-            with transaction(self._engine) as conn:
-                repo.append_audit(
-                    conn,
-                    at=self._clock(),
-                    actor=ACTOR,
-                    action="remote_command",
-                    reason=command.type,
-                    compartment=_label(command),
-                    command_id=command.id,
-                    detail=ack.model_dump(),
-                )
+        """Run a command once through the node's flows, then acknowledge it to central."""
+        ack = self._flows.handle_command(command, verify=self._verify)
         try:
             self._client.ack(command.id, ack)
         except CentralError as exc:
@@ -282,108 +185,18 @@ class SyncService:
             logger.warning("ack of command %s not delivered: %s", command.id, exc)
         return ack
 
-    def _execute(self, command: Command) -> CommandAck:
-        now = self._clock()
-        fields = command.model_dump(exclude={"signature"})
+    def _verify(self, command: Command, now: datetime) -> None:
+        """Central's signature, the command's expiry, and this node as its addressee."""
         try:
             verify_command(
                 self._identity.central.signing,
-                fields,
+                command.signed_fields(),
                 command.signature,
                 int(now.timestamp()),
                 self._identity.node_id,
             )
-            if command.bank_id != self._bank_id:
-                raise InvalidCommand(f"command {command.id} is for bank {command.bank_id}")
         except InvalidCommand as exc:
-            logger.error("refused command %s: %s", command.id, exc)
-            return CommandAck(outcome="failed", detail=f"refused: {exc.code}: {exc}")
-        try:
-            return self._run(command, now)
-        except (KeyError, ValueError, TypeError, CompartmentUnavailable, UnknownCompartment) as exc:
-            return CommandAck(outcome="failed", detail=f"{type(exc).__name__}: {exc}")
-        except Exception as exc:
-            # Acked failed rather than left pending: a command that breaks the node once would
-            # break it again on every pass.
-            logger.exception("command %s failed", command.id)
-            return CommandAck(outcome="failed", detail=f"{type(exc).__name__}: {exc}")
-
-    def _run(self, command: Command, now: datetime) -> CommandAck:
-        payload = command.payload
-        if command.type == "open_compartment":
-            label = str(payload["compartment"])
-            window = now - timedelta(seconds=self.config.remote_open_window_s)
-            with transaction(self._engine) as conn:
-                recent = repo.count_audit_since(conn, "remote_open", window)
-                if recent >= self.config.remote_open_limit:
-                    logger.error("remote open of %s refused: rate limit", label)
-                    return CommandAck(
-                        outcome="failed",
-                        detail=f"rate limited: {recent} remote opens in the last "
-                        f"{self.config.remote_open_window_s} s",
-                    )
-                # Counted before the door fires, so a crash mid-open still uses up one.
-                repo.append_audit(
-                    conn,
-                    at=now,
-                    actor=ACTOR,
-                    action="remote_open",
-                    compartment=label,
-                    command_id=command.id,
-                )
-            outcome = self._doors.open_door(
-                label, reason=f"remote open {command.id}", allow_out_of_service=True
-            )
-            if isinstance(outcome, DoorOpened):
-                return CommandAck(outcome="ok")
-            return CommandAck(outcome="failed", detail=f"door: {type(outcome).__name__}")
-        if command.type == "disable_compartment":
-            self._doors.mark_out_of_service(str(payload["compartment"]), "disabled by central")
-            return CommandAck(outcome="ok")
-        if command.type == "enable_compartment":
-            self._doors.return_to_service(str(payload["compartment"]))
-            return CommandAck(outcome="ok")
-        if command.type == "cancel_reservation":
-            with transaction(self._engine) as conn:
-                if inbound.cancel_reservation(conn, str(payload["reservation_id"]), now):
-                    return CommandAck(outcome="ok")
-            return CommandAck(
-                outcome="failed", detail="unknown here, or already deposited or finished"
-            )
-        if command.type in ("extend_deadline", "invalidate_code"):
-            reservation_id = str(payload["reservation_id"])
-            with transaction(self._engine) as conn:
-                if command.type == "extend_deadline":
-                    done = inbound.extend_pickup(conn, reservation_id, int(payload["hours"]), now)
-                elif payload.get("reissue") is True:
-                    reissued = inbound.reissue_pickup_code(
-                        conn,
-                        reservation_id,
-                        now,
-                        keys=self._keys,
-                        code_digits=self._code_digits,
-                        bank_id=self._bank_id,
-                        command_id=command.id,
-                    )
-                    done = reissued is not None
-                else:
-                    done = inbound.invalidate_pickup_code(conn, reservation_id, now)
-                if done:
-                    repo.append_audit(
-                        conn,
-                        at=now,
-                        actor=ACTOR,
-                        action=command.type,
-                        command_id=command.id,
-                        detail=payload,
-                    )
-                    return CommandAck(outcome="ok")
-            return CommandAck(
-                outcome="failed", detail="no parcel of that reservation is in a compartment"
-            )
-        return CommandAck(
-            outcome="failed", detail=f"{command.type} is not supported by this node version"
-        )
+            raise CommandRefused(str(exc), code=exc.code) from exc
 
     # Heartbeat --------------------------------------------------------------------------------
 
@@ -397,7 +210,7 @@ class SyncService:
                 unread = status.door is None
                 boards[board] = "error" if unread or boards.get(board) == "error" else "ok"
         with transaction(self._engine) as conn:
-            depth = repo.outbox_depth(conn)
+            depth = outbox.outbox_depth(conn)
         self._client.heartbeat(
             Heartbeat.model_validate(
                 {"doors": doors, "boards": boards, "outbox_depth": depth, "version": self._version}
@@ -447,8 +260,3 @@ class SyncService:
                 # A bad pass is tried again next tick; the kiosk must not depend on sync.
                 logger.exception("sync pass failed")
             self._stopping.wait(self.config.interval_s)
-
-
-def _label(command: Command) -> str | None:
-    label = command.payload.get("compartment")
-    return str(label)[:16] if isinstance(label, str) else None

@@ -31,7 +31,8 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     url = config.get_main_option("sqlalchemy.url")
-    assert url is not None and url.startswith("sqlite:///")
+    if url is None or not url.startswith("sqlite:///"):
+        raise RuntimeError(f"the node's store is a SQLite file (sqlite:///...), not {url!r}")
     engine = make_engine(Path(url.removeprefix("sqlite:///")))
     with engine.connect() as connection:
         _run(connection)

@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from central.ops.accounts import Passwords, add_operator
 from central.ops.pages import safe_next
-from locker_node.store import repository as node_repo
+from locker_node.store import outbox as node_outbox
 from locker_node.store.database import database_path, transaction
 from locker_node.store.database import make_engine as make_node_engine
 from tests.e2e.harness import BANK, World, create_world, deposit, provision_node, reserve
@@ -49,7 +49,7 @@ class Network:
         engine = make_node_engine(database_path(self.config.parent / "data"))
         try:
             with transaction(engine) as conn:
-                return node_repo.audit_for_command(conn, action, command_id) is not None
+                return node_outbox.audit_for_command(conn, action, command_id) is not None
         finally:
             engine.dispose()
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from locker_node.store import outbox
 from locker_node.store import repository as repo
 from locker_node.store.database import database_path, transaction
 from locker_node.store.database import make_engine as make_node_engine
@@ -110,11 +111,11 @@ def test_central_down_for_the_whole_cycle_gets_every_event_once_in_order_after(
             # Central is down from here until the parcel has come and gone.
             deposit(node, kiosk, world, "ACME-E2E-2")
             with transaction(engine) as conn:
-                [event] = [e for e in repo.outbox_events(conn) if e.type == "parcel.deposited"]
+                [event] = [e for e in outbox.outbox_events(conn) if e.type == "parcel.deposited"]
             # The recipient's code, which the carrier cannot send while central is down.
             pickup(node, kiosk, keys.unseal(event.data["sealed_pickup_code"]))
             with transaction(engine) as conn:
-                waiting = [e.type for e in repo.outbox_events(conn, unsent_only=True)]
+                waiting = [e.type for e in outbox.outbox_events(conn, unsent_only=True)]
             assert waiting[-2:] == ["parcel.deposited", "parcel.picked_up"]
             assert world.node_events() == []
 

@@ -10,6 +10,7 @@ import httpx
 from typer.testing import CliRunner
 
 from locker_node.cli import app
+from locker_node.store import couriers
 from locker_node.store import repository as repo
 from locker_node.store.database import database_path, make_engine, transaction
 from tests.locker_node.e2e.nodes import free_port, node_process
@@ -53,7 +54,7 @@ def test_seed_demo_stores_reservations_and_only_a_hash_of_the_courier_code(
     assert code is not None
     engine = make_engine(database_path(tmp_path / "data"))
     with transaction(engine) as conn:
-        hashes = repo.valid_credential_hashes(conn, "demo", repo_now())
+        hashes = couriers.valid_credential_hashes(conn, "demo", repo_now())
         tracking = re.findall(r"reservation: (DEMO\w+)", result.output)
         found = [repo.find_reservation(conn, "demo", number) for number in tracking]
     engine.dispose()

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from locker_node.app import build_node, crash_points_from_env, kiosk_policy
+from locker_node.app import build_node, crash_points_from_env, flow_policy
 from locker_node.config import ConfigError, parse_config
 from locker_node.hardware.board import BoardUnavailable
 from locker_node.hardware.simulated import SimulatedLockBoard
+from locker_node.store import outbox
 from locker_node.store import repository as repo
 from locker_node.store.database import DATABASE_FILE, transaction
 from locker_node.store.migrate import upgrade
@@ -33,7 +34,7 @@ def data_dir(tmp_path: Path, template: Path) -> Path:
 
 def test_the_new_sections_have_defaults_and_refuse_unknown_keys(tmp_path: Path) -> None:
     config = parse_config(node_config_data(tmp_path))
-    policy = kiosk_policy(config)
+    policy = flow_policy(config)
 
     assert (config.pickup.code_digits, config.pickup.hold_hours) == (8, 72)
     assert (config.courier.session_idle_s, config.deposit.allow_walk_up) == (300, False)
@@ -63,7 +64,7 @@ def test_start_reads_every_door_and_takes_a_door_found_open_as_it_is(
         doors = {status.label: str(status.door) for status in node.doors.statuses()}
         with transaction(node.engine) as conn:
             labels = [c.label for c in repo.list_compartments(conn)]
-            events = repo.outbox_events(conn)
+            events = outbox.outbox_events(conn)
     finally:
         node.stop()
 

@@ -27,15 +27,16 @@ from locker_node.domain.lifecycle import (
     ParcelStatus,
     ReservationStatus,
 )
-from locker_node.hardware.simulator import BoardSimulator, PtyBoardServer
-from locker_node.store import repository as repo
-from locker_node.store.database import DATABASE_FILE, make_engine, transaction
-from locker_node.store.inbound import (
+from locker_node.flows.feed import (
     CourierCredentialIn,
     ReservationIn,
     add_courier_credential,
     apply_reservation,
 )
+from locker_node.hardware.simulator import BoardSimulator, PtyBoardServer
+from locker_node.store import outbox
+from locker_node.store import repository as repo
+from locker_node.store.database import DATABASE_FILE, make_engine, transaction
 from locker_node.store.keys import NodeKeys
 from locker_node.store.migrate import upgrade
 from locker_node.store.schema import door_operations, unlock_commands
@@ -137,7 +138,7 @@ class Bench:
 
     def secrets(self, parcel_id: str) -> dict[str, str]:
         with transaction(self.engine) as conn:
-            events = repo.outbox_events(conn)
+            events = outbox.outbox_events(conn)
         for event in events:
             if event.type == "parcel.deposited" and event.data["parcel_id"] == parcel_id:
                 return open_sealed(self.keys, event.data)
@@ -261,7 +262,7 @@ def check_invariants(engine: Engine) -> None:
         parcels = repo.list_parcels(conn)
         deposits = repo.list_deposits(conn)
         codes = {p.id: repo.get_pickup_code(conn, p.id) for p in parcels}
-        events = repo.outbox_events(conn)
+        events = outbox.outbox_events(conn)
         in_flight = (
             conn.execute(
                 select(door_operations.c.command_id).where(door_operations.c.result.is_(None))
@@ -398,5 +399,5 @@ def test_a_node_killed_anywhere_restarts_into_a_known_state(bench: Bench) -> Non
 
 def all_secrets(bench: Bench) -> list[dict[str, str]]:
     with transaction(bench.engine) as conn:
-        events = repo.outbox_events(conn)
+        events = outbox.outbox_events(conn)
     return [open_sealed(bench.keys, e.data) for e in events if e.type == "parcel.deposited"]

@@ -15,18 +15,20 @@ from sqlalchemy import Engine, select
 from locker_node.app import Node, build_node
 from locker_node.config import NodeConfig, parse_config
 from locker_node.domain.credentials import hash_courier_code
-from locker_node.hardware.simulated import SimulatedLockBoard
-from locker_node.store import repository as repo
-from locker_node.store.database import DATABASE_FILE, transaction
-from locker_node.store.inbound import (
+from locker_node.flows.feed import (
     CourierCredentialIn,
     ReservationIn,
     add_courier_credential,
     apply_reservation,
 )
+from locker_node.hardware.simulated import SimulatedLockBoard
+from locker_node.store import outbox
+from locker_node.store import repository as repo
+from locker_node.store.database import DATABASE_FILE, transaction
 from locker_node.store.keys import NodeKeys
 from locker_node.store.migrate import upgrade
 from locker_node.store.schema import metadata
+from tests.clock import FakeClock
 
 COURIER_CODE = "24681357"
 
@@ -52,20 +54,6 @@ LAYOUT: list[tuple[str, str, int]] = [
     ("C02", "L", 9),
     ("D01", "XL", 10),
 ]
-
-
-class FakeClock:
-    """Wall-clock time for the store and the flows that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 def make_schema_template(directory: Path) -> Path:
@@ -211,9 +199,9 @@ class Rig:
         """The pickup code and QR payload from the sealed `parcel.deposited` event."""
         return sealed_secrets(self.engine, self.keys)[parcel_id]
 
-    def events(self, event_type: str | None = None) -> list[repo.OutboxEvent]:
+    def events(self, event_type: str | None = None) -> list[outbox.OutboxEvent]:
         with transaction(self.engine) as conn:
-            events = repo.outbox_events(conn)
+            events = outbox.outbox_events(conn)
         return [e for e in events if event_type is None or e.type == event_type]
 
     def parcel(self, parcel_id: str) -> repo.Parcel:
@@ -243,7 +231,7 @@ def open_sealed(keys: NodeKeys, data: dict[str, Any]) -> dict[str, str]:
 def sealed_secrets(engine: Engine, keys: NodeKeys) -> dict[str, dict[str, str]]:
     """Test helper: open every sealed `parcel.deposited` event; parcel id -> secrets."""
     with transaction(engine) as conn:
-        events = repo.outbox_events(conn)
+        events = outbox.outbox_events(conn)
     found = {}
     for event in events:
         if event.type == "parcel.deposited":
@@ -275,7 +263,8 @@ def build_rig(
         shutil.copy(template, data_dir / DATABASE_FILE)
     config = parse_config(node_config_data(data_dir, **sections))
     board = board or SimulatedLockBoard(name="main", lock_count=16, door_delay_s=0.0)
-    clock = clock or FakeClock()
+    # Today's date: courier codes and reservations are made for the real day.
+    clock = clock or FakeClock(datetime.now(UTC).replace(microsecond=0))
     node = build_node(config, boards={"main": board}, clock=clock, migrate_in_process=True)
     rig = Rig(config=config, board=board, node=node, clock=clock)
     if start:

@@ -360,7 +360,7 @@ def test_an_unconfirmed_deposit_is_abandoned_and_its_door_inspected(rig: Rig) ->
     opened = start(rig, rig.login(), "1Z0001")
     rig.clock.advance(minutes=16)
 
-    rig.node.service.housekeeping()
+    rig.node.flows.housekeeping()
 
     assert deposit_row(rig, str(opened["deposit_id"])).status == DepositStatus.ABANDONED
     a01 = rig.compartment("A01")

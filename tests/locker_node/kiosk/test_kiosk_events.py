@@ -66,8 +66,8 @@ def test_an_idle_session_is_reported_once_by_housekeeping(rig: Rig) -> None:
     rig.client.get("/api/courier/returns", headers=headers)  # activity: the session lives on
     rig.clock.advance(minutes=30)
 
-    rig.node.service.housekeeping()
-    rig.node.service.housekeeping()
+    rig.node.flows.housekeeping()
+    rig.node.flows.housekeeping()
 
     [event] = rig.events("kiosk.session")
     session = CourierSessionData.model_validate(event.data)

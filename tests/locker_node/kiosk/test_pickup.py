@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from locker_node.domain.lifecycle import CodeStatus, Occupancy, ParcelStatus
 from locker_node.hardware.simulator import Fault
+from locker_node.store import outbox
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
 from tests.locker_node.kiosk.rig import Rig
@@ -138,7 +139,7 @@ def test_a_code_dies_at_the_pickup_deadline_and_the_parcel_waits_for_return(
     rig.clock.advance(hours=72, seconds=1)
 
     answer = rig.pickup(code)
-    rig.node.service.expire_due()
+    rig.node.flows.expire_due()
 
     assert answer.status_code == 401
     assert rig.parcel(parcel_id).status == ParcelStatus.EXPIRED
@@ -152,7 +153,7 @@ def test_every_door_opening_is_in_the_audit_log(rig: Rig) -> None:
     rig.pickup(code)
 
     with transaction(rig.engine) as conn:
-        entries = repo.audit_entries(conn, compartment=label)
+        entries = outbox.audit_entries(conn, compartment=label)
     opens = [e for e in entries if e.action == "door_open"]
     assert [e.actor.split(":")[0] for e in opens] == ["courier", "recipient"]
     assert all(e.command_id and e.reason for e in opens)

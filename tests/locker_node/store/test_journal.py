@@ -14,11 +14,13 @@ from locker_node.domain.doors import (
     DoorOpened,
     UnlockIntent,
 )
+from locker_node.flows.door_events import DoorEventRecorder
 from locker_node.hardware.simulated import SimulatedLockBoard
 from locker_node.hardware.simulator import Fault
+from locker_node.store import outbox
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
-from locker_node.store.journal import SqliteCommandJournal, StoreDoorEventSink
+from locker_node.store.journal import SqliteCommandJournal
 
 
 def now() -> datetime:
@@ -39,7 +41,7 @@ def controller(engine: Engine, board: SimulatedLockBoard) -> DoorController:
         {"main": board},
         [CompartmentWiring("A01", "main", 1), CompartmentWiring("A02", "main", 2)],
         journal=SqliteCommandJournal(engine, clock=now),
-        events=StoreDoorEventSink(engine, bank_id="B1"),
+        events=DoorEventRecorder(engine, bank_id="B1"),
         confirm_window_s=0.1,
         confirm_poll_s=0.01,
     )
@@ -72,7 +74,7 @@ def test_a_restarted_controller_finishes_commands_in_flight_as_unknown(engine: E
     journal = SqliteCommandJournal(engine, clock=now)
     assert journal.outcome("c1") is CommandOutcome.UNKNOWN
     with transaction(engine) as conn:
-        actions = [e.action for e in repo.audit_entries(conn)]
+        actions = [e.action for e in outbox.audit_entries(conn)]
     assert "door_outcome_unknown" in actions
 
 
@@ -91,9 +93,9 @@ def test_door_events_reach_the_audit_log_service_state_and_outbox(engine: Engine
 
     assert isinstance(opened, DoorOpened) and opened.command_id == "cmd-open"
     with transaction(engine) as conn:
-        actions = [e.action for e in repo.audit_entries(conn)]
+        actions = [e.action for e in outbox.audit_entries(conn)]
         a02 = repo.get_compartment(conn, "A02")
-        events = [e.type for e in repo.outbox_events(conn)]
+        events = [e.type for e in outbox.outbox_events(conn)]
     assert actions == [
         "door_opened",
         "door_jammed",

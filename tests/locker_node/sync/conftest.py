@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from locker_node.app import Node, build_node
 from locker_node.config import NodeConfig, load_config
 from locker_node.hardware.simulated import SimulatedLockBoard
-from locker_node.store import repository as repo
+from locker_node.store import outbox
 from locker_node.store.database import transaction
 from locker_node.sync.provision import provision
 from locker_node.sync.service import SyncService
 from tests.central import conftest as central
-from tests.central.conftest import FakeClock, World
-from tests.central.test_node_support import issue_token
+from tests.central.conftest import World
+from tests.central.nodes.support import issue_token
+from tests.clock import FakeClock
 
 # Central's own fixtures: a migrated database per test (SQLite; PostgreSQL when configured),
 # its app on a fake clock, carriers and banks.
@@ -123,9 +124,9 @@ class SyncedNode:
         self.board.close_door(self.lock_of(result["compartment"]))
         return result
 
-    def outbox(self) -> list[repo.OutboxEvent]:
+    def outbox(self) -> list[outbox.OutboxEvent]:
         with transaction(self.node.engine) as conn:
-            return repo.outbox_events(conn)
+            return outbox.outbox_events(conn)
 
 
 @pytest.fixture

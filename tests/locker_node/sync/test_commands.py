@@ -12,14 +12,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.models import NodeCommand
-from central.nodes.service import issue_command, signing_key
+from central.nodes.commands import issue_command, signing_key
 from locker_node.domain.lifecycle import EventType, ReservationStatus
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
 from locker_wire import signing
 from locker_wire.schemas import Command
-from tests.central.conftest import FakeClock, World
-from tests.central.test_node_support import reserve
+from tests.central.conftest import World
+from tests.central.nodes.support import reserve
+from tests.clock import FakeClock
 from tests.locker_node.sync.conftest import SyncedNode, courier_code
 
 

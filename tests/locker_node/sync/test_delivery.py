@@ -15,8 +15,9 @@ from central.models import BankCapacity, Compartment, NodeEventRecord, Reservati
 from central.webhooks.tasks import WebhookDispatcher
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
-from tests.central.conftest import FakeClock, World
-from tests.central.test_node_support import reserve
+from tests.central.conftest import World
+from tests.central.nodes.support import reserve
+from tests.clock import FakeClock
 from tests.locker_node.sync.conftest import SyncedNode, courier_code
 
 

@@ -12,11 +12,11 @@ from central.models import Node as CentralNode
 from central.models import NodeEventRecord
 from locker_node.app import build_node
 from locker_node.config import SyncConfig, parse_config
-from locker_node.domain.lifecycle import EventType
 from locker_node.hardware.simulated import SimulatedLockBoard
-from locker_node.store import repository as repo
+from locker_node.store import outbox
 from locker_node.store.database import transaction
-from tests.central.conftest import FakeClock
+from locker_wire import events
+from tests.clock import FakeClock
 from tests.locker_node.kiosk.rig import node_config_data
 from tests.locker_node.support import wait_until
 from tests.locker_node.sync.conftest import SyncedNode
@@ -27,31 +27,38 @@ def test_a_rejected_event_is_marked_logged_and_never_sent_again(
 ) -> None:
     node = make_node()
     with transaction(node.node.engine) as conn:
-        rejected = repo.append_event(
+        at = clock()
+        parcel = {"carrier_id": "acme", "tracking_number": "ACME-1", "compartment": "A01"}
+        rejected = outbox.record(
             conn,
-            EventType.PARCEL_PICKED_UP,
-            {"reservation_id": "rsv_unknown", "parcel_id": "p1"},
+            events.ParcelPickedUp(
+                reservation_id="rsv_unknown", parcel_id="p1", picked_up_at=at, via="code", **parcel
+            ),
+            at=at,
             bank_id="NYC-1",
-            now=clock(),
         )
-        unsendable = repo.append_event(
+        unsendable = outbox.record(
             conn,
-            EventType.PARCEL_DEPOSITED,
-            {
-                "reservation_id": "rsv_x",
-                "compartment": "A01",
-                "sealed_pickup_code": "not a seal",
-                "sealed_qr_payload": "not a seal",
-            },
+            events.ParcelDeposited(
+                reservation_id="rsv_x",
+                parcel_id="p3",
+                walk_up=False,
+                reserved_size="S",
+                compartment_size="S",
+                deposited_at=at,
+                pickup_deadline=at,
+                sealed_pickup_code="not a seal",
+                sealed_qr_payload="not a seal",
+                **parcel,
+            ),
+            at=at,
             bank_id="NYC-1",
-            now=clock(),
         )
-        local = repo.append_event(
+        local = outbox.record(
             conn,
-            EventType.PARCEL_EXPIRED,
-            {"reservation_id": "rsv_y", "parcel_id": "p2"},
+            events.ParcelExpired(reservation_id="rsv_y", parcel_id="p2", expired_at=at, **parcel),
+            at=at,
             bank_id="NYC-1",
-            now=clock(),
         )
 
     assert node.sync.run_once()
@@ -60,9 +67,9 @@ def test_a_rejected_event_is_marked_logged_and_never_sent_again(
     assert node.transport.batches == [[rejected]]  # the local-only event never travels
     assert all(e.sent_at is not None for e in node.outbox())
     with transaction(node.node.engine) as conn:
-        audit = repo.audit_for_command(conn, "event_rejected", rejected)
-        broken = repo.audit_for_command(conn, "event_rejected", unsendable)
-        assert repo.outbox_depth(conn) == 0
+        audit = outbox.audit_for_command(conn, "event_rejected", rejected)
+        broken = outbox.audit_for_command(conn, "event_rejected", unsendable)
+        assert outbox.outbox_depth(conn) == 0
     assert broken is not None and broken.reason.startswith("unsendable")
     assert audit is not None and audit.reason.startswith("unknown_reservation")
     with sessions() as session:

@@ -14,8 +14,9 @@ from locker_node.cli import app as cli
 from locker_node.config import load_config
 from locker_node.sync.identity import KEY_FILE, load_identity
 from locker_node.sync.provision import ProvisionError, provision
-from tests.central.conftest import FakeClock, World
-from tests.central.test_node_support import issue_token
+from tests.central.conftest import World
+from tests.central.nodes.support import issue_token
+from tests.clock import FakeClock
 from tests.locker_node.sync.conftest import CentralTransport
 
 

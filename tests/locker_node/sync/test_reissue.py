@@ -14,16 +14,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.models import ReservationEvent
 from central.nodes import reissue
-from central.nodes import service as nodes_service
+from central.nodes.seals import sealing_key
 from locker_node.domain.codes import KeyedHasher, issue_pickup_code
 from locker_node.domain.lifecycle import CodeStatus, EventType
-from locker_node.store import inbound
+from locker_node.flows import commands
+from locker_node.flows.errors import Refused
+from locker_node.store import outbox
 from locker_node.store import repository as repo
 from locker_node.store.database import DATABASE_FILE, transaction
 from locker_wire.schemas import Command
 from locker_wire.sealing import open_sealed, seal_context
-from tests.central.conftest import FakeClock, World
-from tests.central.test_node_support import reserve
+from tests.central.conftest import World
+from tests.central.nodes.support import reserve
+from tests.clock import FakeClock
 from tests.locker_node.sync.conftest import SyncedNode, courier_code
 from tests.locker_node.sync.test_commands import central_status, command
 from tests.locker_node.sync.test_delivery import CarrierReceiver, dispatch, subscribe
@@ -75,14 +78,14 @@ def scene(
     return Scene(app, client, world, clock, sessions, make_node())
 
 
-def clear_secrets(node: SyncedNode, event: repo.OutboxEvent) -> dict[str, str]:
+def clear_secrets(node: SyncedNode, event: outbox.OutboxEvent) -> dict[str, str]:
     return {
         field: node.node.keys.unseal(event.data[f"sealed_{field}"])
         for field in ("pickup_code", "qr_payload")
     }
 
 
-def reissued_events(node: SyncedNode) -> list[repo.OutboxEvent]:
+def reissued_events(node: SyncedNode) -> list[outbox.OutboxEvent]:
     return [e for e in node.outbox() if e.type == EventType.PARCEL_CODE_REISSUED]
 
 
@@ -161,7 +164,7 @@ def test_the_event_goes_out_sealed_to_central_and_no_code_is_kept_in_clear(scene
         "sealed_qr_payload",
         "command_id",
     }
-    key = nodes_service.sealing_key(scene.app.state.keys)
+    key = sealing_key(scene.app.state.keys)
     for field in ("pickup_code", "qr_payload"):
         sealed = wire["data"][f"sealed_{field}"]
         assert sealed != event.data[f"sealed_{field}"]  # the node's own seal never leaves it
@@ -224,17 +227,10 @@ def test_reissue_at_the_pickup_deadline_is_refused_and_keeps_the_code(scene: Sce
 
     # A code that would expire as it is issued helps nobody: extend the deadline first.
     with (
-        pytest.raises(inbound.InboundError, match="deadline"),
+        pytest.raises(Refused, match="deadline"),
         transaction(node.node.engine) as conn,
     ):
-        inbound.reissue_pickup_code(
-            conn,
-            rid,
-            parcel.pickup_deadline,
-            keys=node.node.keys,
-            code_digits=node.config.pickup.code_digits,
-            bank_id=node.config.bank_id,
-        )
+        commands.reissue_pickup_code(conn, node.node.flows.ports, rid, parcel.pickup_deadline)
 
     assert reissued_events(node) == []
     assert node.pickup(old["pickup_code"])["compartment"] == answer["compartment"]

@@ -1,4 +1,4 @@
-"""The seam the sync client will use: reservations and courier credentials in, checked."""
+"""Changes central pushes through its feed: reservations and courier credentials in, checked."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from sqlalchemy import Engine
 
 from locker_node.domain.credentials import hash_courier_code, verify_courier_code
 from locker_node.domain.lifecycle import ReservationStatus
-from locker_node.store import repository as repo
-from locker_node.store.database import transaction
-from locker_node.store.inbound import (
+from locker_node.flows.errors import Refused
+from locker_node.flows.feed import (
     CourierCredentialIn,
-    InboundError,
     ReservationIn,
     add_courier_credential,
     apply_reservation,
     cancel_reservation,
 )
+from locker_node.store import couriers
+from locker_node.store import repository as repo
+from locker_node.store.database import transaction
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -70,7 +71,7 @@ def test_cancel_only_before_deposit(engine: Engine) -> None:
     ],
 )
 def test_bad_reservations_are_refused(engine: Engine, changes: dict[str, object]) -> None:
-    with pytest.raises(InboundError), transaction(engine) as conn:
+    with pytest.raises(Refused), transaction(engine) as conn:
         apply_reservation(conn, reservation(**changes), NOW)
 
 
@@ -80,8 +81,8 @@ def test_courier_credentials_are_hashes_valid_for_a_window(engine: Engine) -> No
     with transaction(engine) as conn:
         add_courier_credential(conn, credential, NOW)
         add_courier_credential(conn, credential, NOW)  # the same again: one row
-        today = repo.valid_credential_hashes(conn, "ups", NOW + timedelta(hours=1))
-        tomorrow = repo.valid_credential_hashes(conn, "ups", NOW + timedelta(days=1, seconds=1))
+        today = couriers.valid_credential_hashes(conn, "ups", NOW + timedelta(hours=1))
+        tomorrow = couriers.valid_credential_hashes(conn, "ups", NOW + timedelta(days=1, seconds=1))
     assert today == [code_hash] and tomorrow == []
     assert verify_courier_code(code_hash, "24681357")
     assert not verify_courier_code(code_hash, "24681358")
@@ -89,7 +90,7 @@ def test_courier_credentials_are_hashes_valid_for_a_window(engine: Engine) -> No
 
 
 def test_a_plain_code_is_never_accepted_as_a_hash(engine: Engine) -> None:
-    with pytest.raises(InboundError, match=r"\$scrypt\$"), transaction(engine) as conn:
+    with pytest.raises(Refused, match=r"\$scrypt\$"), transaction(engine) as conn:
         add_courier_credential(
             conn, CourierCredentialIn("ups", "24681357", NOW, NOW + timedelta(days=1)), NOW
         )
@@ -104,9 +105,9 @@ def test_a_hash_as_the_wire_carries_it_is_accepted(engine: Engine) -> None:
     )
     with transaction(engine) as conn:
         add_courier_credential(conn, credential, NOW)
-        [stored] = repo.valid_credential_hashes(conn, "ups", NOW)
+        [stored] = couriers.valid_credential_hashes(conn, "ups", NOW)
     assert verify_courier_code(stored, "24681357")
-    with pytest.raises(InboundError, match="out of range"):
+    with pytest.raises(Refused, match="out of range"):
         CourierCredentialIn.from_wire(
             carrier="ups", code_hash=digest, salt=salt.hex(), n=2**24, r=8, p=1, **window
         )

@@ -1,27 +1,28 @@
-"""What reaches the node from outside: reservations, courier credentials and parcel commands.
+"""Changes central pushes through its feed: reservations, their cancellations, courier codes.
 
-The sync client calls these with what it pulls from central (one transaction per feed page,
-one per command); `locker-node seed-demo` and the tests call the same ones.
+`apply_page` applies one feed page in one transaction; `locker-node seed-demo` and the tests
+call the single steps with a transaction of their own.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection
 
 from locker_node.domain.allocation import SIZE_CLASSES
-from locker_node.domain.codes import issue_pickup_code
 from locker_node.domain.credentials import CredentialFormatError, format_courier_hash
 from locker_node.domain.inputs import normalise_carrier, normalise_tracking_number
-from locker_node.domain.lifecycle import CodeStatus, EventType, ReservationStatus
+from locker_node.domain.lifecycle import ReservationStatus
+from locker_node.flows.errors import Refused
+from locker_node.flows.ports import Ports
+from locker_node.store import couriers
 from locker_node.store import repository as repo
-from locker_node.store.keys import NodeKeys
+from locker_wire.schemas import FeedResponse
 
-
-class InboundError(ValueError):
-    """Data from outside the node that it cannot accept."""
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class CourierCredentialIn:
         try:
             stored = format_courier_hash(code_hash, salt, n, r, p)
         except (CredentialFormatError, ValueError) as exc:
-            raise InboundError(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         return cls(carrier, stored, valid_from, valid_until)
 
 
@@ -68,15 +69,15 @@ def apply_reservation(conn: Connection, reservation: ReservationIn, now: datetim
     tracking = normalise_tracking_number(reservation.tracking_number)
     carrier = normalise_carrier(reservation.carrier_id)
     if not reservation.id or len(reservation.id) > 64:
-        raise InboundError("reservation id must be 1-64 characters")
+        raise Refused("reservation id must be 1-64 characters")
     if tracking is None:
-        raise InboundError(f"not a tracking number: {reservation.tracking_number!r}")
+        raise Refused(f"not a tracking number: {reservation.tracking_number!r}")
     if carrier is None:
-        raise InboundError(f"not a carrier id: {reservation.carrier_id!r}")
+        raise Refused(f"not a carrier id: {reservation.carrier_id!r}")
     if reservation.size not in SIZE_CLASSES:
-        raise InboundError(f"size must be one of {', '.join(SIZE_CLASSES)}")
+        raise Refused(f"size must be one of {', '.join(SIZE_CLASSES)}")
     if reservation.reserved_until.tzinfo is None:
-        raise InboundError("reserved_until must carry a time zone")
+        raise Refused("reserved_until must carry a time zone")
     existing = repo.get_reservation(conn, reservation.id)
     if existing is None:
         repo.insert_reservation(
@@ -125,16 +126,16 @@ def add_courier_credential(
 ) -> None:
     carrier = normalise_carrier(credential.carrier_id)
     if carrier is None:
-        raise InboundError(f"not a carrier id: {credential.carrier_id!r}")
+        raise Refused(f"not a carrier id: {credential.carrier_id!r}")
     try:
         format_courier_hash(*_scrypt_fields(credential.code_hash))
     except (CredentialFormatError, ValueError) as exc:
-        raise InboundError(f"courier code hashes are $scrypt$ strings: {exc}") from exc
+        raise Refused(f"courier code hashes are $scrypt$ strings: {exc}") from exc
     if credential.valid_until.tzinfo is None or credential.valid_from.tzinfo is None:
-        raise InboundError("validity times must carry a time zone")
+        raise Refused("validity times must carry a time zone")
     if credential.valid_until <= credential.valid_from:
-        raise InboundError("valid_until must be after valid_from")
-    repo.upsert_courier_credential(
+        raise Refused("valid_until must be after valid_from")
+    couriers.upsert_courier_credential(
         conn,
         carrier_id=carrier,
         code_hash=credential.code_hash,
@@ -156,79 +157,41 @@ def _scrypt_fields(stored: str) -> tuple[str, str, int, int, int]:
         raise CredentialFormatError("scrypt parameters missing") from exc
 
 
-def extend_pickup(conn: Connection, reservation_id: str, hours: int, now: datetime) -> bool:
-    """Give a parcel still in its compartment more time; False if there is no such parcel."""
-    if not 1 <= hours <= 24 * 7:
-        raise InboundError("an extension is 1 to 168 hours")
-    parcel = repo.parcel_in_locker(conn, reservation_id)
-    if parcel is None:
-        return False
-    repo.move_pickup_deadline(conn, parcel, parcel.pickup_deadline + timedelta(hours=hours), now)
-    return True
-
-
-def invalidate_pickup_code(conn: Connection, reservation_id: str, now: datetime) -> bool:
-    """Kill the live pickup code (and QR) of a parcel in its compartment; False if none."""
-    parcel = repo.parcel_in_locker(conn, reservation_id)
-    if parcel is None:
-        return False
-    code = repo.get_pickup_code(conn, parcel.id)
-    if code is None or code.status != CodeStatus.ACTIVE:
-        return False
-    repo.kill_pickup_code(conn, parcel.id, CodeStatus.REVOKED, now)
-    return True
-
-
-def reissue_pickup_code(
-    conn: Connection,
-    reservation_id: str,
-    now: datetime,
-    *,
-    keys: NodeKeys,
-    code_digits: int,
-    bank_id: str,
-    command_id: str | None = None,
-) -> str | None:
-    """Replace the pickup code and QR of a parcel in its compartment with new ones.
-
-    The old pair stops working in this transaction, and the new pair goes out in a
-    `parcel.code_reissued` event, sealed like a deposit's, for central to pass to the carrier.
-    Returns the event's id, or None when no parcel of that reservation is in a compartment.
-    """
-    parcel = repo.parcel_in_locker(conn, reservation_id)
-    if parcel is None:
-        return None
-    if parcel.pickup_deadline <= now:
-        raise InboundError("the parcel is past its pickup deadline: extend it first")
-    old = repo.get_pickup_code(conn, parcel.id)
-    old_hash = old.code_hash if old is not None and old.status == CodeStatus.ACTIVE else None
-    issued = issue_pickup_code(
-        keys.pickup_codes,
-        keys.qr_tokens,
-        digits=code_digits,
-        # The old code's row is about to be overwritten; its code must not come back by chance.
-        in_use=lambda digest: digest == old_hash or repo.code_hash_in_use(conn, digest),
-    )
-    # One code row per parcel: the new pair takes the old one's place, its hashes gone with it.
-    repo.replace_pickup_code(
-        conn, repo.active_pickup_code(parcel.id, issued, parcel.pickup_deadline, now)
-    )
-    return repo.append_event(
-        conn,
-        EventType.PARCEL_CODE_REISSUED,
-        {
-            "reservation_id": parcel.reservation_id,
-            "parcel_id": parcel.id,
-            "carrier_id": parcel.carrier_id,
-            "tracking_number": parcel.tracking_number,
-            "compartment": parcel.compartment,
-            "pickup_deadline": parcel.pickup_deadline.isoformat(),
-            "reissued_at": now.isoformat(),
-            "command_id": command_id,
-            # Sealed under a node key at rest, as a deposit's; sync re-seals them for central.
-            "sealed_pickup_code": keys.seal(issued.code),
-            "sealed_qr_payload": keys.seal(issued.qr_token),
-        },
-        bank_id=bank_id,
-        now=now,
-    )
+def apply_page(ports: Ports, page: FeedResponse) -> None:
+    """One feed page in one transaction; what the node cannot accept is logged and skipped."""
+    now = ports.now()
+    with ports.unit_of_work() as conn:
+        for reservation in page.reservations:
+            try:
+                if reservation.status == "reserved":
+                    apply_reservation(
+                        conn,
+                        ReservationIn(
+                            id=reservation.id,
+                            carrier_id=reservation.carrier,
+                            tracking_number=reservation.tracking_number,
+                            size=reservation.size,
+                            reserved_until=reservation.reserved_until,
+                        ),
+                        now,
+                    )
+                elif reservation.status == "cancelled":
+                    cancel_reservation(conn, reservation.id, now)
+                # Later states (deposited, picked up, ...) were reached on this node.
+            except Refused as exc:
+                logger.error("reservation %s from central refused: %s", reservation.id, exc)
+        for code in page.courier_codes:
+            try:
+                credential = CourierCredentialIn.from_wire(
+                    carrier=code.carrier,
+                    code_hash=code.code_hash,
+                    salt=code.salt,
+                    n=code.n,
+                    r=code.r,
+                    p=code.p,
+                    valid_from=code.valid_from,
+                    valid_until=code.valid_until,
+                )
+                add_courier_credential(conn, credential, now)
+            except Refused as exc:
+                logger.error("courier code for %s refused: %s", code.carrier, exc)

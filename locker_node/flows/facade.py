@@ -1,0 +1,103 @@
+"""The one object the node's two doors hold: the kiosk's endpoints and the sync loop."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from locker_node.flows import courier, deposit, pickup, returns, upkeep
+from locker_node.flows.courier import Courier, LoginResult
+from locker_node.flows.deposit import ConfirmedDeposit, DepositView
+from locker_node.flows.pickup import DoorResult, KeypadStatus
+from locker_node.flows.ports import FlowPolicy, Ports
+from locker_node.flows.returns import ReturnItem
+
+if TYPE_CHECKING:
+    from locker_node.flows.commands import Verify
+    from locker_wire.schemas import Command, CommandAck, FeedResponse
+
+
+class LockerFlows:
+    """Every use case of the node, as one thin method each; the rules live in the flow modules."""
+
+    def __init__(self, ports: Ports) -> None:
+        self.ports = ports
+
+    @property
+    def policy(self) -> FlowPolicy:
+        return self.ports.policy
+
+    # Recipients
+
+    def keypad_status(self) -> KeypadStatus:
+        return pickup.keypad_status(self.ports)
+
+    def pickup_with_code(self, code: str) -> DoorResult:
+        return pickup.pickup_with_code(self.ports, code)
+
+    def pickup_with_qr(self, token: str) -> DoorResult:
+        return pickup.pickup_with_qr(self.ports, token)
+
+    # Couriers
+
+    def carriers(self) -> list[str]:
+        return courier.carriers(self.ports)
+
+    def login(self, carrier: str, pin: str) -> LoginResult:
+        return courier.login(self.ports, carrier, pin)
+
+    def authenticate(self, token: str | None) -> Courier:
+        return courier.authenticate(self.ports, token)
+
+    def logout(self, who: Courier) -> None:
+        courier.logout(self.ports, who)
+
+    def start_deposit(
+        self, who: Courier, tracking_number: str, size: str | None = None
+    ) -> DepositView:
+        return deposit.start_deposit(self.ports, who, tracking_number, size)
+
+    def confirm_deposit(self, who: Courier, deposit_id: str) -> ConfirmedDeposit:
+        return deposit.confirm_deposit(self.ports, who, deposit_id)
+
+    def too_small(self, who: Courier, deposit_id: str) -> DepositView:
+        return deposit.too_small(self.ports, who, deposit_id)
+
+    def report_door_problem(self, who: Courier, deposit_id: str) -> DepositView:
+        return deposit.report_door_problem(self.ports, who, deposit_id)
+
+    def cancel_deposit(self, who: Courier, deposit_id: str) -> None:
+        deposit.cancel_deposit(self.ports, who, deposit_id)
+
+    def list_returns(self, who: Courier) -> list[ReturnItem]:
+        return returns.list_returns(self.ports, who)
+
+    def open_return(self, who: Courier, parcel_id: str) -> DoorResult:
+        return returns.open_return(self.ports, who, parcel_id)
+
+    def confirm_return(self, who: Courier, parcel_id: str) -> DoorResult:
+        return returns.confirm_return(self.ports, who, parcel_id)
+
+    # Central
+
+    # Imported when first called: a node without central never loads the wire's schemas.
+
+    def apply_feed_page(self, page: FeedResponse) -> None:
+        from locker_node.flows import feed
+
+        feed.apply_page(self.ports, page)
+
+    def handle_command(self, command: Command, *, verify: Verify) -> CommandAck:
+        from locker_node.flows import commands
+
+        return commands.handle(self.ports, command, verify=verify)
+
+    # Upkeep
+
+    def recover(self) -> int:
+        return upkeep.recover(self.ports)
+
+    def expire_due(self) -> int:
+        return upkeep.expire_due(self.ports)
+
+    def housekeeping(self) -> None:
+        upkeep.housekeeping(self.ports)

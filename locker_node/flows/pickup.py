@@ -1,0 +1,203 @@
+"""Recipient pickup: a code on the keypad or a QR code opens the parcel's compartment, once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from locker_node.domain.codes import is_well_formed_code, is_well_formed_token
+from locker_node.domain.doors import DoorOpened
+from locker_node.domain.lifecycle import (
+    CodeStatus,
+    Occupancy,
+    OperationResult,
+    ParcelStatus,
+    Purpose,
+    ReservationStatus,
+)
+from locker_node.flows import keypad
+from locker_node.flows.doors import fire, plan_open
+from locker_node.flows.errors import BadInput, DoorFault, InvalidCode, InvalidQr, LockedOut
+from locker_node.flows.ports import RECIPIENT, Ports
+from locker_node.store import repository as repo
+from locker_node.store.outbox import append_audit, record
+from locker_wire.events import ParcelPickedUp
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DoorResult:
+    compartment: str
+    door: str = "open"
+
+
+@dataclass(frozen=True)
+class KeypadStatus:
+    locked: bool
+    retry_after_s: int
+
+
+def keypad_status(ports: Ports) -> KeypadStatus:
+    now = ports.now()
+    with ports.unit_of_work() as conn:
+        retry = keypad.retry_after(conn, ports.policy.pickup_scope, now)
+    return KeypadStatus(locked=retry > 0, retry_after_s=retry)
+
+
+def pickup_with_code(ports: Ports, code: str) -> DoorResult:
+    code = code.strip()
+    digits = ports.policy.code_digits
+    if not is_well_formed_code(code, digits):
+        raise BadInput(f"a pickup code is {digits} digits")
+    digest = ports.keys.pickup_codes.digest(code)
+    with ports.flow_lock:
+        now = ports.now()
+        refusal: InvalidCode | None = None
+        with ports.unit_of_work() as conn:
+            retry = keypad.retry_after(conn, ports.policy.pickup_scope, now)
+            if retry > 0:
+                raise LockedOut("too many wrong codes; the keypad is locked", retry_after_s=retry)
+            live = repo.find_live_code(conn, now, code_hash=digest)
+            if live is None:
+                # Counted in this transaction; raised after it commits, or the rollback
+                # would forget the attempt.
+                refusal = _wrong_code(conn, ports, now)
+            else:
+                parcel, command_id = _claim(conn, live.parcel_id, "code", now)
+        if refusal is not None:
+            raise refusal
+        ports.crash.reach("pickup.claimed", parcel.tracking_number)
+        return _open(ports, parcel, command_id, "code")
+
+
+def pickup_with_qr(ports: Ports, token: str) -> DoorResult:
+    token = token.strip()
+    if not is_well_formed_token(token):
+        raise BadInput("not a pickup QR code")
+    digest = ports.keys.qr_tokens.digest(token)
+    with ports.flow_lock:
+        now = ports.now()
+        with ports.unit_of_work() as conn:
+            live = repo.find_live_code(conn, now, qr_hash=digest)
+            if live is None:
+                raise InvalidQr("this QR code does not open any compartment")
+            parcel, command_id = _claim(conn, live.parcel_id, "qr", now)
+        ports.crash.reach("pickup.claimed", parcel.tracking_number)
+        return _open(ports, parcel, command_id, "qr")
+
+
+def _wrong_code(conn: Connection, ports: Ports, now: datetime) -> InvalidCode:
+    verdict, retry = keypad.count_failure(
+        conn,
+        ports,
+        scope=ports.policy.pickup_scope,
+        policy=ports.policy.keypad,
+        kind="pickup",
+        actor=RECIPIENT,
+        action="pickup_code_refused",
+        now=now,
+        audit_failures=True,
+    )
+    if retry:
+        return InvalidCode(
+            "wrong code; the keypad is now locked", attempts_left=0, retry_after_s=retry
+        )
+    return InvalidCode("wrong code", attempts_left=verdict.attempts_left)
+
+
+def _claim(conn: Connection, parcel_id: str, via: str, now: datetime) -> tuple[repo.Parcel, str]:
+    parcel = repo.get_parcel(conn, parcel_id)
+    if parcel is None or parcel.status != ParcelStatus.IN_LOCKER:
+        # A live code belongs to a parcel in its compartment: the store says otherwise.
+        raise RuntimeError(f"live pickup code of parcel {parcel_id}, which is not in a locker")
+    command_id = plan_open(
+        conn,
+        Purpose.PICKUP,
+        parcel.compartment,
+        actor=RECIPIENT,
+        reason=f"pickup by {via}",
+        now=now,
+        parcel_id=parcel.id,
+        via=via,
+    )
+    return parcel, command_id
+
+
+def _open(ports: Ports, parcel: repo.Parcel, command_id: str, via: str) -> DoorResult:
+    label = parcel.compartment
+    # A compartment marked faulty still holds the parcel: trying its door again is
+    # harmless, and the only way the recipient gets the parcel without an operator.
+    subject = parcel.tracking_number
+    outcome = fire(
+        ports, label, command_id, f"pickup {subject} parcel {parcel.id}", allow_out_of_service=True
+    )
+    if isinstance(outcome, DoorOpened):
+        ports.crash.reach("pickup.door_opened", subject)
+        now = ports.now()
+        with ports.unit_of_work() as conn:
+            complete_pickup(conn, ports, parcel.id, command_id, via, now, reason="door opened")
+            ports.crash.reach("pickup.before_commit", subject)
+        ports.crash.reach("pickup.done", subject)
+        logger.info("pickup: compartment %s opened (parcel %s)", label, parcel.id)
+        return DoorResult(compartment=label)
+    what = "not fired (unknown compartment)" if outcome is None else type(outcome).__name__
+    now = ports.now()
+    with ports.unit_of_work() as conn:
+        repo.finish_operation(conn, command_id, OperationResult.NOT_OPENED, now)
+        append_audit(
+            conn,
+            at=now,
+            actor=RECIPIENT,
+            action="pickup_door_fault",
+            compartment=label,
+            command_id=command_id,
+            parcel_id=parcel.id,
+            reason=what,
+        )
+    logger.warning("pickup: compartment %s did not open (%s)", label, what)
+    raise DoorFault(f"door {label} did not open; the code stays valid", compartment=label)
+
+
+def complete_pickup(
+    conn: Connection,
+    ports: Ports,
+    parcel_id: str,
+    command_id: str,
+    via: str | None,
+    now: datetime,
+    *,
+    reason: str,
+) -> None:
+    """The door of a pickup opened: the parcel is collected, its code used, its place free."""
+    repo.finish_operation(conn, command_id, OperationResult.OPENED, now)
+    parcel = repo.get_parcel(conn, parcel_id)
+    if parcel is None or parcel.status != ParcelStatus.IN_LOCKER:
+        return
+    repo.kill_pickup_code(conn, parcel.id, CodeStatus.USED, now)
+    repo.set_parcel_status(
+        conn, parcel.id, ParcelStatus.PICKED_UP, expect=ParcelStatus.IN_LOCKER, now=now
+    )
+    repo.set_occupancy(conn, parcel.compartment, Occupancy.FREE, now, expect=Occupancy.OCCUPIED)
+    repo.update_reservation(conn, parcel.reservation_id, now, status=ReservationStatus.PICKED_UP)
+    event = ParcelPickedUp(
+        reservation_id=parcel.reservation_id,
+        parcel_id=parcel.id,
+        carrier_id=parcel.carrier_id,
+        tracking_number=parcel.tracking_number,
+        compartment=parcel.compartment,
+        picked_up_at=now,
+        via=via,
+    )
+    record(
+        conn,
+        event,
+        at=now,
+        bank_id=ports.policy.bank_id,
+        actor=RECIPIENT,
+        command_id=command_id,
+        reason=reason,
+    )

@@ -1,0 +1,83 @@
+"""What every flow works with: the store, the doors, the keys, the rules of this bank, a clock."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine
+
+from locker_node.domain.crashpoints import NO_CRASHES, CrashPoints
+from locker_node.domain.doors import DoorController
+from locker_node.domain.lockout import LockoutPolicy
+from locker_node.store.database import transaction
+from locker_node.store.journal import SqliteCommandJournal
+from locker_node.store.keys import NodeKeys
+
+RECIPIENT = "recipient"
+SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class FlowPolicy:
+    """The bank's rules as the node applies them; built once from the node's configuration."""
+
+    bank_id: str
+    kiosk_id: str = "kiosk"
+    code_digits: int = 8
+    pickup_hold: timedelta = timedelta(hours=72)
+    keypad: LockoutPolicy = field(default_factory=LockoutPolicy)
+    login: LockoutPolicy = field(default_factory=LockoutPolicy)
+    session_idle: timedelta = timedelta(minutes=5)
+    allow_upsize: bool = True
+    allow_walk_up: bool = False
+    deposit_timeout: timedelta = timedelta(minutes=15)
+    max_moves: int = 3  # compartments tried after the first one's door fails, per request
+    # Remote opens from central: more than this many in the window are refused, so that a
+    # compromised path cannot empty a bank.
+    remote_open_limit: int = 3
+    remote_open_window: timedelta = timedelta(minutes=10)
+
+    @property
+    def pickup_scope(self) -> str:
+        return f"pickup:{self.kiosk_id}"
+
+    @property
+    def login_scope(self) -> str:
+        return f"courier:{self.kiosk_id}"
+
+
+@dataclass
+class Ports:
+    engine: Engine
+    doors: DoorController
+    journal: SqliteCommandJournal
+    keys: NodeKeys
+    policy: FlowPolicy
+    clock: Callable[[], datetime]
+    crash: CrashPoints = NO_CRASHES
+    # One flow at a time: a bank has one kiosk and one person in front of it, and it keeps
+    # every check-then-open (throttle, code, binding) free of interleavings.
+    flow_lock: threading.RLock = field(default_factory=threading.RLock)
+    # Logins are checked one at a time too, or parallel guesses would all pass the lockout
+    # check before any failure was written.
+    login_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Connection]:
+        """One store transaction: committed when the block ends, rolled back if it raises."""
+        with transaction(self.engine) as conn:
+            yield conn
+
+
+def seconds_until(until: datetime | None, now: datetime) -> int:
+    if until is None or until <= now:
+        return 0
+    return max(1, math.ceil((until - now).total_seconds()))
