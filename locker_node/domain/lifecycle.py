@@ -26,13 +26,25 @@ class ReservationStatus(enum.StrEnum):
 class DepositStatus(enum.StrEnum):
     OPENING = "opening"  # compartment bound, door not yet seen open
     OPEN = "open"  # door seen open: waiting for the courier to confirm
+    # The courier cancelled after the door was open: the parcel may be inside until they say
+    # they took it out (cancel again, door closed).
+    REMOVING = "removing"
     CONFIRMED = "confirmed"
     CANCELLED = "cancelled"
     ABANDONED = "abandoned"  # never confirmed: the compartment waits for an inspection
 
+    @classmethod
+    def in_progress(cls) -> tuple[DepositStatus, ...]:
+        return (cls.OPENING, cls.OPEN, cls.REMOVING)
+
     @property
     def active(self) -> bool:
-        return self in (DepositStatus.OPENING, DepositStatus.OPEN)
+        return self in DepositStatus.in_progress()
+
+    @property
+    def door_was_opened(self) -> bool:
+        """The parcel may be in the compartment: only the courier can say it is not."""
+        return self in (DepositStatus.OPEN, DepositStatus.REMOVING)
 
 
 class ParcelStatus(enum.StrEnum):

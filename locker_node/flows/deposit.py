@@ -25,6 +25,7 @@ from locker_node.flows.courier import Courier
 from locker_node.flows.doors import fire, plan_open, require_closed, take_out_of_service
 from locker_node.flows.errors import BadInput, Conflict, DoorFault, NotFound
 from locker_node.flows.ports import Ports
+from locker_node.hardware.board import DoorState
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit, record
 from locker_node.store.rows import new_id
@@ -376,7 +377,7 @@ def confirm_deposit(ports: Ports, courier: Courier, deposit_id: str) -> Confirme
         now = ports.now()
         with ports.unit_of_work() as conn:
             current = repo.get_deposit(conn, deposit.id)
-            if current is None or current.status != DepositStatus.OPEN:
+            if current is None or not DepositStatus(current.status).door_was_opened:
                 # Only this flow moves an open deposit on, and it holds the flow lock.
                 raise RuntimeError(f"deposit {deposit.id} changed while it was being confirmed")
             issued = issue_pickup_code(
@@ -449,27 +450,80 @@ def _store_parcel(
     return parcel
 
 
-def cancel_deposit(ports: Ports, courier: Courier, deposit_id: str) -> None:
+@dataclass(frozen=True)
+class CancelledDeposit:
+    deposit_id: str
+    status: str  # "removing": take the parcel out first; "cancelled": the compartment is free
+    compartment: str
+    door: str
+
+
+def cancel_deposit(ports: Ports, courier: Courier, deposit_id: str) -> CancelledDeposit:
+    """Cancel a deposit. Once its door has been open the parcel may be inside, and no sensor
+    can tell: the door opens (again) for the courier to take it out, and the deposit is
+    cancelled, its compartment free, only when the courier cancels again with the door closed."""
     with ports.flow_lock:
         with ports.unit_of_work() as conn:
             deposit = _own_active_deposit(conn, courier, deposit_id)
-        if deposit.status == DepositStatus.OPEN:
-            require_closed(ports, deposit.compartment)
+        status = DepositStatus(deposit.status)
+        label = deposit.compartment
+        if status is DepositStatus.OPEN:
+            return _open_for_removal(ports, courier, deposit)
+        if status is DepositStatus.REMOVING:
+            require_closed(ports, label)
         now = ports.now()
         with ports.unit_of_work() as conn:
             current = _own_active_deposit(conn, courier, deposit_id)
-            repo.set_occupancy(
-                conn, current.compartment, Occupancy.FREE, now, expect=Occupancy.BOUND
-            )
+            repo.set_occupancy(conn, label, Occupancy.FREE, now, expect=Occupancy.BOUND)
             repo.update_deposit(conn, current.id, now, status=DepositStatus.CANCELLED)
+            reason = "by the courier" if status is DepositStatus.OPENING else "parcel taken out"
             append_audit(
                 conn,
                 at=now,
                 actor=courier.actor,
                 action="deposit_cancelled",
-                compartment=current.compartment,
-                reason="by the courier",
+                compartment=label,
+                reason=reason,
             )
+        return CancelledDeposit(deposit.id, DepositStatus.CANCELLED, label, door="closed")
+
+
+def _open_for_removal(ports: Ports, courier: Courier, deposit: repo.Deposit) -> CancelledDeposit:
+    """The courier takes the parcel back out: open the door unless it still is."""
+    label = deposit.compartment
+    ports.doors.poll()
+    if ports.doors.status(label).door is not DoorState.OPEN:
+        now = ports.now()
+        with ports.unit_of_work() as conn:
+            command_id = plan_open(
+                conn,
+                Purpose.DEPOSIT,
+                label,
+                actor=courier.actor,
+                reason=f"deposit {deposit.id} cancelled: take the parcel out",
+                now=now,
+                deposit_id=deposit.id,
+            )
+        outcome = fire(ports, label, command_id, f"take out deposit {deposit.id}")
+        opened = isinstance(outcome, DoorOpened)
+        result = OperationResult.OPENED if opened else OperationResult.NOT_OPENED
+        with ports.unit_of_work() as conn:
+            repo.finish_operation(conn, command_id, result, ports.now())
+        if not opened:
+            # The parcel stays where it is, and the deposit too: it can still be confirmed.
+            raise DoorFault(f"door {label} did not open; the parcel stays in it", compartment=label)
+    now = ports.now()
+    with ports.unit_of_work() as conn:
+        repo.update_deposit(conn, deposit.id, now, status=DepositStatus.REMOVING)
+        append_audit(
+            conn,
+            at=now,
+            actor=courier.actor,
+            action="deposit_removing",
+            compartment=label,
+            reason="cancelled with the door opened: parcel to be taken out",
+        )
+    return CancelledDeposit(deposit.id, DepositStatus.REMOVING, label, door="open")
 
 
 def _tracking_of(ports: Ports, deposit: repo.Deposit) -> str:

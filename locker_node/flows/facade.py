@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from locker_node.flows import courier, deposit, pickup, returns, upkeep
 from locker_node.flows.courier import Courier, LoginResult
-from locker_node.flows.deposit import ConfirmedDeposit, DepositView
+from locker_node.flows.deposit import CancelledDeposit, ConfirmedDeposit, DepositView
 from locker_node.flows.pickup import DoorResult, KeypadStatus
 from locker_node.flows.ports import FlowPolicy, Ports
 from locker_node.flows.returns import ReturnItem
@@ -65,8 +65,8 @@ class LockerFlows:
     def report_door_problem(self, who: Courier, deposit_id: str) -> DepositView:
         return deposit.report_door_problem(self.ports, who, deposit_id)
 
-    def cancel_deposit(self, who: Courier, deposit_id: str) -> None:
-        deposit.cancel_deposit(self.ports, who, deposit_id)
+    def cancel_deposit(self, who: Courier, deposit_id: str) -> CancelledDeposit:
+        return deposit.cancel_deposit(self.ports, who, deposit_id)
 
     def list_returns(self, who: Courier) -> list[ReturnItem]:
         return returns.list_returns(self.ports, who)

@@ -138,7 +138,7 @@ def housekeeping(ports: Ports) -> None:
 
 def _abandon(ports: Ports, deposit: repo.Deposit) -> None:
     label = deposit.compartment
-    if deposit.status == DepositStatus.OPEN:
+    if DepositStatus(deposit.status).door_was_opened:
         # The door was opened for a parcel that nobody confirmed: it may be inside.
         ports.doors.mark_out_of_service(label, "deposit never confirmed; inspect")
     now = ports.now()
@@ -149,7 +149,7 @@ def _abandon(ports: Ports, deposit: repo.Deposit) -> None:
         repo.set_occupancy(conn, label, Occupancy.FREE, now, expect=Occupancy.BOUND)
         status = (
             DepositStatus.ABANDONED
-            if current.status == DepositStatus.OPEN
+            if DepositStatus(current.status).door_was_opened
             else DepositStatus.CANCELLED
         )
         repo.update_deposit(conn, current.id, now, status=status)

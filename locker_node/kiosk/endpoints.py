@@ -291,10 +291,18 @@ def _add_deposit_routes(app: FastAPI, flows: LockerFlows) -> None:
     def door_problem(deposit_id: str, who: CourierDep) -> schemas.DepositOut:
         return _deposit_out(flows.report_door_problem(who, deposit_id))
 
-    @app.post("/api/courier/deposit/{deposit_id}/cancel", responses={401: {}, 404: {}, 409: {}})
+    @app.post(
+        "/api/courier/deposit/{deposit_id}/cancel",
+        responses={401: {}, 404: {}, 409: {}, 503: {}},
+    )
     def cancel(deposit_id: str, who: CourierDep) -> schemas.CancelOut:
-        flows.cancel_deposit(who, deposit_id)
-        return schemas.CancelOut(deposit_id=deposit_id, status="cancelled")
+        result = flows.cancel_deposit(who, deposit_id)
+        return schemas.CancelOut(
+            deposit_id=result.deposit_id,
+            status=str(result.status),
+            compartment=result.compartment,
+            door=result.door,
+        )
 
 
 def _add_return_routes(app: FastAPI, flows: LockerFlows) -> None:

@@ -63,6 +63,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "deposit.door_problem": "Door did not open",
         "deposit.cancel": "Cancel",
         "deposit.close_first": "Close door {label} first.",
+        "deposit.take_out": "Take the parcel out of door {label}, close the door, then press "
+        "Cancel again.",
         "deposit.never_opened": "The door was not seen open. Scan the parcel again.",
         "deposit.no_larger": "There is no larger free door.",
         "deposit.moved": "Door {from} did not open. Use door {label} instead.",
@@ -137,6 +139,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "deposit.door_problem": "La puerta no se abrió",
         "deposit.cancel": "Cancelar",
         "deposit.close_first": "Cierre primero la puerta {label}.",
+        "deposit.take_out": "Saque el paquete de la puerta {label} y ciérrela; después pulse "
+        "Cancelar otra vez.",
         "deposit.never_opened": "No se vio abrirse la puerta. Escanee el paquete otra vez.",
         "deposit.no_larger": "No hay ninguna puerta libre más grande.",
         "deposit.moved": "La puerta {from} no se abrió. Use la puerta {label}.",

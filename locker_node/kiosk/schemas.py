@@ -76,7 +76,12 @@ class ConfirmOut(BaseModel):
 
 class CancelOut(BaseModel):
     deposit_id: str
-    status: str
+    status: str = Field(
+        description="`removing`: the door is open for the courier to take the parcel out, then "
+        "cancel again with the door closed; `cancelled`: done, the compartment is free"
+    )
+    compartment: str
+    door: str
 
 
 class ReturnOut(BaseModel):

@@ -205,7 +205,7 @@ def find_reservation(conn: Connection, carrier_id: str, tracking_number: str) ->
 def count_waiting_reservations(conn: Connection, size: str, now: datetime) -> int:
     """Live reservations of a size class whose parcel is not in a compartment yet."""
     bound = select(deposits.c.reservation_id).where(
-        deposits.c.status.in_([DepositStatus.OPENING, DepositStatus.OPEN])
+        deposits.c.status.in_(DepositStatus.in_progress())
     )
     count = conn.execute(
         select(func.count()).where(
@@ -253,7 +253,7 @@ def active_deposit(conn: Connection, reservation_id: str) -> Deposit | None:
         conn.execute(
             select(deposits).where(
                 deposits.c.reservation_id == reservation_id,
-                deposits.c.status.in_([DepositStatus.OPENING, DepositStatus.OPEN]),
+                deposits.c.status.in_(DepositStatus.in_progress()),
             )
         ).first(),
     )
@@ -268,7 +268,7 @@ def stale_deposits(conn: Connection, untouched_since: datetime) -> list[Deposit]
         Deposit,
         conn.execute(
             select(deposits).where(
-                deposits.c.status.in_([DepositStatus.OPENING, DepositStatus.OPEN]),
+                deposits.c.status.in_(DepositStatus.in_progress()),
                 deposits.c.updated_at < untouched_since,
             )
         ),

@@ -474,10 +474,15 @@
     depositCall("cancel").then(function (answer) {
       var message = $("deposit-message");
       if (courierExpired(answer, message)) { return; }
-      if (answer.status === 200) {
+      if (answer.status === 200 && answer.data.status === "removing") {
+        // The door is open again: the parcel comes out, then Cancel once more with it shut.
+        setText(message, "deposit.take_out", { label: answer.data.compartment });
+      } else if (answer.status === 200) {
         show("courier-scan");
       } else if (answer.data.error === "door_open") {
         setText(message, "deposit.close_first", { label: state.deposit.compartment });
+      } else if (answer.status === 503) {
+        showProblem("problem.deposit", answer.data.compartment, false);
       } else {
         setText(message, "common.error");
       }

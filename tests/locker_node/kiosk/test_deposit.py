@@ -179,22 +179,70 @@ def test_a_full_class_upsizes_only_when_the_bank_allows(make_rig: Callable[..., 
             assert answer.json()["error"] == "no_capacity"
 
 
-def test_cancel_frees_the_compartment_once_its_door_is_shut(rig: Rig) -> None:
+def test_cancel_with_the_door_open_frees_the_compartment_once_the_parcel_is_out(
+    rig: Rig,
+) -> None:
     reservation_id = rig.add_reservation("1Z0001")
     headers = rig.login()
     opened = start(rig, headers, "1Z0001")
     url = f"/api/courier/deposit/{opened['deposit_id']}/cancel"
 
-    refused = rig.client.post(url, headers=headers)
+    removing = rig.client.post(url, headers=headers)
+    bound_while_removing = rig.compartment("A01").occupancy
+    still_open = rig.client.post(url, headers=headers)
     rig.close_door("A01")
     cancelled = rig.client.post(url, headers=headers)
 
-    assert refused.status_code == 409 and refused.json()["error"] == "door_open"
-    assert cancelled.status_code == 200
+    assert removing.status_code == 200
+    assert removing.json() == {
+        "deposit_id": opened["deposit_id"],
+        "status": "removing",
+        "compartment": "A01",
+        "door": "open",
+    }
+    assert bound_while_removing == Occupancy.BOUND
+    assert still_open.status_code == 409 and still_open.json()["error"] == "door_open"
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert rig.compartment("A01").occupancy == Occupancy.FREE
     assert reservation(rig, reservation_id).status == ReservationStatus.RESERVED
     again = rig.client.post(f"/api/courier/deposit/{opened['deposit_id']}/confirm", headers=headers)
     assert again.status_code == 409 and again.json()["error"] == "deposit_closed"
+
+
+def test_cancel_after_the_door_closed_reopens_it_and_never_frees_a_full_compartment(
+    rig: Rig,
+) -> None:
+    # The parcel went in and the door closed; the courier presses Cancel instead of Done.
+    rig.add_reservation("1Z0002")
+    headers = rig.login()
+    opened = start(rig, headers, "1Z0002")
+    rig.close_door("A01")
+    url = f"/api/courier/deposit/{opened['deposit_id']}/cancel"
+
+    removing = rig.client.post(url, headers=headers)
+
+    assert removing.status_code == 200 and removing.json()["status"] == "removing"
+    assert rig.door_is_open("A01")  # opened again for the parcel to come out
+    assert rig.compartment("A01").occupancy == Occupancy.BOUND  # never free with it inside
+    rig.close_door("A01")
+    cancelled = rig.client.post(url, headers=headers)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert rig.compartment("A01").occupancy == Occupancy.FREE
+
+
+def test_a_courier_who_cancels_and_then_keeps_the_parcel_in_can_still_confirm(rig: Rig) -> None:
+    rig.add_reservation("1Z0003")
+    headers = rig.login()
+    opened = start(rig, headers, "1Z0003")
+    rig.client.post(f"/api/courier/deposit/{opened['deposit_id']}/cancel", headers=headers)
+    rig.close_door("A01")
+
+    confirmed = rig.client.post(
+        f"/api/courier/deposit/{opened['deposit_id']}/confirm", headers=headers
+    )
+
+    assert confirmed.status_code == 200, confirmed.text
+    assert rig.compartment("A01").occupancy == Occupancy.OCCUPIED
 
 
 def test_scanning_the_same_parcel_again_reopens_its_compartment(rig: Rig) -> None:
