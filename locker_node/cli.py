@@ -152,15 +152,24 @@ def _load(path: Path) -> NodeConfig:
         raise typer.Exit(2) from None
 
 
+def configure_logging() -> None:
+    """The node's own INFO lines; libraries only from WARNING up. httpx logs every request at
+    INFO, and the sync loop makes one every two seconds: 43,000 lines a day that say nothing
+    (the sync loop logs when central goes away and when it comes back)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
 @app.command("run")
 def run(config: ConfigOption) -> None:
     """Run the node: kiosk, door monitor and sync with central (when enrolled), in one process.
 
     Every door is read before the kiosk serves; the store's schema is upgraded first if needed.
     """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     from locker_node.app import run_node
 
     # Ctrl-C: uvicorn has already shut the kiosk down and the node has stopped; no traceback.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -101,3 +102,23 @@ def test_the_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert "seed-demo" in result.stdout and "run" in result.stdout
+
+
+def test_a_running_node_logs_its_own_lines_but_not_every_http_request() -> None:
+    # The logging `locker-node run` sets up, in a fresh interpreter, then one sync-like request.
+    script = (
+        "import logging, httpx\n"
+        "from locker_node.cli import configure_logging\n"
+        "configure_logging()\n"
+        "client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200)))\n"
+        "client.post('http://central.test/v1/node/events', json={'events': []})\n"
+        "logging.getLogger('locker_node.sync.service').info('central reachable again')\n"
+        "logging.getLogger('httpx').warning('a library warning still shows')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert "central reachable again" in run.stderr
+    assert "a library warning still shows" in run.stderr
+    assert "HTTP Request" not in run.stderr and "/v1/node/events" not in run.stderr
