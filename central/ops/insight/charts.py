@@ -53,7 +53,7 @@ def throughput(session: Session, now: datetime, bank_id: str | None, hours: int)
     first = last - timedelta(hours=hours - 1)
     counts: dict[int, dict[str, int]] = defaultdict(lambda: {"deposited": 0, "picked_up": 0})
     for hour, kind, count in repo.throughput(session, first, bank_id):
-        counts[int(hour)][kind] = int(count)
+        counts[int(hour)][kind] += int(count)
     series = []
     for i in range(hours):
         at = first + timedelta(hours=i)

@@ -219,14 +219,19 @@ def _dialect(session: Session) -> str:
 def hours_between(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
     if _dialect(session) == "postgresql":
         return func.extract("epoch", end - start) / 3600.0
-    return (func.julianday(end) - func.julianday(start)) * 24.0
+    # SQLite's date functions count in milliseconds, but a julianday difference is a float of days
+    # that misses whole hours (exactly 1 h came out as 0.99999999...): round to milliseconds first.
+    milliseconds = func.round((func.julianday(end) - func.julianday(start)) * 86_400_000)
+    return milliseconds / 3_600_000.0
 
 
-def epoch_hour(session: Session, column: Any) -> ColumnElement[Any]:
-    """Whole hours since 1970 (UTC) of a timestamp column."""
+def epoch_hour(session: Session, column: Any) -> ColumnElement[int]:
+    """Whole hours since 1970 (UTC) of a timestamp column, an integer on every backend."""
     if _dialect(session) == "postgresql":
         return cast(func.floor(func.extract("epoch", column) / 3600), Integer)
-    return cast(func.strftime("%s", column), Integer) / 3600
+    # `//`, not `/`: SQLAlchemy 2 makes `/` true division (a float per second on SQLite, so
+    # grouping by it gave a row per second); `//` is SQLite's integer division, floor for t >= 0.
+    return cast(func.strftime("%s", column), Integer) // 3600
 
 
 def occupancy_series(session: Session, since: datetime, bank_id: str | None) -> Rows:
