@@ -72,6 +72,9 @@ class Purpose(enum.StrEnum):
 class OperationResult(enum.StrEnum):
     OPENED = "opened"
     NOT_OPENED = "not_opened"
+    # The node died with the unlock in flight and the door is shut now: the lock may have fired
+    # and someone may have used the door meanwhile. The compartment is inspected before use.
+    UNKNOWN = "unknown"
 
 
 class EventType(enum.StrEnum):

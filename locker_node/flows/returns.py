@@ -97,7 +97,11 @@ def confirm_return(ports: Ports, courier: Courier, parcel_id: str) -> DoorResult
             if parcel.status == ParcelStatus.RETURNED:
                 return DoorResult(compartment=parcel.compartment, door="closed")
             parcel = _own_return(conn, courier, parcel_id)
-            if repo.last_opened_operation(conn, Purpose.RETURN, parcel_id=parcel.id) is None:
+            opened = OperationResult.OPENED
+            if (
+                repo.last_operation(conn, Purpose.RETURN, parcel_id=parcel.id, result=opened)
+                is None
+            ):
                 raise Conflict(
                     "open the compartment first",
                     code="door_not_opened",

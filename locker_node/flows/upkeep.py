@@ -47,15 +47,18 @@ def _settle(
 ) -> None:
     label = operation.compartment
     reason = f"settled after a restart (unlock {outcome or 'never sent'})"
-    if operation.purpose == Purpose.DEPOSIT and not opened and outcome is not None:
-        # Jammed, or fired with nobody left to see it: keep couriers away until inspected.
+    if not opened and outcome is not None:
+        # Jammed, or fired with nobody left to see it: nobody is sent to that door (a deposit)
+        # or trusts what is behind it (a pickup or a return) until someone has looked. A
+        # recipient's code still opens it: pickups open doors out of service.
         try:
             if ports.doors.status(label).in_service:
-                ports.doors.mark_out_of_service(label, f"deposit interrupted: {reason}")
+                purpose = str(operation.purpose)
+                ports.doors.mark_out_of_service(label, f"{purpose} interrupted: {reason}; inspect")
         except UnknownCompartment:
             pass
     now = ports.now()
-    result = OperationResult.OPENED if opened else OperationResult.NOT_OPENED
+    result = _settled_result(outcome, opened)
     with ports.unit_of_work() as conn:
         if operation.purpose == Purpose.PICKUP and operation.parcel_id is not None and opened:
             complete_pickup(
@@ -93,6 +96,14 @@ def _settle(
             detail={"purpose": operation.purpose, "opened": opened},
         )
     ports.crash.reach("recover.settled", operation.command_id)
+
+
+def _settled_result(outcome: CommandOutcome | None, opened: bool) -> OperationResult:
+    if opened:
+        return OperationResult.OPENED
+    if outcome is CommandOutcome.UNKNOWN:
+        return OperationResult.UNKNOWN
+    return OperationResult.NOT_OPENED  # jammed, or never sent
 
 
 def expire_due(ports: Ports) -> int:

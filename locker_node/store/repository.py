@@ -489,20 +489,21 @@ def unfinished_operation_for(
     return one(DoorOperation, conn.execute(select(door_operations).where(*conditions)).first())
 
 
-def last_opened_operation(
-    conn: Connection, purpose: Purpose, *, parcel_id: str
+def last_operation(
+    conn: Connection,
+    purpose: Purpose,
+    *,
+    parcel_id: str,
+    result: OperationResult | None = None,
 ) -> DoorOperation | None:
+    """The latest opening of a parcel's door for `purpose` (with that `result`, when given)."""
+    query = select(door_operations).where(
+        door_operations.c.purpose == purpose, door_operations.c.parcel_id == parcel_id
+    )
+    if result is not None:
+        query = query.where(door_operations.c.result == result)
     return one(
-        DoorOperation,
-        conn.execute(
-            select(door_operations)
-            .where(
-                door_operations.c.purpose == purpose,
-                door_operations.c.parcel_id == parcel_id,
-                door_operations.c.result == OperationResult.OPENED,
-            )
-            .order_by(door_operations.c.started_at.desc())
-        ).first(),
+        DoorOperation, conn.execute(query.order_by(door_operations.c.started_at.desc())).first()
     )
 
 

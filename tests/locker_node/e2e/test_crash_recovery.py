@@ -24,7 +24,9 @@ from locker_node.domain.lifecycle import (
     CodeStatus,
     DepositStatus,
     Occupancy,
+    OperationResult,
     ParcelStatus,
+    Purpose,
     ReservationStatus,
 )
 from locker_node.flows.feed import (
@@ -92,7 +94,15 @@ JOURNEYS = [
     Journey("CRASH07", "deposit.confirmed", "deposit", "in-locker"),
     Journey("CRASH08", "deposit.too_small_bound", "too-small", "deposit-cancelled"),
     Journey("CRASH09", "pickup.claimed", "pickup", "in-locker"),
-    Journey("CRASH10", "unlock.intent_recorded", "pickup", "in-locker", subject="pickup CRASH10"),
+    # Killed with the unlock in flight: the lock may have fired. The outcome is unknown, the
+    # compartment is inspected before anyone trusts it, and the code still opens it.
+    Journey(
+        "CRASH10",
+        "unlock.intent_recorded",
+        "pickup",
+        "in-locker-inspect",
+        subject="pickup CRASH10",
+    ),
     Journey("CRASH11", "unlock.outcome_recorded", "pickup", "picked-up", subject="pickup CRASH11"),
     Journey("CRASH12", "pickup.door_opened", "pickup", "picked-up"),
     Journey("CRASH13", "pickup.before_commit", "pickup", "picked-up"),
@@ -325,9 +335,14 @@ def check_expectation(bench: Bench, journey: Journey) -> None:
     elif journey.expect == "deposit-open":
         assert deposit is not None and deposit.status == DepositStatus.OPEN, what
         assert parcel is None and reservation.status == ReservationStatus.RESERVED, what
-    elif journey.expect == "in-locker":
+    elif journey.expect.startswith("in-locker"):
         assert parcel is not None and parcel.status == ParcelStatus.IN_LOCKER, what
         journey.parcel_id = parcel.id
+        if journey.expect.endswith("inspect"):
+            assert compartment is not None and not compartment.in_service, what
+            with transaction(bench.engine) as conn:
+                settled = repo.last_operation(conn, Purpose.PICKUP, parcel_id=parcel.id)
+            assert settled is not None and settled.result == OperationResult.UNKNOWN, what
     else:
         assert parcel is not None and parcel.status == ParcelStatus.PICKED_UP, what
         journey.parcel_id = parcel.id
@@ -344,7 +359,7 @@ def finish(bench: Bench, journey: Journey) -> None:
         assert current is not None
         bench.close(current.compartment)
         confirm(bench, journey)
-    elif journey.expect == "in-locker" and journey.flow != "pickup":
+    elif journey.expect.startswith("in-locker") and journey.flow != "pickup":
         assert confirm(bench, journey)["parcel_id"] == journey.parcel_id  # idempotent
     assert journey.parcel_id is not None
     token = bench.secrets(journey.parcel_id)["qr_payload"]
