@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
 import httpx
 from anyio import CapacityLimiter
@@ -21,6 +23,7 @@ from central.db import async_twin, make_engine, make_sessionmaker
 from central.errors import install_error_handlers
 from central.keys import ServiceKeys, load_master_key
 from central.metrics import install_metrics
+from central.nodes.endpoints import add_body_schemas as add_node_body_schemas
 from central.nodes.endpoints import router as nodes_router
 from central.ops import pages as ops_pages
 from central.ops.endpoints import router as ops_router
@@ -56,6 +59,13 @@ def build_carrier_adapters(settings: CarrierSettings | None = None) -> dict[str,
         follow_redirects=False, headers={"User-Agent": "locker-central-tracking/1"}
     )
     return build_adapters(settings, client)
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document of the routes, with the schemas of the node bodies read as bytes."""
+    document = FastAPI.openapi(app)  # cached on the app until its routes change
+    add_node_body_schemas(document)
+    return document
 
 
 def create_app(
@@ -121,6 +131,7 @@ def create_app(
         return {"status": "ok"}
 
     install_metrics(app, settings)
+    app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app
 
 

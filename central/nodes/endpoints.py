@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.context import Ctx
@@ -112,14 +113,27 @@ NodeWorkDep = Annotated[NodeWork, Depends(_node_work)]
 _SIGNED_ERRORS = error_responses(400, 401, 404, 422)
 
 
+# The bodies are read as bytes (they are what was signed), so FastAPI never sees their models
+# and OpenAPI is told their shape here: schemas that refer to each other through the document's
+# components, where add_body_schemas puts them (a model's own `$defs` would leave its `$ref`s
+# pointing at `#/$defs/...` of the document, which is nowhere).
+_BODY_REFS, _BODY_SCHEMAS = models_json_schema(
+    [(model, "validation") for model in (EnrollmentRequest, EventBatch, CommandAck, Heartbeat)],
+    ref_template="#/components/schemas/{model}",
+)
+
+
+def add_body_schemas(document: dict[str, Any]) -> None:
+    """Put the schemas of the bodies read as bytes among an OpenAPI document's components."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in _BODY_SCHEMAS.get("$defs", {}).items():
+        if schemas.setdefault(name, schema) != schema:
+            raise RuntimeError(f"two different schemas are named {name} in the OpenAPI document")
+
+
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    # The body is read as bytes (it is what was signed), so OpenAPI is told its shape here.
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
+    schema = _BODY_REFS[(model, "validation")]
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 @router.post(
