@@ -11,6 +11,7 @@ from typing import Annotated
 import httpx
 import typer
 import uvicorn
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.app import build_carrier_adapters, build_keys, create_app
@@ -25,7 +26,12 @@ from central.nodes.enrollment import issue_enrollment_token
 from central.nodes.errors import NodeError
 from central.ops.cli import operator_app
 from central.scheduler import Jobs, start_scheduler
-from central.serving import WorkerSupervisor, balanced_workers_supported, freeze_startup_heap
+from central.serving import (
+    WorkerSupervisor,
+    balanced_workers_supported,
+    forwarded_options,
+    freeze_startup_heap,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Central service of the locker network.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -44,6 +50,19 @@ app.add_typer(operator_app, name="operator")
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=1)
+
+
+def _settings() -> CentralSettings:
+    """The settings from the environment; a bad variable is an error naming it, not a traceback."""
+    try:
+        return CentralSettings()
+    except ValidationError as exc:
+        problems = [
+            f"LOCKER_{'_'.join(str(part) for part in error['loc']).upper()}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors()
+        ]
+        raise _fail("; ".join(problems)) from exc
 
 
 def _sessions(settings: CentralSettings) -> sessionmaker[Session]:
@@ -182,7 +201,7 @@ def serve(
 ) -> None:
     """Serve the carrier API (and /docs); runs the background jobs too unless --no-scheduler."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = CentralSettings()
+    settings = _settings()
     jobs = scheduler and settings.scheduler_enabled
     _serve(settings, host, port, workers, jobs, access_log=access_log)
 
@@ -217,9 +236,12 @@ def _serve(
     if workers > 1 and MULTIPROC_ENV not in os.environ:
         # Before the workers start: each writes its request metrics there, any of them answers.
         prepare_multiprocess_dir(settings.data_dir)
+    forwarded = forwarded_options(settings.trusted_proxies)
     try:
         if workers > 1 and balanced_workers_supported():
-            WorkerSupervisor(host, port, workers, access_log=access_log).run()
+            WorkerSupervisor(
+                host, port, workers, access_log=access_log, trusted_proxies=settings.trusted_proxies
+            ).run()
         elif workers > 1:
             uvicorn.run(
                 "central.app:app_from_environment",
@@ -228,11 +250,12 @@ def _serve(
                 port=port,
                 workers=workers,
                 access_log=access_log,
+                **forwarded,
             )
         else:
             app = create_app(settings)
             freeze_startup_heap()
-            uvicorn.run(app, host=host, port=port, access_log=access_log)
+            uvicorn.run(app, host=host, port=port, access_log=access_log, **forwarded)
     finally:
         if background is not None:
             background.shutdown(wait=False)
@@ -270,7 +293,7 @@ def demo(
     """
     from central.demo import prepare_demo, prepare_demo_operators
 
-    settings = CentralSettings()
+    settings = _settings()
     if with_nodes:
         from central.demo_network import run_network
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class CentralSettings(BaseSettings):
@@ -19,6 +21,10 @@ class CentralSettings(BaseSettings):
     # made once and kept in `<data_dir>/secret.key` (mode 0600) so the embedded default just works.
     secret_key: SecretStr | None = None
     public_url: str = "http://127.0.0.1:8000"
+    # Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: addresses and
+    # networks, comma-separated in the environment. Empty, no forwarded header is believed from
+    # anyone, so a client cannot choose the address that the sign-in throttle counts against.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     # Carriers register HTTPS endpoints; plain HTTP is for local development and tests only.
     allow_insecure_webhooks: bool = False
     webhook_timeout_s: float = Field(default=10.0, gt=0)
@@ -44,3 +50,23 @@ class CentralSettings(BaseSettings):
     analytics_retention_days: int = Field(default=30, ge=1)
     # When set, GET /metrics requires `Authorization: Bearer <metrics_token>`.
     metrics_token: SecretStr | None = None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_trusted_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            # As uvicorn reads them; it would keep a bad entry as a name matching no client.
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{exc}; give IP addresses or networks, like 10.0.0.7 or 10.0.0.0/24"
+                ) from exc
+        return value

@@ -20,9 +20,11 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Sequence
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import TypedDict
 
 import uvicorn
 
@@ -30,6 +32,25 @@ log = logging.getLogger(__name__)
 
 APP_FACTORY = "central.app:app_from_environment"
 STOP_TIMEOUT_S = 30.0
+
+
+class ForwardedOptions(TypedDict):
+    proxy_headers: bool
+    forwarded_allow_ips: list[str]
+
+
+def forwarded_options(trusted_proxies: Sequence[str]) -> ForwardedOptions:
+    """uvicorn's options to believe X-Forwarded-For and X-Forwarded-Proto from these proxies only.
+
+    Left to itself uvicorn believes them from 127.0.0.1 and ::1 (or from `FORWARDED_ALLOW_IPS`),
+    so a client on the same host, or any client when the reverse proxy passes the header along,
+    could choose its own address. With no proxies named, the middleware that reads the headers
+    is left out, and its list is empty rather than unset so that the variable cannot widen it.
+    """
+    return {
+        "proxy_headers": bool(trusted_proxies),
+        "forwarded_allow_ips": list(trusted_proxies),
+    }
 
 
 def freeze_startup_heap() -> None:
@@ -61,18 +82,28 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(host: str, port: int, access_log: bool) -> None:
+def run_worker(host: str, port: int, access_log: bool, trusted_proxies: tuple[str, ...]) -> None:
     """One worker process: its own socket, the app built from the environment."""
     sock = listening_socket(host, port)
-    config = uvicorn.Config(APP_FACTORY, factory=True, access_log=access_log)
+    config = uvicorn.Config(
+        APP_FACTORY, factory=True, access_log=access_log, **forwarded_options(trusted_proxies)
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 
 class WorkerSupervisor:
     """Starts `count` workers, replaces any that dies, and stops them all on a signal."""
 
-    def __init__(self, host: str, port: int, count: int, *, access_log: bool = False) -> None:
-        self._args = (host, port, access_log)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        count: int,
+        *,
+        access_log: bool = False,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
+        self._args = (host, port, access_log, tuple(trusted_proxies))
         self._count = count
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[BaseProcess] = []
