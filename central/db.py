@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,21 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations" / "central"
+
+# Session.info keys: what the open transaction wiped, and whether it has committed.
+_WIPED = "central.db.wiped"
+_COMMITTED = "central.db.wiped_committed"
+# How long a checkpoint after a wipe waits for readers and a writer: its caller (a request, a
+# job) is done already and should not wait the full busy_timeout for it.
+CHECKPOINT_WAIT_MS = 250
+BUSY_TIMEOUT_MS = 30000
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -42,7 +55,10 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Deleted and overwritten content (a wiped recipient) is zeroed in its page, not left
+        # in free space; `scrub_after_commit` then pushes those pages out of the WAL.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -72,7 +88,93 @@ def async_twin(engine: Engine, pool_size: int) -> Callable[[], AsyncEngine] | No
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+    event.listen(factory, "after_commit", _note_commit)
+    event.listen(factory, "after_transaction_end", _scrub_if_committed)
+    return factory
+
+
+def scrub_after_commit(session: Session, tables: Iterable[str], *, vacuum: bool = False) -> None:
+    """Ask that personal data this transaction wipes from `tables` leave the database's files
+    once the transaction commits (with a session from `make_sessionmaker`).
+
+    SQLite (`secure_delete` has zeroed the old content in its pages): checkpoint the WAL into the
+    file and truncate it, so no older copy of those pages stays in the WAL. PostgreSQL, when
+    `vacuum` (the periodic jobs, not every request): VACUUM the tables, once per transaction, so
+    the dead row versions an UPDATE leaves behind are removed.
+    """
+    wiped: dict[str, bool] = session.info.setdefault(_WIPED, {})
+    for table in tables:
+        wiped[table] = wiped.get(table, False) or vacuum
+
+
+def _note_commit(session: Session) -> None:
+    if not session.in_nested_transaction():  # a released savepoint commits nothing yet
+        session.info[_COMMITTED] = True
+
+
+def _scrub_if_committed(session: Session, transaction: SessionTransaction) -> None:
+    # The outermost transaction has ended and its connection is back in the pool.
+    if transaction.parent is not None:
+        return
+    wiped: dict[str, bool] = session.info.pop(_WIPED, {})
+    if not session.info.pop(_COMMITTED, False) or not wiped:
+        return
+    engine = session.get_bind().engine
+    # The data is committed: a failed scrub is logged, never turned into the caller's error.
+    if engine.dialect.name == "sqlite":
+        _checkpoint_wal(engine)
+    elif engine.dialect.name == "postgresql":
+        _vacuum(engine, sorted(table for table, vacuum in wiped.items() if vacuum))
+
+
+def _checkpoint_wal(engine: Engine) -> None:
+    """`PRAGMA wal_checkpoint(TRUNCATE)` outside any transaction, waiting briefly for readers."""
+    try:
+        # The raw connection: SQLAlchemy's would begin a transaction (BEGIN IMMEDIATE) first.
+        connection = engine.raw_connection()
+    except SQLAlchemyError:
+        log.warning(
+            "no connection for the WAL checkpoint after a personal-data wipe", exc_info=True
+        )
+        return
+    try:
+        cursor = connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        row = cursor.fetchone()  # (busy, frames in the WAL, frames checkpointed)
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
+    except sqlite3.Error:
+        log.warning("WAL checkpoint after a personal-data wipe failed", exc_info=True)
+        # Its busy_timeout may still be the short one: not a connection to hand out again.
+        connection.invalidate()
+        return
+    finally:
+        connection.close()
+    if row is not None and row[0]:
+        # Readers or a writer were still on the WAL: the wiped rows' old pages stay in it until
+        # a later checkpoint (the next wipe's, or SQLite's automatic one) overwrites them.
+        log.warning(
+            "WAL checkpoint after a personal-data wipe was busy (%s of %s frames copied); "
+            "the old pages stay in the WAL until a later checkpoint",
+            row[2],
+            row[1],
+        )
+
+
+def _vacuum(engine: Engine, tables: list[str]) -> None:
+    """VACUUM the tables; it cannot run inside a transaction block, hence autocommit."""
+    if not tables:
+        return
+    names = ", ".join(engine.dialect.identifier_preparer.quote(table) for table in tables)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            # SKIP_LOCKED: never wait behind another VACUUM (autovacuum) or a schema change;
+            # ordinary reads and writes do not conflict with VACUUM.
+            connection.exec_driver_sql(f"VACUUM (SKIP_LOCKED) {names}")
+    except SQLAlchemyError:
+        log.warning("VACUUM of %s after a personal-data wipe failed", names, exc_info=True)
 
 
 def alembic_config(url: str) -> Config:

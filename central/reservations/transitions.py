@@ -10,6 +10,7 @@ from typing import Any
 
 from central.banks import repository as banks_repository
 from central.context import Ctx
+from central.db import scrub_after_commit
 from central.errors import Conflict
 from central.models import Actor, Reservation, ReservationEvent, ReservationStatus
 from central.reservations import lifecycle
@@ -44,6 +45,7 @@ def transition(
     values: dict[str, Any] = {"status": target.value, "updated_at": now, **(changes or {})}
     if lifecycle.is_closed(target.value, was_deposited=reservation.deposited_at is not None):
         values.update(recipient=None, closed_at=now)
+        scrub_after_commit(ctx.session, [Reservation.__tablename__])
     if not repo.set_status(ctx.session, reservation.id, reservation.status, values):
         raise Conflict("concurrent_update", "the reservation changed meanwhile; fetch it again")
     for key, value in values.items():
@@ -179,6 +181,10 @@ def _expire_each(
             continue  # changed since it was found due (a deposit, a pickup): nothing to expire
         transition(ctx, reservation, ReservationStatus.EXPIRED, actor=Actor.SYSTEM, reason=reason)
         count += 1
+    if count:
+        # The expiry jobs, not each request, also VACUUM on PostgreSQL: once a run, taking the
+        # dead row versions that every wipe since the last one left (cancels, pickups too).
+        scrub_after_commit(ctx.session, [Reservation.__tablename__], vacuum=True)
     return count
 
 

@@ -64,6 +64,8 @@ def make_engine(path: Path) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Deleted content is zeroed in its page, not left readable in free space of the file.
+        cursor.execute("PRAGMA secure_delete=ON")
         # The whole database of a bank is a few megabytes; a small page cache per connection
         # keeps the node's memory flat.
         cursor.execute("PRAGMA cache_size=-128")
