@@ -18,17 +18,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@$(BIN)/locker-central demo --with-nodes
 
-## The dashboard's browser assets, from npm (never a CDN): installed from the lock file, then the
-## dist files the pages load copied into central/ops/static/vendor/.
+## The browser assets of the dashboard (Chart.js) and of the API docs page (Swagger UI), from npm
+## (never a CDN): installed from the lock file without install scripts (only dist files are used),
+## then the files the pages load copied into central/ops/static/vendor/.
 FRONTEND := central/ops/frontend
 VENDOR := central/ops/static/vendor
 .PHONY: assets
-assets: $(VENDOR)/chart.umd.js
-$(VENDOR)/chart.umd.js: $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
-	npm ci --prefix $(FRONTEND) --no-audit --no-fund
-	mkdir -p $(VENDOR)
+assets: $(VENDOR)/.stamp
+$(VENDOR)/.stamp: $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
+	npm ci --prefix $(FRONTEND) --no-audit --no-fund --ignore-scripts
+	mkdir -p $(VENDOR)/swagger-ui
 	cp $(FRONTEND)/node_modules/chart.js/dist/chart.umd.js $(VENDOR)/chart.umd.js
 	cp $(FRONTEND)/node_modules/chart.js/LICENSE.md $(VENDOR)/LICENSE.chart.js.md
+	cp $(FRONTEND)/node_modules/swagger-ui-dist/swagger-ui-bundle.js \
+	   $(FRONTEND)/node_modules/swagger-ui-dist/swagger-ui.css \
+	   $(FRONTEND)/node_modules/swagger-ui-dist/favicon-32x32.png \
+	   $(FRONTEND)/node_modules/swagger-ui-dist/LICENSE $(VENDOR)/swagger-ui/
+	touch $@
 run: assets
 test: assets
 unit: assets

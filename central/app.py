@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 from anyio import CapacityLimiter
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from sqlalchemy import Engine
 
 from carrier_adapters.base import CarrierAdapter
@@ -89,7 +91,11 @@ def create_app(
         version="1.0.0",
         description=API_DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        # Served below from the app's own copy of Swagger UI: FastAPI's page loads it from a CDN,
+        # which leaves /docs blank without internet. (No ReDoc page: its npm package brings a
+        # hundred more for one page that /docs already covers.)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -132,7 +138,25 @@ def create_app(
 
     install_metrics(app, settings)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
+    add_docs_page(app)
     return app
+
+
+SWAGGER_UI = f"{ops_pages.STATIC_PATH}/vendor/swagger-ui"
+
+
+def add_docs_page(app: FastAPI) -> None:
+    """`/docs`: Swagger UI over `/openapi.json`, its script and style served by the app itself."""
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - API docs",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+        )
 
 
 def app_from_environment() -> FastAPI:
