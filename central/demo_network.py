@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +33,13 @@ from central.clock import utcnow
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
 from central.demo import DEMO_BANKS, prepare_demo, prepare_demo_operators
+from central.demo_receiver import (
+    DemoReceiver,
+    ReceiverError,
+    newcomer_guide,
+    register_webhook,
+    start_receiver,
+)
 from central.models import Node
 from central.nodes.enrollment import issue_enrollment_token
 
@@ -52,6 +60,9 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 POLL_S = 0.1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Central delivers webhooks to https URLs on public addresses only; the demo's central alone
+# may use plain HTTP, so that it can deliver to the demo's own receiver on 127.0.0.1.
+DEMO_CENTRAL_ENV = {"LOCKER_ALLOW_INSECURE_WEBHOOKS": "true"}
 
 
 class DemoNetworkError(Exception):
@@ -82,9 +93,17 @@ class Processes:
     reaches only this process, which then stops each child exactly once and waits for it."""
 
     children: list[Child] = field(default_factory=list)
+    # What runs inside this process (the webhook receiver): closed after the children stop.
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def start(
-        self, name: str, command: Sequence[str], log_path: Path, *, cwd: Path | None = None
+        self,
+        name: str,
+        command: Sequence[str],
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> Child:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
@@ -94,6 +113,7 @@ class Processes:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
+                env=None if env is None else {**os.environ, **env},
                 process_group=0,
             )
         child = Child(name, process, log_path)
@@ -121,6 +141,8 @@ class Processes:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
+        for close in self.closers:
+            close()
 
 
 @dataclass(frozen=True)
@@ -164,6 +186,7 @@ class Network:
     courier_codes: dict[str, str]
     parcels: dict[str, list[str]]
     operators: dict[str, tuple[str, str]]
+    receiver: DemoReceiver
 
 
 @dataclass
@@ -235,7 +258,15 @@ def _start(
     ]
     # Nodes and this process reach central on loopback when it listens on every address.
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared only
-    _check_ports_free([(local, port), *(("127.0.0.1", site.kiosk_port) for site in sites)])
+    # The webhook receiver takes the port after the kiosks'.
+    receiver_port = kiosk_port + len(sites)
+    _check_ports_free(
+        [
+            (local, port),
+            *(("127.0.0.1", site.kiosk_port) for site in sites),
+            ("127.0.0.1", receiver_port),
+        ]
+    )
     upgrade_database(settings.database_url)
     keys = prepare_demo(settings)
     operators = prepare_demo_operators(settings)
@@ -244,7 +275,10 @@ def _start(
         "central",
         [sys.executable, "-m", "central.cli", "serve", "--host", host, "--port", str(port)],
         data_dir / "central.log",
+        env=DEMO_CENTRAL_ENV,
     )
+    receiver = start_receiver(secrets.token_urlsafe(32), receiver_port)
+    processes.closers.append(receiver.close)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     try:
@@ -254,6 +288,11 @@ def _start(
                 partial(_answers, http, f"{central_url}/healthz"),
                 f"central to answer on {central_url} (log {central.log_path})",
             )
+            auth = {"Authorization": f"Bearer {keys[PARCEL_CARRIER]}"}
+            try:
+                register_webhook(http, central_url, auth, receiver.webhook_url, receiver.log.secret)
+            except ReceiverError as exc:
+                raise DemoNetworkError(f"the demo's webhook receiver: {exc}") from None
             _enroll(sessions, sites, central_url, echo)
             for site in sites:
                 configure_node(site, central_url)
@@ -275,7 +314,6 @@ def _start(
                     partial(_online, sessions, site.bank.bank_id, started_at),
                     f"{site.bank.bank_id}'s first heartbeat at central (log {site.log_path})",
                 )
-            auth = {"Authorization": f"Bearer {keys[PARCEL_CARRIER]}"}
             codes = {
                 site.bank.bank_id: _courier_code(http, central_url, auth, site.bank.bank_id)
                 for site in sites
@@ -286,7 +324,7 @@ def _start(
             }
     finally:
         engine.dispose()
-    return Network(central_url, keys, sites, codes, reserved, operators)
+    return Network(central_url, keys, sites, codes, reserved, operators, receiver)
 
 
 def _check_ports_free(addresses: list[tuple[str, int]]) -> None:
@@ -547,6 +585,8 @@ def _print_network(
         if parcels:
             echo(f"    parcels to deposit (size {PARCEL_SIZE}): {', '.join(parcels)}")
     echo("")
+    for line in newcomer_guide(network.receiver.url, PARCEL_CARRIER, AUTO_CLOSE_MS // 1000):
+        echo(line)
     echo("Courier codes are per carrier and bank and change daily; a carrier gets one with")
     echo(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/banks/NYC-0001/courier-code")
     echo("Reserve a locker:")

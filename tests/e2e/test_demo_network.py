@@ -37,7 +37,9 @@ from central.demo_network import (
     demo_tracking_number,
     keeps_enrollment,
 )
+from central.demo_receiver import EventLog
 from central.models import Compartment, Node
+from central.webhooks import signing
 
 T = TypeVar("T")
 TIMEOUT_S = 60.0
@@ -206,7 +208,7 @@ def run_once(folder: Path, port: int, kiosk_port: int) -> tuple[dict[str, str], 
 
 @pytest.mark.slow
 def test_make_run_starts_enrolled_nodes_and_reuses_them_the_second_time(tmp_path: Path) -> None:
-    port, kiosk_port = free_ports(1), free_ports(len(DEMO_BANKS))
+    port, kiosk_port = free_ports(1), free_ports(len(DEMO_BANKS) + 1)  # kiosks, then receiver
 
     first, output = run_once(tmp_path, port, kiosk_port)
 
@@ -352,3 +354,127 @@ def test_an_enrollment_central_knows_is_kept_and_a_stale_one_moved_aside(tmp_pat
     [moved] = (tmp_path / "b" / "nodes").glob(f"{DEMO_BANKS[0].bank_id}.replaced-*")
     assert (moved / "data" / "node-identity.pem").read_text() == "key"
     assert len(notes) == 1
+
+
+def summary_of(process: subprocess.Popen[bytes], log: Path) -> str:
+    def printed() -> str | None:
+        if process.poll() is not None:
+            pytest.fail(f"the demo exited:\n{log.read_text()}")
+        text = log.read_text()
+        return text if "Ctrl-C stops everything" in text else None
+
+    return eventually(printed, "the demo's summary")
+
+
+def printed(pattern: str, output: str) -> str:
+    found = re.search(pattern, output)
+    assert found is not None, output
+    return found.group(1)
+
+
+@pytest.mark.slow
+def test_a_newcomer_reads_the_pickup_code_on_the_demo_receiver_and_picks_the_parcel_up(
+    tmp_path: Path,
+) -> None:
+    port, kiosk_port = free_ports(1), free_ports(len(DEMO_BANKS) + 1)
+    log = tmp_path / "demo-output.txt"
+    with demo_network(tmp_path, port, kiosk_port, log) as process:
+        output = summary_of(process, log)
+        receiver = f"http://127.0.0.1:{kiosk_port + len(DEMO_BANKS)}"
+        assert f"{receiver}/ " in output
+        assert "LOCKER_ALLOW_INSECURE_WEBHOOKS=true" in output
+        key = printed(r"API key \(usps \) (\S+)", output)
+        courier_code = printed(r"courier: carrier usps, code (\d+)", output)  # NYC-0001's
+        kiosk = f"http://127.0.0.1:{kiosk_port}"
+        tracking = demo_tracking_number(len(DEMO_BANKS), 1)
+        with httpx.Client(timeout=5) as http:
+            reserved = http.post(
+                f"http://127.0.0.1:{port}/v1/reservations",
+                json={"tracking_number": tracking, "bank_id": "NYC-0001", "size": "S"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert reserved.status_code == 201, reserved.text
+            # The node takes the courier codes from its first feed, maybe a moment after the
+            # summary; a few spaced tries stay clear of the lockout after five wrong ones.
+            for _ in range(4):
+                login = http.post(
+                    f"{kiosk}/api/courier/login", json={"carrier": "usps", "pin": courier_code}
+                )
+                if login.status_code == 200:
+                    break
+                time.sleep(2.5)
+            assert login.status_code == 200, login.text
+            courier = {"Authorization": f"Bearer {login.json()['token']}"}
+
+            def opened() -> dict[str, str] | None:
+                answer = http.post(
+                    f"{kiosk}/api/courier/deposit",
+                    json={"tracking_number": tracking},
+                    headers=courier,
+                )
+                return answer.json() if answer.status_code == 200 else None
+
+            deposit = eventually(opened, "the reservation to reach the node")
+
+            def confirmed() -> bool | None:
+                answer = http.post(
+                    f"{kiosk}/api/courier/deposit/{deposit['deposit_id']}/confirm",
+                    headers=courier,
+                )
+                return answer.status_code == 200 or None  # the door closes itself
+
+            eventually(confirmed, "the deposit to be confirmed")
+
+            def pickup_code() -> str | None:
+                events = http.get(f"{receiver}/events").json()
+                found = [
+                    event["pickup_code"]
+                    for event in events
+                    if event["type"] == "parcel.deposited" and event["tracking_number"] == tracking
+                ]
+                return found[0] if found else None
+
+            code = eventually(pickup_code, "the parcel.deposited webhook at the demo receiver")
+            page = http.get(f"{receiver}/")
+            assert page.status_code == 200
+            assert code in page.text and tracking in page.text
+            picked_up = http.post(f"{kiosk}/api/pickup", json={"code": code})
+            assert picked_up.status_code == 200, picked_up.text
+            assert picked_up.json()["compartment"] == deposit["compartment"]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0, log.read_text()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{receiver}/", timeout=1)  # the receiver stopped with the demo
+
+
+def delivery(event_id: str, tracking: str) -> bytes:
+    data = {
+        "tracking_number": tracking,
+        "bank": {"id": "NYC-0001"},
+        "compartment": "A01",
+        "status": "deposited",
+        "pickup_code": "12345678",
+        "qr_payload": "qr",
+    }
+    return json.dumps({"id": event_id, "type": "parcel.deposited", "data": data}).encode()
+
+
+def test_the_demo_receiver_keeps_signed_deliveries_once_and_refuses_the_rest() -> None:
+    log = EventLog("s" * 32)
+    now = int(time.time())
+    body = delivery("evt_1", "9400100000000000000001")
+
+    assert log.accept(body, signing.sign("s" * 32, body, now))
+    assert log.accept(body, signing.sign("s" * 32, body, now))  # a retry: kept once
+    assert not log.accept(body, signing.sign("other secret 1234", body, now))
+    assert not log.accept(body, signing.sign("s" * 32, body, now - 3600))  # too old
+    assert not log.accept(body, None)
+    assert not log.accept(b"{not json", signing.sign("s" * 32, b"{not json", now))
+
+    [event] = log.events()
+    assert (event.tracking_number, event.bank_id, event.compartment, event.pickup_code) == (
+        "9400100000000000000001",
+        "NYC-0001",
+        "A01",
+        "12345678",
+    )
