@@ -2,17 +2,70 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol, TypeVar
 
+from locker_node.domain.door_facts import (
+    BoardDidNotAnswer,
+    BoardRecovered,
+    BoardUnreachable,
+    Clock,
+    CommandJournal,
+    CommandOutcome,
+    CommandOutcomeUnknown,
+    DoorClosed,
+    DoorEvent,
+    DoorEventSink,
+    DoorJammed,
+    DoorLeftOpen,
+    DoorOpened,
+    InMemoryCommandJournal,
+    InMemoryEventSink,
+    MarkedOutOfService,
+    ReturnedToService,
+    SystemClock,
+    UncommandedOpen,
+    UnlockIntent,
+    UnlockOutcome,
+)
 from locker_node.hardware.board import DoorState, LockBoard, LockBoardError
+
+# The controller's facts live in `door_facts`; callers import them from here, with it.
+__all__ = [
+    "BoardDidNotAnswer",
+    "BoardNotAnswering",
+    "BoardRecovered",
+    "BoardUnreachable",
+    "Clock",
+    "CommandJournal",
+    "CommandOutcome",
+    "CommandOutcomeUnknown",
+    "CompartmentStatus",
+    "CompartmentUnavailable",
+    "CompartmentWiring",
+    "ControllerNotStarted",
+    "DoorClosed",
+    "DoorController",
+    "DoorControllerError",
+    "DoorEvent",
+    "DoorEventSink",
+    "DoorJammed",
+    "DoorLeftOpen",
+    "DoorMonitor",
+    "DoorOpened",
+    "InMemoryCommandJournal",
+    "InMemoryEventSink",
+    "MarkedOutOfService",
+    "ReturnedToService",
+    "SystemClock",
+    "UncommandedOpen",
+    "UnknownCompartment",
+    "UnlockIntent",
+    "UnlockOutcome",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,184 +85,12 @@ class CompartmentUnavailable(DoorControllerError):
     """The compartment is out of service; it is not opened for customers."""
 
 
+class BoardNotAnswering(CompartmentUnavailable):
+    """The compartment's board does not answer: its doors wait for it, in service."""
+
+
 class ControllerNotStarted(DoorControllerError, RuntimeError):
     """Doors are served only after `start()` has read every door."""
-
-
-# Seams: clock, journal of unlock commands, event sink
-
-
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-
-    def now(self) -> datetime: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-class CommandOutcome(enum.StrEnum):
-    OPENED = "opened"
-    JAMMED = "jammed"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class UnlockIntent:
-    """An unlock the controller is about to fire, written down before it fires."""
-
-    command_id: str
-    label: str
-    board: str
-    lock: int
-    requested_at: datetime
-    reason: str = ""
-
-
-class CommandJournal(Protocol):
-    """Durable record of unlock commands, so that one in flight at a crash is never re-run."""
-
-    def record_intent(self, intent: UnlockIntent) -> None: ...
-
-    def record_outcome(self, command_id: str, outcome: CommandOutcome) -> None: ...
-
-    def unfinished(self) -> list[UnlockIntent]:
-        """Intents with no outcome yet, oldest first."""
-        ...
-
-
-class InMemoryCommandJournal:
-    """A `CommandJournal` in memory, for tests and for nodes without a store yet."""
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self.intents: dict[str, UnlockIntent] = {}
-        self.outcomes: dict[str, CommandOutcome] = {}
-
-    def record_intent(self, intent: UnlockIntent) -> None:
-        with self._mutex:
-            self.intents[intent.command_id] = intent
-
-    def record_outcome(self, command_id: str, outcome: CommandOutcome) -> None:
-        with self._mutex:
-            self.outcomes[command_id] = outcome
-
-    def unfinished(self) -> list[UnlockIntent]:
-        with self._mutex:
-            return [i for c, i in self.intents.items() if c not in self.outcomes]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DoorEvent:
-    at: datetime
-
-
-@dataclass(frozen=True, kw_only=True)
-class DoorOpened(DoorEvent):
-    """The sensor confirmed the door open after its lock fired."""
-
-    label: str
-    command_id: str
-    attempts: int
-    confirmed_after_s: float
-    was_open: bool = False  # the sensor already read open before firing: suspect the sensor
-
-
-@dataclass(frozen=True, kw_only=True)
-class DoorJammed(DoorEvent):
-    """The lock fired on every attempt and the door never read open."""
-
-    label: str
-    command_id: str
-    attempts: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class CommandOutcomeUnknown(DoorEvent):
-    """Nobody can tell whether the door opened: it is finished as unknown, never re-run."""
-
-    label: str
-    command_id: str
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class DoorClosed(DoorEvent):
-    label: str
-    open_for_s: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class DoorLeftOpen(DoorEvent):
-    label: str
-    open_for_s: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class UncommandedOpen(DoorEvent):
-    """A door opened with no command behind it: possible forced entry."""
-
-    label: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class MarkedOutOfService(DoorEvent):
-    label: str
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReturnedToService(DoorEvent):
-    label: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class BoardUnreachable(DoorEvent):
-    board: str
-    detail: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class BoardRecovered(DoorEvent):
-    board: str
-
-
-UnlockOutcome = DoorOpened | DoorJammed | CommandOutcomeUnknown
-E = TypeVar("E", bound=DoorEvent)
-
-
-class DoorEventSink(Protocol):
-    """Where door events go: the audit log and the compartment state the store keeps."""
-
-    def emit(self, event: DoorEvent) -> None: ...
-
-
-class InMemoryEventSink:
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._events: list[DoorEvent] = []
-
-    def emit(self, event: DoorEvent) -> None:
-        with self._mutex:
-            self._events.append(event)
-
-    @property
-    def events(self) -> list[DoorEvent]:
-        with self._mutex:
-            return list(self._events)
-
-    def of_type(self, kind: type[E]) -> list[E]:
-        return [event for event in self.events if isinstance(event, kind)]
 
 
 # The controller
@@ -230,6 +111,7 @@ class CompartmentStatus:
     door: DoorState | None  # None: not read yet
     in_service: bool
     open_for_s: float | None
+    board_answering: bool = True  # False: its board is silent, the door waits for it
 
 
 @dataclass
@@ -240,6 +122,7 @@ class _Compartment:
     open_since: float | None = None
     command_in_flight: bool = False
     left_open_reported: bool = False
+    fired_unseen: bool = False  # its lock was fired while the board was silent
 
 
 @dataclass
@@ -256,7 +139,10 @@ class DoorController:
     the doors are read every `confirm_poll_s` for up to `confirm_window_s`. A door that stays
     shut is fired once more (`attempts=2`) and then reported jammed and taken out of service.
     An attempt in which the board could not be read at all is not repeated, since nobody knows
-    whether the first one opened the door: the command ends as unknown. Every command is
+    whether the first one opened the door: the command ends as unknown (`BoardDidNotAnswer`).
+    That is the board's fault, not the door's: the board raises one alert, its doors stay in
+    service but are refused (`BoardNotAnswering`) and reported not answering while it is
+    silent, and serve again as soon as a read of the board succeeds. Every command is
     journalled before it fires so a crash leaves it unfinished, and `start()` closes such
     commands as unknown without re-running them.
 
@@ -355,6 +241,11 @@ class DoorController:
             if not compartment.in_service and not allow_out_of_service:
                 raise CompartmentUnavailable(f"compartment {label!r} is out of service")
             wiring = compartment.wiring
+            # Asked afresh rather than refused on the last poll: it may just have come back.
+            if wiring.board in self._unreachable and not self._read_board(wiring.board):
+                raise BoardNotAnswering(
+                    f"compartment {label!r}: board {wiring.board!r} does not answer"
+                )
             intent = UnlockIntent(
                 command_id=command_id or uuid.uuid4().hex,
                 label=label,
@@ -377,6 +268,7 @@ class DoorController:
                 self._set_service(compartment, False, "jammed: door did not open")
             else:
                 self._journal.record_outcome(intent.command_id, CommandOutcome.UNKNOWN)
+                compartment.fired_unseen = True
             return outcome
 
     def mark_out_of_service(self, label: str, reason: str) -> None:
@@ -396,6 +288,16 @@ class DoorController:
                 door=compartment.door,
                 in_service=compartment.in_service,
                 open_for_s=None if since is None else self._clock.monotonic() - since,
+                board_answering=compartment.wiring.board not in self._unreachable,
+            )
+
+    def silent_labels(self) -> frozenset[str]:
+        """Compartments whose board does not answer: not to be offered to anyone for now."""
+        with self._mutex:
+            return frozenset(
+                label
+                for label, compartment in self._compartments.items()
+                if compartment.wiring.board in self._unreachable
             )
 
     def statuses(self) -> list[CompartmentStatus]:
@@ -428,11 +330,12 @@ class DoorController:
                     was_open=was_open,
                 )
             if not attempt.read_any:
-                return CommandOutcomeUnknown(
+                return BoardDidNotAnswer(
                     at=self._clock.now(),
                     label=wiring.label,
                     command_id=intent.command_id,
                     reason="door state unreadable after firing: " + "; ".join(errors),
+                    board=wiring.board,
                 )
         return DoorJammed(
             at=self._clock.now(),
@@ -459,9 +362,15 @@ class DoorController:
 
     def _poll_locked(self) -> None:
         for name in self._boards:
-            states = self._read(name, [])
-            if states is not None:
-                self._observe(name, states)
+            self._read_board(name)
+
+    def _read_board(self, name: str) -> bool:
+        """Read one board's doors and take in what they say; False if it did not answer."""
+        states = self._read(name, [])
+        if states is None:
+            return False
+        self._observe(name, states)
+        return True
 
     def _read(self, board_name: str, errors: list[str]) -> Mapping[int, DoorState] | None:
         try:
@@ -493,8 +402,10 @@ class DoorController:
                     compartment.open_since = now
                     compartment.left_open_reported = False
                     # Unknown before (first read): nobody knows why it is open, but the
-                    # left-open alert below still fires if it stays that way.
-                    if previous is DoorState.CLOSED and not compartment.command_in_flight:
+                    # left-open alert below still fires if it stays that way. A lock fired
+                    # while its board was silent explains an open found when it answers.
+                    explained = compartment.command_in_flight or compartment.fired_unseen
+                    if previous is DoorState.CLOSED and not explained:
                         self._emit(UncommandedOpen(at=self._clock.now(), label=wiring.label))
                 self._check_left_open(compartment, now)
             else:
@@ -508,6 +419,7 @@ class DoorController:
                     )
                 compartment.open_since = None
                 compartment.left_open_reported = False
+            compartment.fired_unseen = False
 
     def _check_left_open(self, compartment: _Compartment, now: float) -> None:
         since = compartment.open_since

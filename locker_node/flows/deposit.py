@@ -22,7 +22,13 @@ from locker_node.domain.lifecycle import (
     ReservationStatus,
 )
 from locker_node.flows.courier import Courier
-from locker_node.flows.doors import fire, plan_open, require_closed, take_out_of_service
+from locker_node.flows.doors import (
+    fire,
+    free_compartments,
+    plan_open,
+    require_closed,
+    take_out_of_service,
+)
 from locker_node.flows.errors import BadInput, Conflict, DoorFault, NotFound
 from locker_node.flows.ports import Ports
 from locker_node.hardware.board import DoorState
@@ -92,7 +98,7 @@ def _bind(
         )
         return deposit.id, deposit.compartment
     candidate = choose_compartment(
-        repo.free_candidates(conn), reservation.size, allow_upsize=ports.policy.allow_upsize
+        free_compartments(conn, ports), reservation.size, allow_upsize=ports.policy.allow_upsize
     )
     if candidate is None:
         raise Conflict(f"no free compartment of size {reservation.size}", code="no_capacity")
@@ -147,7 +153,7 @@ def _walk_up(
         raise NotFound("no reservation for this parcel at this bank", code="no_reservation")
     if size is None:
         raise BadInput("a parcel without a reservation needs a size", code="size_required")
-    if not _walk_up_capacity(conn, size, now):
+    if not _walk_up_capacity(conn, ports, size, now):
         raise Conflict(f"no free compartment of size {size}", code="no_capacity")
     reservation = repo.Reservation(
         # 31 characters: the wire allows reservation ids of up to 32.
@@ -173,9 +179,9 @@ def _walk_up(
     return reservation
 
 
-def _walk_up_capacity(conn: Connection, size: str, now: datetime) -> bool:
+def _walk_up_capacity(conn: Connection, ports: Ports, size: str, now: datetime) -> bool:
     """Free compartments of the class beyond those that live reservations still need."""
-    free = sum(1 for c in repo.free_candidates(conn) if c.size == size)
+    free = sum(1 for c in free_compartments(conn, ports) if c.size == size)
     return free > repo.count_waiting_reservations(conn, size, now)
 
 
@@ -242,7 +248,7 @@ def _move_deposit(
     """Rebind a deposit from `old_label` to another compartment, planning its opening;
     None (and the deposit cancelled) when there is none."""
     old_size = _size_of(conn, old_label)
-    free = [c for c in repo.free_candidates(conn) if c.label != old_label]
+    free = [c for c in free_compartments(conn, ports) if c.label != old_label]
     candidate: Candidate | None
     if give_up:
         candidate = None

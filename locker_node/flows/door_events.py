@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from locker_node.domain.doors import (
+    BoardDidNotAnswer,
     BoardRecovered,
     BoardUnreachable,
     CommandOutcomeUnknown,
@@ -89,6 +90,7 @@ class DoorEventRecorder:
             compartment=event.label,
             command_id=event.command_id,
             reason=event.reason,
+            detail={"board": event.board} if isinstance(event, BoardDidNotAnswer) else None,
         )
 
     def _closed(self, conn: Connection, event: DoorClosed) -> None:
@@ -123,6 +125,7 @@ _HANDLERS: dict[type[DoorEvent], Callable[[DoorEventRecorder, Connection, Any], 
     DoorOpened: DoorEventRecorder._opened,
     DoorJammed: DoorEventRecorder._jammed,
     CommandOutcomeUnknown: DoorEventRecorder._unknown,
+    BoardDidNotAnswer: DoorEventRecorder._unknown,
     DoorClosed: DoorEventRecorder._closed,
     MarkedOutOfService: DoorEventRecorder._out_of_service,
     ReturnedToService: DoorEventRecorder._in_service,

@@ -12,7 +12,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from locker_node.domain.allocation import Candidate
 from locker_node.domain.doors import (
+    BoardDidNotAnswer,
     CompartmentUnavailable,
     UnknownCompartment,
     UnlockOutcome,
@@ -71,10 +73,17 @@ def plan_open(
     return command_id
 
 
+def free_compartments(conn: Connection, ports: Ports) -> list[Candidate]:
+    """Free compartments in service whose board answers: a silent board's doors wait for it."""
+    silent = ports.doors.silent_labels()
+    return [c for c in repo.free_candidates(conn) if c.label not in silent]
+
+
 def fire(
     ports: Ports, label: str, command_id: str, reason: str, *, allow_out_of_service: bool = False
 ) -> UnlockOutcome | None:
-    """Open a door; None if the controller refused to (unknown or out-of-service label)."""
+    """Open a door; None if the controller refused to (unknown or out-of-service label, or a
+    board that does not answer)."""
     try:
         return ports.doors.open_door(
             label,
@@ -90,6 +99,10 @@ def fire(
 def take_out_of_service(ports: Ports, label: str, outcome: UnlockOutcome) -> None:
     # A jam already took the compartment out of service inside the controller; an unknown
     # outcome did not, but nobody should be sent to that door before someone looks at it.
+    # Unless the board did not answer: then the board is at fault, and the controller keeps
+    # its doors from everyone until it answers again.
+    if isinstance(outcome, BoardDidNotAnswer):
+        return
     if ports.doors.status(label).in_service:
         ports.doors.mark_out_of_service(
             label, f"door did not open ({type(outcome).__name__}); inspect"
@@ -99,8 +112,13 @@ def take_out_of_service(ports: Ports, label: str, outcome: UnlockOutcome) -> Non
 def require_closed(ports: Ports, label: str) -> None:
     """Read the doors now: a confirmation stands on what the sensor says at this moment."""
     ports.doors.poll()
-    door = ports.doors.status(label).door
-    if door is DoorState.OPEN:
+    status = ports.doors.status(label)
+    if not status.board_answering:
+        # The last reading from a silent board says nothing of the door now.
+        raise DoorFault(
+            f"door {label} cannot be read: its board does not answer", compartment=label
+        )
+    if status.door is DoorState.OPEN:
         raise Conflict(f"close door {label} first", code="door_open", compartment=label)
-    if door is None:
+    if status.door is None:
         raise DoorFault(f"door {label} cannot be read", compartment=label)
