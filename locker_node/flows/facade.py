@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from locker_node.domain.doors import UnknownCompartment
 from locker_node.flows import courier, deposit, pickup, returns, upkeep
 from locker_node.flows.courier import Courier, LoginResult
 from locker_node.flows.deposit import CancelledDeposit, ConfirmedDeposit, DepositView
@@ -36,6 +37,15 @@ class LockerFlows:
 
     def pickup_with_qr(self, token: str) -> DoorResult:
         return pickup.pickup_with_qr(self.ports, token)
+
+    def door_state(self, label: str) -> str | None:
+        """`open`, `closed` or `unknown` as the door monitor last read it (no board is polled);
+        None for a label that is not a compartment here."""
+        try:
+            door = self.ports.doors.status(label).door
+        except UnknownCompartment:
+            return None
+        return "unknown" if door is None else str(door)
 
     # Couriers
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -44,6 +44,9 @@ FLOW_ERROR_STATUS: dict[type[errors.FlowError], int] = {
     errors.DoorFault: 503,
     errors.CommandRefused: 403,  # central's commands never come through the kiosk
 }
+
+# What the carrier picker shows; a carrier not listed here is shown by its id.
+CARRIER_NAMES = {"usps": "USPS", "fedex": "FedEx", "ups": "UPS", "dhl": "DHL"}
 
 _ERROR_CODES = {
     400: "bad_input",
@@ -176,6 +179,7 @@ def _add_page(app: FastAPI, ui: KioskUi) -> None:
             "idleTimeoutS": ui.idle_timeout_s,
             "language": ui.language,
             "codeDigits": ui.code_digits,
+            "carrierNames": CARRIER_NAMES,
         }
     )
     page_strings = json.dumps(STRINGS, ensure_ascii=False)
@@ -198,13 +202,14 @@ def _add_page(app: FastAPI, ui: KioskUi) -> None:
 
 def _add_recipient_routes(app: FastAPI, flows: LockerFlows, ui: KioskUi) -> None:
     @app.get("/api/status")
-    def status() -> schemas.StatusOut:
+    def status(door: Annotated[str | None, Query(max_length=16)] = None) -> schemas.StatusOut:
         keypad = flows.keypad_status()
         return schemas.StatusOut(
             bank_id=ui.bank_id,
             kiosk_id=flows.policy.kiosk_id,
             code_digits=flows.policy.code_digits,
             keypad=schemas.KeypadOut(locked=keypad.locked, retry_after_s=keypad.retry_after_s),
+            door=None if door is None else _door_state(flows, door),
         )
 
     @app.post(
@@ -219,6 +224,11 @@ def _add_recipient_routes(app: FastAPI, flows: LockerFlows, ui: KioskUi) -> None
     def pickup_qr(body: schemas.QrPickupIn) -> schemas.DoorOut:
         result = flows.pickup_with_qr(body.token)
         return schemas.DoorOut(compartment=result.compartment, door=result.door)
+
+
+def _door_state(flows: LockerFlows, label: str) -> schemas.DoorStateOut | None:
+    state = flows.door_state(label)
+    return None if state is None else schemas.DoorStateOut(compartment=label, state=state)
 
 
 def _add_courier_routes(app: FastAPI, flows: LockerFlows) -> None:

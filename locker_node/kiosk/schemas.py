@@ -107,8 +107,18 @@ class KeypadOut(BaseModel):
     retry_after_s: int
 
 
+class DoorStateOut(BaseModel):
+    compartment: str
+    state: str = Field(description="`open`, `closed`, or `unknown` when the sensor is not read")
+
+
 class StatusOut(BaseModel):
     bank_id: str
     kiosk_id: str
     code_digits: int
     keypad: KeypadOut
+    door: DoorStateOut | None = Field(
+        default=None,
+        description="the door asked for with `?door=<label>`, so that the open-door screen can "
+        "go home once it is shut; null when not asked for or not a compartment of this bank",
+    )

@@ -5,6 +5,10 @@
   var config = JSON.parse(document.getElementById("kiosk-config").textContent);
   var strings = JSON.parse(document.getElementById("kiosk-strings").textContent);
   var COURIER_SCREENS = ["courier-scan", "deposit", "deposit-done", "returns"];
+  // The open-door screen goes home once its door reads closed, and after this long at most,
+  // so that the next person never reads someone else's door number.
+  var DOOR_SCREEN_MAX_MS = 20000;
+  var DOOR_POLL_MS = 1000;
 
   var state = {
     lang: config.language,
@@ -64,6 +68,7 @@
     document.querySelectorAll(".screen").forEach(function (screen) {
       screen.hidden = screen.dataset.name !== name;
     });
+    if (name !== "door-open") { stopDoorWatch(); }
     state.screen = name;
     document.body.dataset.screen = name;
     var enter = ENTER[name];
@@ -197,6 +202,37 @@
     $("door-open-label").textContent = label;
     setText($("door-open-title"), "door.title", { label: label });
     show("door-open");
+    watchDoor(label);
+  }
+
+  var doorWatch = null;
+
+  function stopDoorWatch() {
+    if (!doorWatch) { return; }
+    clearTimeout(doorWatch.poll);
+    clearTimeout(doorWatch.deadline);
+    doorWatch = null;
+  }
+
+  // Polled without api(): no busy overlay, and a poll is not somebody touching the screen.
+  function watchDoor(label) {
+    stopDoorWatch();
+    var watch = { poll: null, deadline: null };
+    doorWatch = watch;
+    function current() { return doorWatch === watch && state.screen === "door-open"; }
+    function check() {
+      fetch("/api/status?door=" + encodeURIComponent(label), {
+        headers: { "Accept": "application/json" }, credentials: "same-origin"
+      }).then(function (response) {
+        return response.ok ? response.json() : null;
+      }).then(null, function () { return null; }).then(function (data) {
+        if (!current()) { return; }
+        if (data && data.door && data.door.state === "closed") { goHome(); return; }
+        watch.poll = setTimeout(check, DOOR_POLL_MS);
+      });
+    }
+    watch.poll = setTimeout(check, DOOR_POLL_MS);
+    watch.deadline = setTimeout(function () { if (current()) { goHome(); } }, DOOR_SCREEN_MAX_MS);
   }
 
   function showProblem(key, label, retry) {
@@ -208,6 +244,12 @@
   function showLocked(seconds, after) {
     state.lockedUntil = Date.now() + seconds * 1000;
     state.afterLock = after || "pickup";
+    // A QR code is the recipient's way past a keypad lockout; a courier has none.
+    var courier = state.afterLock === "courier-login";
+    setText($("locked-hint"), courier ? "locked.courier_hint" : "locked.hint");
+    $("locked-qr").hidden = courier;
+    $("locked-home").classList.toggle("primary", courier);
+    $("locked-home").classList.toggle("quiet", !courier);
     show("locked");
     renderCountdown();
   }
@@ -296,7 +338,7 @@
         button.dataset.carrier = carrier;
         button.setAttribute("role", "radio");
         button.setAttribute("aria-checked", "false");
-        button.textContent = carrier.toUpperCase();
+        button.textContent = config.carrierNames[carrier] || carrier;
         list.appendChild(button);
       });
       if (carriers.length === 1) { selectCarrier(carriers[0]); }
@@ -333,6 +375,12 @@
         showLocked(answer.data.retry_after_s, "courier-login");
       } else if (answer.status === 401) {
         setText($("login-message"), "login.wrong", { attempts_left: answer.data.attempts_left });
+      } else if (answer.status === 422 && /courier code/.test(answer.data.detail || "")) {
+        // The node's own reason, said in the kiosk's language.
+        setText($("login-message"), "login.bad_code");
+      } else if (answer.status < 500 && answer.data.detail) {
+        clearText($("login-message"));
+        $("login-message").textContent = answer.data.detail;
       } else {
         setText($("login-message"), "common.error");
       }
@@ -493,10 +541,12 @@
     var list = $("returns-list");
     list.textContent = "";
     clearText($("returns-message"));
+    $("returns-empty").hidden = true;
     api("GET", "/api/courier/returns").then(function (answer) {
       if (courierExpired(answer, $("returns-message"))) { return; }
-      var items = answer.status === 200 ? answer.data.returns : [];
-      if (!items.length) { setText($("returns-message"), "returns.none"); }
+      if (answer.status !== 200) { setText($("returns-message"), "common.error"); return; }
+      var items = answer.data.returns;
+      $("returns-empty").hidden = items.length > 0;
       items.forEach(function (item) { list.appendChild(returnRow(item)); });
     });
   }

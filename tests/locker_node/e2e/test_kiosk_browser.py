@@ -328,3 +328,255 @@ def test_spanish_and_back_home_after_inactivity(open_kiosk: Callable[..., Kiosk]
     expect(page.locator("#go-pickup")).to_have_text("Pick up a parcel")
     status = page.evaluate("fetch('/api/courier/session').then(r => r.status)")
     assert status == 401
+
+
+def test_a_courier_login_without_a_code_says_what_is_wrong(
+    open_kiosk: Callable[..., Kiosk],
+) -> None:
+    kiosk = open_kiosk()
+    page = kiosk.page
+    page.locator("#go-courier").click()
+    expect(page.locator('#carrier-list [data-carrier="ups"]')).to_have_attribute(
+        "aria-checked", "true"
+    )
+
+    page.locator("#login-submit").click()
+
+    expect(page.locator("#login-message")).to_have_text("The courier code has 4 to 12 digits.")
+    page.locator("#lang-toggle").click()
+    expect(page.locator("#login-message")).to_have_text(
+        "El código de repartidor tiene de 4 a 12 dígitos."
+    )
+
+
+def test_a_locked_out_courier_is_not_sent_to_the_recipients_qr_code(
+    open_kiosk: Callable[..., Kiosk],
+) -> None:
+    kiosk = open_kiosk()
+    page = kiosk.page
+    statuses = page.evaluate(
+        """async () => {
+          const statuses = [];
+          for (let i = 0; i < 5; i++) {
+            const answer = await fetch('/api/courier/login', {
+              method: 'POST', headers: {'Content-Type': 'application/json'},
+              body: JSON.stringify({carrier: 'ups', pin: '11112222'})});
+            statuses.push(answer.status);
+          }
+          return statuses;
+        }"""
+    )
+    assert statuses[-1] in (401, 429)
+
+    page.locator("#go-courier").click()
+    expect(page.locator('#carrier-list [data-carrier="ups"]')).to_have_attribute(
+        "aria-checked", "true"
+    )
+    kiosk.tap_keys("login", COURIER_CODE)
+    page.locator("#login-submit").click()
+
+    expect(kiosk.screen("locked")).to_be_visible()
+    expect(page.locator("#locked-hint")).to_have_text("Courier login is locked. Try again in")
+    expect(page.locator("#screen-locked [data-goto='qr']")).to_be_hidden()
+    expect(page.locator("#screen-locked [data-goto='home']")).to_be_visible()
+    kiosk.screenshot("courier-locked-out")
+
+
+VIEWPORTS = {
+    "portrait-1080x1920": {"width": 1080, "height": 1920},
+    "landscape-1280x800": {"width": 1280, "height": 800},
+    "landscape-1024x768": {"width": 1024, "height": 768},
+}
+
+FITS = """() => {
+  const doc = document.scrollingElement;
+  const screen = document.querySelector('.screen:not([hidden])');
+  const outside = [...screen.querySelectorAll('button, input, .primary')]
+    .filter((element) => element.getClientRects().length > 0)
+    .filter((element) => {
+      const box = element.getBoundingClientRect();
+      return box.top < 0 || box.left < 0 || box.bottom > window.innerHeight
+        || box.right > window.innerWidth;
+    })
+    .map((element) => element.id || element.textContent.trim());
+  const primary = [...screen.querySelectorAll('.primary')]
+    .filter((element) => element.getClientRects().length > 0).length;
+  return {
+    screen: screen.dataset.name,
+    scrollHeight: doc.scrollHeight, innerHeight: window.innerHeight,
+    scrollWidth: doc.scrollWidth, innerWidth: window.innerWidth,
+    outside: outside, primary: primary,
+  };
+}"""
+
+
+def assert_fits(kiosk: Kiosk, screen: str, *, primary: bool = True) -> None:
+    expect(kiosk.screen(screen)).to_be_visible()
+    expect(kiosk.page.locator("#busy")).to_be_hidden()
+    found = kiosk.page.evaluate(FITS)
+    assert found["screen"] == screen
+    assert found["scrollHeight"] <= found["innerHeight"], found
+    assert found["scrollWidth"] <= found["innerWidth"], found
+    assert found["outside"] == [], found
+    if primary:
+        assert found["primary"] >= 1, found
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS.values(), ids=VIEWPORTS.keys())
+def test_every_screen_fits_the_display_without_scrolling(
+    open_kiosk: Callable[..., Kiosk], viewport: dict[str, int]
+) -> None:
+    kiosk = open_kiosk()
+    rig, page = kiosk.rig, kiosk.page
+    page.set_viewport_size(viewport)
+    rig.add_reservation("1Z0009")
+    expired = rig.deposit("1Z0009", rig.login())
+    rig.clock.advance(hours=73)
+    rig.add_courier()
+    rig.add_reservation("1Z0001", size="S")
+    assert_fits(kiosk, "home")
+
+    page.locator("#go-pickup").click()
+    kiosk.tap_keys("pickup", "1234")
+    assert_fits(kiosk, "pickup")
+    page.locator("#screen-pickup [data-goto='home']").click()
+
+    page.locator("#go-courier").click()
+    expect(page.locator('#carrier-list [data-carrier="ups"]')).to_have_attribute(
+        "aria-checked", "true"
+    )
+    page.locator("#login-submit").click()
+    expect(page.locator("#login-message")).not_to_be_empty()
+    assert_fits(kiosk, "courier-login")
+    kiosk.tap_keys("login", COURIER_CODE)
+    page.locator("#login-submit").click()
+
+    kiosk.scan("NOT-RESERVED")
+    expect(page.locator("#scan-message")).not_to_be_empty()
+    assert_fits(kiosk, "courier-scan")
+
+    kiosk.scan("1Z0001")
+    expect(page.locator("#deposit-label")).to_have_text("A02")  # A01 holds the expired one
+    page.locator("#deposit-confirm").click()
+    expect(page.locator("#deposit-message")).to_have_text("Close door A02 first.")
+    assert_fits(kiosk, "deposit")
+    page.locator("#deposit-too-small").click()
+    expect(page.locator("#deposit-notice")).to_be_visible()
+    assert_fits(kiosk, "deposit")
+    rig.close_door("B01")
+    page.locator("#deposit-confirm").click()
+    assert_fits(kiosk, "deposit-done")
+
+    page.locator("#screen-deposit-done [data-goto='courier-scan']").click()
+    page.locator("#go-returns").click()
+    row = page.locator(f'#returns-list li[data-parcel="{expired["parcel_id"]}"]')
+    row.locator("button").click()
+    expect(row).to_contain_text("is open")
+    assert_fits(kiosk, "returns", primary=False)
+    page.locator("#screen-returns [data-goto='courier-scan']").click()
+    page.locator("#courier-logout").click()
+
+    deposited = rig.events("parcel.deposited")[-1]
+    code = open_sealed(rig.keys, deposited.data)["pickup_code"]
+    page.locator("#go-pickup").click()
+    kiosk.enter_code(code)
+    assert_fits(kiosk, "door-open")
+    page.locator("#screen-door-open [data-goto='home']").click()
+
+    page.evaluate(
+        """async () => {
+          for (let i = 0; i < 5; i++) {
+            await fetch('/api/pickup', {method: 'POST',
+              headers: {'Content-Type': 'application/json'},
+              body: JSON.stringify({code: '00000000'})});
+          }
+        }"""
+    )
+    page.locator("#go-pickup").click()
+    assert_fits(kiosk, "locked")
+    name = "x".join(str(size) for size in viewport.values())
+    kiosk.screenshot(f"locked-{name}")
+
+
+def pick_up_through_the_keypad(kiosk: Kiosk) -> str:
+    rig = kiosk.rig
+    rig.add_reservation("1Z0001")
+    confirmed = rig.deposit("1Z0001", rig.login())
+    code = rig.secrets_for(confirmed["parcel_id"])["pickup_code"]
+    kiosk.page.locator("#go-pickup").click()
+    kiosk.enter_code(code)
+    expect(kiosk.screen("door-open")).to_be_visible()
+    label: str = confirmed["compartment"]
+    assert kiosk.rig.door_is_open(label)
+    return label
+
+
+def test_the_open_door_screen_goes_home_once_the_door_is_closed(
+    open_kiosk: Callable[..., Kiosk],
+) -> None:
+    kiosk = open_kiosk()
+    label = pick_up_through_the_keypad(kiosk)
+    expect(kiosk.screen("door-open")).to_be_visible()
+
+    kiosk.rig.close_door(label)
+
+    expect(kiosk.screen("home")).to_be_visible(timeout=5_000)
+
+
+def test_the_open_door_screen_goes_home_after_20_s_even_with_the_door_open(
+    open_kiosk: Callable[..., Kiosk],
+) -> None:
+    kiosk = open_kiosk()
+    page = kiosk.page
+    page.clock.install()
+    page.reload()
+    expect(kiosk.screen("home")).to_be_visible()
+    pick_up_through_the_keypad(kiosk)
+
+    page.clock.run_for(15_000)
+    expect(kiosk.screen("door-open")).to_be_visible()
+    page.clock.run_for(6_000)
+
+    expect(kiosk.screen("home")).to_be_visible()
+
+
+def test_an_empty_returns_list_is_information_not_an_error(
+    open_kiosk: Callable[..., Kiosk],
+) -> None:
+    kiosk = open_kiosk()
+    page = kiosk.page
+    kiosk.courier_login()
+
+    page.locator("#go-returns").click()
+
+    empty = page.get_by_text("There is nothing to take back.")
+    expect(empty).to_be_visible()
+    expect(empty).not_to_have_attribute("role", "alert")
+    expect(empty).not_to_have_css("color", "rgb(255, 92, 92)")
+    expect(page.locator("#returns-message")).to_be_empty()
+
+
+def test_carriers_are_shown_by_their_names(open_kiosk: Callable[..., Kiosk]) -> None:
+    kiosk = open_kiosk()
+    for carrier in ("usps", "fedex", "dhl", "acme-post"):
+        kiosk.rig.add_courier(carrier)
+    page = kiosk.page
+
+    page.locator("#go-courier").click()
+
+    carriers = page.locator("#carrier-list [data-carrier]")
+    expect(carriers).to_have_count(5)
+    names = dict(
+        zip(
+            carriers.evaluate_all("buttons => buttons.map(b => b.dataset.carrier)"),
+            carriers.all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert names == {
+        "acme-post": "acme-post",
+        "dhl": "DHL",
+        "fedex": "FedEx",
+        "ups": "UPS",
+        "usps": "USPS",
+    }

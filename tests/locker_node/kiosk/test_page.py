@@ -59,3 +59,30 @@ def test_placeholders_match_between_languages() -> None:
     for key, english in STRINGS["en"].items():
         spanish = STRINGS["es"][key]
         assert set(re.findall(r"{\w+}", english)) == set(re.findall(r"{\w+}", spanish)), key
+
+
+def test_the_page_can_be_zoomed(rig: Rig) -> None:
+    page = rig.client.get("/").text
+
+    [viewport] = re.findall(r'<meta name="viewport" content="([^"]*)">', page)
+    assert "width=device-width" in viewport
+    assert "user-scalable" not in viewport and "maximum-scale" not in viewport
+
+
+def test_the_status_tells_the_open_door_screen_whether_its_door_is_shut(rig: Rig) -> None:
+    rig.add_reservation("1Z0001")
+    confirmed = rig.deposit("1Z0001", rig.login())
+    label = confirmed["compartment"]
+    code = rig.secrets_for(confirmed["parcel_id"])["pickup_code"]
+    assert rig.pickup(code).status_code == 200
+
+    opened = rig.client.get("/api/status", params={"door": label}).json()
+    rig.close_door(label)
+    rig.node.flows.ports.doors.poll()
+    closed = rig.client.get("/api/status", params={"door": label}).json()
+
+    assert opened["door"] == {"compartment": label, "state": "open"}
+    assert closed["door"] == {"compartment": label, "state": "closed"}
+    assert rig.client.get("/api/status").json()["door"] is None
+    assert rig.client.get("/api/status", params={"door": "Z99"}).json()["door"] is None
+    assert rig.client.get("/api/status", params={"door": "A" * 17}).status_code == 422
