@@ -13,12 +13,11 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -33,6 +32,7 @@ from central.clock import utcnow
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
 from central.demo import DEMO_BANKS, prepare_demo, prepare_demo_operators
+from central.demo_processes import STOP_SIGNALS, DemoNetworkError, Processes, Stop, Stopping
 from central.demo_receiver import (
     DemoReceiver,
     ReceiverError,
@@ -57,92 +57,10 @@ AUTO_CLOSE_MS = 4000
 PARCEL_CARRIER = "usps"
 PARCEL_SIZE = "S"
 START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 15.0
 POLL_S = 0.1
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Central delivers webhooks to https URLs on public addresses only; the demo's central alone
 # may use plain HTTP, so that it can deliver to the demo's own receiver on 127.0.0.1.
 DEMO_CENTRAL_ENV = {"LOCKER_ALLOW_INSECURE_WEBHOOKS": "true"}
-
-
-class DemoNetworkError(Exception):
-    """The demo network could not start; the message says what to look at."""
-
-
-class Stop(Exception):
-    """SIGINT, SIGTERM or SIGHUP: stop the network."""
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join("    " + line for line in text.splitlines()[-lines:])
-
-
-@dataclass
-class Processes:
-    """The long-running children, each in its own process group: a Ctrl-C on the terminal
-    reaches only this process, which then stops each child exactly once and waits for it."""
-
-    children: list[Child] = field(default_factory=list)
-    # What runs inside this process (the webhook receiver): closed after the children stop.
-    closers: list[Callable[[], None]] = field(default_factory=list)
-
-    def start(
-        self,
-        name: str,
-        command: Sequence[str],
-        log_path: Path,
-        *,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> Child:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our own commands, no shell
-                list(command),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=None if env is None else {**os.environ, **env},
-                process_group=0,
-            )
-        child = Child(name, process, log_path)
-        self.children.append(child)
-        return child
-
-    def check(self) -> None:
-        for child in self.children:
-            code = child.process.poll()
-            if code is not None:
-                raise DemoNetworkError(
-                    f"{child.name} exited (status {code}); the end of {child.log_path}:\n"
-                    f"{child.log_tail()}"
-                )
-
-    def stop(self) -> None:
-        """SIGTERM to each, newest first (nodes before central), then wait; SIGKILL a laggard."""
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for child in reversed(self.children):
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-        for close in self.closers:
-            close()
 
 
 @dataclass(frozen=True)
@@ -189,18 +107,6 @@ class Network:
     receiver: DemoReceiver
 
 
-@dataclass
-class _Stopping:
-    """Set once stopping has begun: a second Ctrl-C must not cut it short and orphan a child."""
-
-    begun: bool = False
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        if not self.begun:
-            self.begun = True
-            raise Stop
-
-
 def run_network(
     settings: CentralSettings,
     *,
@@ -213,7 +119,7 @@ def run_network(
     """Start central and the nodes, print how to use them, and run until SIGINT, SIGTERM or
     SIGHUP. Returns 0 when stopped on request, 1 when something failed to start or died."""
     processes = Processes()
-    stopping = _Stopping()
+    stopping = Stopping()
     previous = {signum: signal.signal(signum, stopping.handle) for signum in STOP_SIGNALS}
     status = 0
     try:
@@ -294,26 +200,7 @@ def _start(
             except ReceiverError as exc:
                 raise DemoNetworkError(f"the demo's webhook receiver: {exc}") from None
             _enroll(sessions, sites, central_url, echo)
-            for site in sites:
-                configure_node(site, central_url)
-                processes.start(
-                    f"node {site.bank.bank_id}",
-                    [*NODE_COMMAND, "run", "--config", str(site.config.absolute())],
-                    site.log_path,
-                    cwd=site.folder,
-                )
-            for site in sites:
-                _wait_for(
-                    processes,
-                    partial(_answers, http, f"{site.kiosk_url}api/status"),
-                    f"the kiosk of {site.bank.bank_id} (log {site.log_path})",
-                )
-            for site in sites:
-                _wait_for(
-                    processes,
-                    partial(_online, sessions, site.bank.bank_id, started_at),
-                    f"{site.bank.bank_id}'s first heartbeat at central (log {site.log_path})",
-                )
+            _start_nodes(processes, http, sessions, sites, central_url, started_at)
             codes = {
                 site.bank.bank_id: _courier_code(http, central_url, auth, site.bank.bank_id)
                 for site in sites
@@ -325,6 +212,38 @@ def _start(
     finally:
         engine.dispose()
     return Network(central_url, keys, sites, codes, reserved, operators, receiver)
+
+
+def _start_nodes(
+    processes: Processes,
+    http: httpx.Client,
+    sessions: sessionmaker[Session],
+    sites: list[NodeSite],
+    central_url: str,
+    started_at: datetime,
+) -> None:
+    """One `locker-node run` per enrolled site; back once every kiosk answers and every node
+    has sent central its first heartbeat."""
+    for site in sites:
+        configure_node(site, central_url)
+        processes.start(
+            f"node {site.bank.bank_id}",
+            [*NODE_COMMAND, "run", "--config", str(site.config.absolute())],
+            site.log_path,
+            cwd=site.folder,
+        )
+    for site in sites:
+        _wait_for(
+            processes,
+            partial(_answers, http, f"{site.kiosk_url}api/status"),
+            f"the kiosk of {site.bank.bank_id} (log {site.log_path})",
+        )
+    for site in sites:
+        _wait_for(
+            processes,
+            partial(_online, sessions, site.bank.bank_id, started_at),
+            f"{site.bank.bank_id}'s first heartbeat at central (log {site.log_path})",
+        )
 
 
 def _check_ports_free(addresses: list[tuple[str, int]]) -> None:
