@@ -24,6 +24,7 @@ from central.config import CentralSettings
 from central.db import async_twin, make_engine, make_sessionmaker
 from central.errors import install_error_handlers
 from central.keys import ServiceKeys, load_master_key
+from central.limits import BodyLimit
 from central.metrics import install_metrics
 from central.nodes.endpoints import add_body_schemas as add_node_body_schemas
 from central.nodes.endpoints import router as nodes_router
@@ -136,6 +137,12 @@ def create_app(
         """Liveness: answers without touching the database."""
         return {"status": "ok"}
 
+    # Inside the metrics (which count its 413s), outside everything that reads a body.
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        max_node_bytes=settings.max_node_body_bytes,
+    )
     install_metrics(app, settings)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     add_docs_page(app)

@@ -50,6 +50,11 @@ class CentralSettings(BaseSettings):
     analytics_retention_days: int = Field(default=30, ge=1)
     # When set, GET /metrics requires `Authorization: Bearer <metrics_token>`.
     metrics_token: SecretStr | None = None
+    # Request bodies larger than these are refused with 413 before or while they are read (see
+    # central.limits): the carrier API's bodies are a few hundred bytes; a node's largest batch
+    # (500 events) is about 260 kB, 1.7 MB with every field at its longest.
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_node_body_bytes: int = Field(default=4 << 20, ge=1024)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

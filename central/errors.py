@@ -59,7 +59,7 @@ _STATUS_CODES = {
 }
 
 
-def _body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"error": code, "detail": detail, **extra}
 
 
@@ -74,17 +74,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
-            _body(exc.code, exc.detail, **exc.extra), status_code=exc.status, headers=exc.headers
+            error_body(exc.code, exc.detail, **exc.extra),
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(err.get("type") == "json_invalid" for err in errors):
-            return JSONResponse(_body("invalid_json", "request body is not valid JSON"), 400)
+            return JSONResponse(error_body("invalid_json", "request body is not valid JSON"), 400)
         fields = ", ".join(".".join(str(p) for p in err.get("loc", ())[1:]) for err in errors)
         return JSONResponse(
-            _body("validation_error", f"invalid input: {fields}", errors=_readable(errors)),
+            error_body("validation_error", f"invalid input: {fields}", errors=_readable(errors)),
             status_code=422,
         )
 
@@ -92,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         return JSONResponse(
-            _body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
         )
 
 

@@ -81,16 +81,10 @@ def authenticate(
     session: Session, authorization: str | None, now: datetime
 ) -> AuthenticatedCarrier:
     """The carrier behind an `Authorization: Bearer <key>` header, or a 401."""
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if not authorization:
-        raise ApiError(
-            401, "missing_api_key", "send Authorization: Bearer <api key>", headers=challenge
-        )
-    token = bearer_token(authorization)
-    match = _KEY_FORMAT.match(token) if token else None
-    key = repository.find_api_key(session, match.group(1)) if match else None
-    if key is None or token is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
-        raise ApiError(401, "invalid_api_key", "the API key is not valid", headers=challenge)
+    token, prefix = read_key(authorization)
+    key = repository.find_api_key(session, prefix)
+    if key is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
+        raise _invalid_key()
     if key.revoked_at is not None:
         raise key_revoked()
     if (key.last_used_at is None or now - key.last_used_at > _TOUCH_INTERVAL) and _claim_touch(
@@ -98,6 +92,28 @@ def authenticate(
     ):
         repository.touch_api_key(session, key.id, now)
     return AuthenticatedCarrier(carrier_id=key.carrier_id, key_prefix=key.prefix, key_id=key.id)
+
+
+def read_key(authorization: str | None) -> tuple[str, str]:
+    """The key in the header and its prefix, or the 401 for a header that holds none (no query)."""
+    if not authorization:
+        raise ApiError(
+            401,
+            "missing_api_key",
+            "send Authorization: Bearer <api key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    token = bearer_token(authorization)
+    match = _KEY_FORMAT.match(token) if token else None
+    if token is None or match is None:
+        raise _invalid_key()
+    return token, match.group(1)
+
+
+def _invalid_key() -> ApiError:
+    return ApiError(
+        401, "invalid_api_key", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 def key_revoked() -> ApiError:

@@ -29,15 +29,8 @@ def authenticate(
     now: datetime,
 ) -> Node:
     """The node that signed this request, or a 401 saying why not; remembers the nonce."""
-    try:
-        claimed = signing.read_headers(headers)
-    except signing.MissingSignature as exc:
-        raise _unauthorized("missing_signature", str(exc)) from exc
-    except signing.WireError as exc:
-        raise _unauthorized("invalid_signature", str(exc)) from exc
-    node = repo.get_node(session, claimed.node_id)
-    if node is None or node.revoked_at is not None:
-        raise _unauthorized("unknown_node", "no enrolled node has this id")
+    claimed = read_claim(headers)
+    node = claimed_node(session, claimed.node_id)
     unix_now = int(now.timestamp())
     try:
         signing.verify_request(
@@ -53,6 +46,25 @@ def authenticate(
         raise _unauthorized("invalid_signature", "the signature does not match") from exc
     if not repo.record_nonce(session, node.id, claimed.nonce, now):
         raise _unauthorized("replayed_nonce", "this request was received before")
+    return node
+
+
+def read_claim(headers: Mapping[str, str]) -> signing.SignedHeaders:
+    """Which node claims to have signed the request, or a 401 when its signature headers are
+    missing or malformed; reads no body and makes no query, so it can come first."""
+    try:
+        return signing.read_headers(headers)
+    except signing.MissingSignature as exc:
+        raise _unauthorized("missing_signature", str(exc)) from exc
+    except signing.WireError as exc:
+        raise _unauthorized("invalid_signature", str(exc)) from exc
+
+
+def claimed_node(session: Session, node_id: str) -> Node:
+    """The enrolled node of this id, or a 401 `unknown_node` (revoked nodes are unknown)."""
+    node = repo.get_node(session, node_id)
+    if node is None or node.revoked_at is not None:
+        raise _unauthorized("unknown_node", "no enrolled node has this id")
     return node
 
 

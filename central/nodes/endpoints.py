@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.context import Ctx
 from central.errors import ApiError, error_responses
+from central.limits import declared_length
 from central.models import Node
 from central.nodes import auth, commands, enrollment, events, feed, health
 from locker_wire.schemas import (
@@ -75,8 +76,18 @@ class NodeWork:
         return f"{path}?{query}" if query else path
 
     async def run(self, work: Callable[[Ctx, Node, bytes], T]) -> T:
+        # The signature covers the body, so the body is read before it is checked; what can be
+        # checked without it comes first: the signature headers, and for a body that may be
+        # large, that its node is enrolled. The body read is bounded (central.limits.BodyLimit).
+        claim = auth.read_claim(self._request.headers)
+        if not _small_body(self._request):
+            await anyio.to_thread.run_sync(self._check_node, claim.node_id)
         body = await self._request.body()
         return await anyio.to_thread.run_sync(self._run, body, work)
+
+    def _check_node(self, node_id: str) -> None:
+        with self._sessions() as session:
+            auth.claimed_node(session, node_id)
 
     def _run(self, body: bytes, work: Callable[[Ctx, Node, bytes], T]) -> T:
         request = self._request
@@ -103,6 +114,18 @@ class NodeWork:
                 raise
             session.commit()
             return result
+
+
+SMALL_BODY = 64 * 1024
+"""A node's body up to this size is read without a query first: reading it costs less than the
+query, and a heartbeat or an ordinary batch is smaller."""
+
+
+def _small_body(request: Request) -> bool:
+    declared = declared_length(request.scope)
+    if declared is None:
+        return "transfer-encoding" not in request.headers  # none at all: an empty body
+    return declared <= SMALL_BODY
 
 
 async def _node_work(request: Request) -> NodeWork:

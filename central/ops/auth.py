@@ -19,14 +19,16 @@ and when the operator is disabled.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.config import CentralSettings
@@ -208,3 +210,27 @@ async def require_admin(request: Request) -> Operator:
     if operator.role != "admin":
         raise Forbidden()
     return operator
+
+
+class OperatorRoute(APIRoute):
+    """An operator API route. FastAPI reads and validates a body before any dependency runs, so
+    a route with a body that needs a signed-in operator checks the session and the CSRF header
+    here, before the body is read (the dependency then finds the session already looked up)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None or not _needs_operator(self.dependant):
+            return handler
+
+        async def handle(request: Request) -> Response:
+            await current_operator(request)
+            return await handler(request)
+
+        return handle
+
+
+def _needs_operator(dependant: Dependant) -> bool:
+    return any(
+        sub.call in (current_operator, require_admin) or _needs_operator(sub)
+        for sub in dependant.dependencies
+    )

@@ -22,6 +22,7 @@ from central.ops.auth import (
     Forbidden,
     NotSignedIn,
     Operator,
+    OperatorRoute,
     clear_session_cookie,
     client_address,
     csrf_for,
@@ -52,7 +53,7 @@ from central.ops.schemas import (
 )
 
 T = TypeVar("T")
-router = APIRouter(prefix="/ops/api", include_in_schema=False)
+router = APIRouter(prefix="/ops/api", include_in_schema=False, route_class=OperatorRoute)
 OperatorDep = Annotated[Operator, Depends(current_operator)]
 BankId = Annotated[str, Path(min_length=1, max_length=64)]
 Label = Annotated[str, Path(min_length=1, max_length=16)]

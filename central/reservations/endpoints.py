@@ -11,7 +11,13 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from central.deps import BearerCredentials, CarrierWorkDep, bearer_header
+from central.deps import (
+    BearerCredentials,
+    CarrierRoute,
+    CarrierWorkDep,
+    bearer_header,
+    serve_carrier,
+)
 from central.errors import error_responses
 from central.models import Actor, ReservationStatus
 from central.reservations import transitions, views
@@ -23,13 +29,14 @@ from central.reservations.schemas import (
     ReservationOut,
 )
 
-router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
+router = APIRouter(prefix="/v1/reservations", tags=["reservations"], route_class=CarrierRoute)
 ReservationId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 class _CreateRoute(APIRoute):
     """POST /v1/reservations: documented by FastAPI from `create_reservation`'s signature, served
-    by a handler that reads the body and the key itself (`read_create_body`).
+    by a handler that reads the body and the key itself (`read_create_body`), the key's form
+    first (`serve_carrier`).
 
     This is the busiest route, and FastAPI's per-request dependency and body solving cost about
     as much CPU as the rest of the request; the handler does the same checks and gives the same
@@ -38,9 +45,13 @@ class _CreateRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         async def handle(request: Request) -> Response:
-            return await _create(request, await read_create_body(request))
+            return await serve_carrier(request, _read_and_create)
 
         return handle
+
+
+async def _read_and_create(request: Request) -> Response:
+    return await _create(request, await read_create_body(request))
 
 
 async def create_reservation(

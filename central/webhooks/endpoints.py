@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from central.deps import CarrierWorkDep
+from central.deps import CarrierRoute, CarrierWorkDep
 from central.errors import error_responses
 from central.webhooks import service
 from central.webhooks.schemas import DeliveryList, WebhookCreate, WebhookList, WebhookOut
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=CarrierRoute)
 WebhookId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
