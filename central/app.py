@@ -163,6 +163,8 @@ def add_docs_page(app: FastAPI) -> None:
             swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
             swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
             swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+            # Swagger UI would otherwise fetch a badge from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
 

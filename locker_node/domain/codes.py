@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-DEFAULT_CODE_DIGITS = 8
+DEFAULT_CODE_DIGITS = 10
 QR_TOKEN_BYTES = 16  # 128 bits: far beyond guessing, so QR pickups need no keypad lockout
 MAX_CODE_LENGTH = 32
 MAX_TOKEN_LENGTH = 128

@@ -1,4 +1,10 @@
-"""Keypad lockout policy: growing lockouts after wrong codes, and the guessing bound it implies."""
+"""Keypad pacing after wrong codes, and the guessing bound it implies.
+
+The default is a steady pace, not growing lockouts: after the free attempts every wrong code
+makes the keypad wait `first_lockout_s` (30 s), never longer. So a recipient who holds a valid
+code waits at most that long, even while someone keeps guessing at the same keypad, and the
+guessing bound is kept by the length of the codes instead (10 digits; see the README).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ class LockoutPolicy:
 
     free_attempts: int = 5
     first_lockout_s: int = 30
-    max_lockout_s: int = 3600
+    max_lockout_s: int = 30
     growth: int = 2
     window_s: int = DAY_S
 

@@ -52,6 +52,12 @@ class Conflict(FlowError):
     code = "conflict"
 
 
+class AlreadyCollected(Conflict):
+    """A code that opened its door already: the recipient's, typed again, and no guess."""
+
+    code = "already_collected"
+
+
 class LockedOut(FlowError):
     code = "locked_out"
 

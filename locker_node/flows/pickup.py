@@ -20,7 +20,14 @@ from locker_node.domain.lifecycle import (
 )
 from locker_node.flows import keypad
 from locker_node.flows.doors import fire, plan_open
-from locker_node.flows.errors import BadInput, DoorFault, InvalidCode, InvalidQr, LockedOut
+from locker_node.flows.errors import (
+    AlreadyCollected,
+    BadInput,
+    DoorFault,
+    InvalidCode,
+    InvalidQr,
+    LockedOut,
+)
 from locker_node.flows.ports import RECIPIENT, Ports
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit, record
@@ -62,6 +69,9 @@ def pickup_with_code(ports: Ports, code: str) -> DoorResult:
             if retry > 0:
                 raise LockedOut("too many wrong codes; the keypad is locked", retry_after_s=retry)
             live = repo.find_live_code(conn, now, code_hash=digest)
+            if live is None and repo.find_used_code(conn, code_hash=digest) is not None:
+                # A recipient typing their code again is no guess: no strike.
+                raise AlreadyCollected("this parcel has already been collected")
             if live is None:
                 # Counted in this transaction; raised after it commits, or the rollback
                 # would forget the attempt.
@@ -83,6 +93,8 @@ def pickup_with_qr(ports: Ports, token: str) -> DoorResult:
         now = ports.now()
         with ports.unit_of_work() as conn:
             live = repo.find_live_code(conn, now, qr_hash=digest)
+            if live is None and repo.find_used_code(conn, qr_hash=digest) is not None:
+                raise AlreadyCollected("this parcel has already been collected")
             if live is None:
                 raise InvalidQr("this QR code does not open any compartment")
             parcel, command_id = _claim(conn, live.parcel_id, "qr", now)

@@ -28,10 +28,12 @@ class FlowPolicy:
 
     bank_id: str
     kiosk_id: str = "kiosk"
-    code_digits: int = 8
+    code_digits: int = 10
     pickup_hold: timedelta = timedelta(hours=72)
     keypad: LockoutPolicy = field(default_factory=LockoutPolicy)
-    login: LockoutPolicy = field(default_factory=LockoutPolicy)
+    login: LockoutPolicy = field(
+        default_factory=lambda: LockoutPolicy(first_lockout_s=60, max_lockout_s=60)
+    )
     session_idle: timedelta = timedelta(minutes=5)
     allow_upsize: bool = True
     allow_walk_up: bool = False

@@ -143,6 +143,7 @@ def housekeeping(ports: Ports) -> None:
             window = max(policy.keypad.window_s, policy.login.window_s)
             couriers.prune_keypad_failures(conn, now - timedelta(seconds=2 * window))
             couriers.prune_courier_credentials(conn, now - timedelta(days=7))
+            repo.forget_used_codes(conn, now - timedelta(days=1))
         for deposit in stale:
             _abandon(ports, deposit)
 

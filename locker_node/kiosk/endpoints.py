@@ -39,6 +39,7 @@ FLOW_ERROR_STATUS: dict[type[errors.FlowError], int] = {
     errors.SessionExpired: 401,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.AlreadyCollected: 409,
     errors.Refused: 409,
     errors.LockedOut: 429,
     errors.DoorFault: 503,
@@ -64,7 +65,7 @@ class KioskUi:
     bank_id: str
     idle_timeout_s: int = 60
     language: str = "en"
-    code_digits: int = 8
+    code_digits: int = 10
 
 
 class SecurityHeaders:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Connection,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -406,29 +407,64 @@ def code_hash_in_use(conn: Connection, code_hash: str) -> bool:
 def find_live_code(
     conn: Connection, now: datetime, *, code_hash: str | None = None, qr_hash: str | None = None
 ) -> PickupCode | None:
+    return _find_code(conn, CodeStatus.ACTIVE, code_hash=code_hash, qr_hash=qr_hash, now=now)
+
+
+def find_used_code(
+    conn: Connection, *, code_hash: str | None = None, qr_hash: str | None = None
+) -> PickupCode | None:
+    """A code that opened its door and is remembered still (for a day, `forget_used_codes`)."""
+    return _find_code(conn, CodeStatus.USED, code_hash=code_hash, qr_hash=qr_hash)
+
+
+def _find_code(
+    conn: Connection,
+    status: CodeStatus,
+    *,
+    code_hash: str | None,
+    qr_hash: str | None,
+    now: datetime | None = None,
+) -> PickupCode | None:
     condition = (
         pickup_codes.c.code_hash == code_hash
         if code_hash is not None
         else pickup_codes.c.qr_hash == qr_hash
     )
-    return one(
-        PickupCode,
-        conn.execute(
-            select(pickup_codes).where(
-                condition,
-                pickup_codes.c.status == CodeStatus.ACTIVE,
-                pickup_codes.c.expires_at > now,
-            )
-        ).first(),
-    )
+    query = select(pickup_codes).where(condition, pickup_codes.c.status == status)
+    if now is not None:
+        query = query.where(pickup_codes.c.expires_at > now)
+    return one(PickupCode, conn.execute(query).first())
 
 
 def kill_pickup_code(conn: Connection, parcel_id: str, status: CodeStatus, now: datetime) -> None:
-    """A code that dies forgets its hashes: nothing left to match, nothing left to crack."""
+    """A code that dies forgets its hashes: nothing left to match, nothing left to crack. A used
+    one keeps them (keyed hashes) for a day, so that typing it again answers "already collected"
+    rather than counting as a wrong code."""
+    keep = status == CodeStatus.USED
     conn.execute(
         update(pickup_codes)
         .where(pickup_codes.c.parcel_id == parcel_id, pickup_codes.c.status == CodeStatus.ACTIVE)
-        .values(status=status, code_hash=None, qr_hash=None, finished_at=now)
+        .values(
+            status=status,
+            code_hash=pickup_codes.c.code_hash if keep else None,
+            qr_hash=pickup_codes.c.qr_hash if keep else None,
+            finished_at=now,
+        )
+    )
+
+
+def forget_used_codes(conn: Connection, finished_before: datetime) -> int:
+    """Used codes finished before then forget their hashes, as dead codes do at once."""
+    return changed(
+        conn.execute(
+            update(pickup_codes)
+            .where(
+                pickup_codes.c.status != CodeStatus.ACTIVE,
+                pickup_codes.c.finished_at < finished_before,
+                or_(pickup_codes.c.code_hash.is_not(None), pickup_codes.c.qr_hash.is_not(None)),
+            )
+            .values(code_hash=None, qr_hash=None)
+        )
     )
 
 

@@ -17,6 +17,7 @@ def test_the_docs_page_loads_only_what_the_app_serves(client: TestClient) -> Non
         "swagger-ui.css",
     }
     assert "cdn" not in page.text and "https://" not in page.text
+    assert '"validatorUrl": null' in page.text  # no badge fetched from swagger.io
     for asset in assets:
         served = client.get(asset)
         assert served.status_code == 200, asset

@@ -273,6 +273,8 @@
       setText(messageElement, invalidKey, { attempts_left: answer.data.attempts_left });
     } else if (answer.status === 503) {
       showProblem("problem.pickup", answer.data.compartment, true);
+    } else if (answer.data && answer.data.error === "already_collected") {
+      setText(messageElement, "pickup.already_collected");
     } else if (answer.status === 422) {
       setText(messageElement, invalidKey === "qr.invalid" ? "qr.invalid" : "pickup.short", { digits: config.codeDigits });
     } else {

@@ -36,10 +36,11 @@ def test_the_new_sections_have_defaults_and_refuse_unknown_keys(tmp_path: Path) 
     config = parse_config(node_config_data(tmp_path))
     policy = flow_policy(config)
 
-    assert (config.pickup.code_digits, config.pickup.hold_hours) == (8, 72)
+    assert (config.pickup.code_digits, config.pickup.hold_hours) == (10, 72)
     assert (config.courier.session_idle_s, config.deposit.allow_walk_up) == (300, False)
     assert config.deposit.allow_upsize is True and config.kiosk.idle_timeout_s == 60
-    assert policy.keypad.max_attempts_per_day() == 34
+    assert policy.keypad.max_attempts_per_day() == 2884
+    assert policy.login.max_attempts_per_day() == 1444
     with pytest.raises(ConfigError, match=r"pickup\.keypad\.free_atempts"):
         parse_config(node_config_data(tmp_path, pickup={"keypad": {"free_atempts": 3}}))
     with pytest.raises(ConfigError, match="max_lockout_s must be at least"):

@@ -60,10 +60,12 @@ def test_the_lockout_schedule_grows_and_is_capped() -> None:
     assert policy.lockout_after(10_000) == 3600
 
 
-def test_the_default_policy_allows_34_guesses_a_day() -> None:
-    # 11 guesses in the first 3810 s (the lockouts 30+60+...+1920), then one per 3600 s:
-    # 3810 + 22 * 3600 = 83 010 s < 86 400 s, so 11 + 22 + the first = 34.
-    assert LockoutPolicy().max_attempts_per_day() == 34
+def test_the_default_pace_allows_2884_guesses_a_day() -> None:
+    # Four free guesses, then one per 30 s: the n-th guess comes 30 * (n - 5) s after the
+    # first, which is under 86 400 s up to n = 2884. At 10 digits and a full bank of 250
+    # that is 2884 * 250 / 10^10 = 7.2e-5 a day.
+    assert LockoutPolicy().max_attempts_per_day() == 2884
+    assert [LockoutPolicy().lockout_after(n) for n in range(1, 9)] == [0, 0, 0, 0, 30, 30, 30, 30]
 
 
 def test_the_configured_policy_keeps_a_full_bank_below_the_bound() -> None:
@@ -104,7 +106,7 @@ def test_the_bound_holds_for_any_policy(free: int, first: int, cap: int, window:
 
 def test_a_config_whose_policy_breaks_the_bound_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"pickup.keypad: .* not below 1e-04"):
-        parse_config(bank(200, keypad={"free_attempts": 20, "max_lockout_s": 60}))
+        parse_config(bank(200, keypad={"first_lockout_s": 5, "max_lockout_s": 5}))
     with pytest.raises(ConfigError, match="not below"):
         parse_config(bank(200, code_digits=6))
     parse_config(bank(200))

@@ -302,6 +302,9 @@ def check_invariants(engine: Engine) -> None:
         assert code is not None, "every parcel has its code"
         if parcel.status == ParcelStatus.IN_LOCKER:
             assert code.status == CodeStatus.ACTIVE and code.code_hash and code.qr_hash
+        elif parcel.status == ParcelStatus.PICKED_UP:
+            # Used: its keyed hashes stay a day, so that typing it again says "collected".
+            assert code.status == CodeStatus.USED and code.code_hash and code.qr_hash
         else:
             assert code.status != CodeStatus.ACTIVE and code.code_hash is None
     facts = Counter((e.type, e.data.get("parcel_id") or e.data.get("compartment")) for e in events)
@@ -366,7 +369,9 @@ def finish(bench: Bench, journey: Journey) -> None:
     if journey.expect != "picked-up":
         pickup(bench, journey)
     dead = bench.call("POST", "/api/pickup/qr", json={"token": token})
-    assert dead.status_code == 401, f"{journey.tracking}: the code outlived its pickup"
+    # Used, the QR opens nothing more: it answers that the parcel was collected.
+    assert dead.status_code == 409, f"{journey.tracking}: the code outlived its pickup"
+    assert dead.json()["error"] == "already_collected", journey.tracking
 
 
 def start_node(bench: Bench, crash_at: str | None, name: str) -> NodeProcess:

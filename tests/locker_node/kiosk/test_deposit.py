@@ -73,7 +73,8 @@ def test_confirm_needs_the_door_shut_and_then_issues_a_code(rig: Rig) -> None:
     assert event.data["compartment"] == "A01"
     secrets = open_sealed(rig.keys, event.data)
     assert "sealed_pickup_code" in event.data and "pickup_code" not in event.data
-    assert len(secrets["pickup_code"]) == 8 and len(secrets["qr_payload"]) >= 22
+    assert len(secrets["pickup_code"]) == rig.config.pickup.code_digits == 10
+    assert len(secrets["qr_payload"]) >= 22
 
 
 def test_too_small_reopens_into_the_next_class_and_frees_the_first(rig: Rig) -> None:
@@ -386,7 +387,9 @@ def test_wrong_courier_codes_lock_the_login(rig: Rig) -> None:
 
     assert lefts == [4, 3, 2, 1, 0]
     assert locked.status_code == 429 and locked.json()["error"] == "locked_out"
-    rig.clock.advance(seconds=31)
+    # Courier codes have 8 digits: the login's pace is 60 s (the keypad's is 30 s).
+    assert 30 < locked.json()["retry_after_s"] <= 60
+    rig.clock.advance(seconds=61)
     assert (
         rig.client.post(
             "/api/courier/login", json={"carrier": "ups", "pin": COURIER_CODE}

@@ -30,7 +30,7 @@ def test_secrets_never_reach_the_store_or_the_logs(
         rig.add_reservation(f"1Z000{n}")
         confirmed = rig.deposit(f"1Z000{n}", headers)
         secrets.append(rig.secrets_for(confirmed["parcel_id"]))
-    rig.pickup("00000000")  # a wrong one, logged as a refusal
+    rig.pickup("0000000000")  # a wrong one, logged as a refusal
     assert rig.pickup(secrets[0]["pickup_code"]).status_code == 200
     qr = rig.client.post("/api/pickup/qr", json={"token": secrets[1]["qr_payload"]})
     assert qr.status_code == 200

@@ -190,7 +190,7 @@ def test_a_compartment_back_in_service_and_kiosk_usage_reach_central(
 
     node.node.doors.mark_out_of_service(label, "disabled by an operator")
     node.node.doors.return_to_service(label)
-    wrong = node.kiosk.post("/api/pickup", json={"code": "00000000"})
+    wrong = node.kiosk.post("/api/pickup", json={"code": "0000000000"})
     assert wrong.status_code == 401, wrong.text
     assert node.sync.run_once()
 

@@ -130,8 +130,9 @@ def test_reissue_kills_the_old_code_and_the_new_one_opens(scene: Scene) -> None:
 
     # `pickup` asserts the 200 and then closes the door the recipient opened.
     assert node.pickup(new["pickup_code"])["compartment"] == answer["compartment"]
-    # Single use, as any pickup code.
-    assert pickup(node, new["pickup_code"]).status_code == 401
+    # Single use, as any pickup code: typed again, it says the parcel is collected.
+    again = pickup(node, new["pickup_code"])
+    assert again.status_code == 409 and again.json()["error"] == "already_collected"
 
 
 def test_the_reissued_qr_payload_opens_the_same_compartment(scene: Scene) -> None:
