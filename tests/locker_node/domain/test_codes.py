@@ -26,7 +26,9 @@ def test_codes_have_the_digits_asked_for_leading_zeros_included() -> None:
     codes = [generate_pickup_code(8) for _ in range(2000)]
 
     assert all(len(code) == 8 and code.isdigit() for code in codes)
-    assert len(set(codes)) == len(codes)
+    # 2,000 draws from 10^8 repeat one with probability 2% (the birthday bound), so a repeat is
+    # no failure; three would be (probability about 1e-6), as would a generator that repeats.
+    assert len(codes) - len(set(codes)) <= 2
     first_digits = Counter(code[0] for code in codes)
     assert set(first_digits) == set("0123456789")  # zero included, nothing skipped
     assert max(first_digits.values()) < 2000 / 10 * 1.5
