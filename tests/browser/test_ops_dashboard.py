@@ -8,15 +8,18 @@ the alert the admin's tests made. Screenshots of the main pages go to test-artif
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
+from central.models import Alert
 from central.ops.accounts import Passwords, add_operator
 from central.ops.pages import safe_next
 from locker_node.store import outbox as node_outbox
@@ -86,9 +89,17 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser profile per test; a console error (a CSP refusal, a script error, a
-    failed request) fails the test."""
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    with open_page(browser) as page:
+        yield page
+
+
+@contextmanager
+def open_page(browser: Browser, timezone_id: str = "UTC") -> Iterator[Page]:
+    """A fresh browser profile; a console error (a CSP refusal, a script error, a failed
+    request) fails the test."""
+    context = browser.new_context(
+        viewport={"width": 1360, "height": 900}, locale="en-US", timezone_id=timezone_id
+    )
     page = context.new_page()
     page.set_default_timeout(10_000)
     errors: list[str] = []
@@ -280,6 +291,154 @@ def test_charts_and_reports_render(network: Network, page: Page) -> None:
     assert download.headers["content-type"].startswith("text/csv")
     assert BANK in download.text()
     screenshot(page, "reports")
+
+
+def test_overview_fits_a_phone_screen(network: Network, page: Page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, network, ADMIN)
+    expect(page.locator(f'tr[data-bank="{BANK}"]')).to_be_visible()
+    # The page itself never scrolls sideways; a wide table scrolls inside its own box.
+    page.evaluate("window.scrollTo(1000, 0)")
+    assert page.evaluate("window.scrollX") == 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    wrap = page.locator(".region .table-wrap").first
+    assert wrap.evaluate("e => getComputedStyle(e).overflowX") == "auto"
+    assert wrap.evaluate("e => e.getBoundingClientRect().right") <= 390
+    screenshot(page, "overview-390")
+
+
+def freeze_polling(page: Page) -> None:
+    """Stops the page's regular poll (as a hidden tab does): what changes then, an action did."""
+    page.evaluate(
+        """() => {
+            Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+
+
+def test_compartment_dialog_shows_an_actions_outcome_at_once(network: Network, page: Page) -> None:
+    sign_in(page, network, ADMIN, f"/ops/banks/{BANK}")
+    cell = page.locator('#compartment-grid [data-state="free"]').last
+    label = cell.get_attribute("data-label")
+    freeze_polling(page)
+    # The node acknowledges a command a sync pass before central hears of the state it caused:
+    # the page reads "acknowledged" at once here, so it sees that order every time.
+    page.route(
+        "**/ops/api/commands/*",
+        lambda route: route.fulfill(
+            response=(answer := route.fetch()),
+            json={**answer.json(), "status": "acknowledged"},
+        ),
+    )
+    cell.click()
+    dialog = page.locator("#compartment-dialog")
+    state = dialog.locator('[data-fact="state"]')
+    expect(state).to_have_text("free")
+
+    page.locator("#action-reason").fill("sensor cleaning")
+    page.locator("#action-disable").click()
+    expect(state).to_have_text("out of service", timeout=WAIT_MS)
+    expect(page.locator("#action-enable")).to_be_visible()
+    expect(page.locator("#action-disable")).to_be_hidden()
+    expect(page.locator(f'#compartment-grid [data-label="{label}"]')).to_have_attribute(
+        "data-state", "out_of_service"
+    )
+
+    page.locator("#action-reason").fill("sensor clean again")
+    page.locator("#action-enable").click()
+    expect(state).to_have_text("free", timeout=WAIT_MS)
+    expect(page.locator("#action-disable")).to_be_visible()
+
+
+RAISED_AT = datetime(2026, 1, 5, 19, 2, tzinfo=UTC)  # 14:02 in New York, EST
+
+
+def add_system_alerts(network: Network) -> dict[str, str]:
+    """The alerts central raises by itself, with their details as their sources write them."""
+    event_id = str(uuid.uuid4())
+    with network.world.sessions.begin() as session:
+        session.add_all(
+            [
+                Alert(
+                    bank_id=BANK,
+                    type="door_left_open",
+                    subject="A03",
+                    detail={
+                        "compartment": "A03",
+                        "node_id": "node-ops-test",
+                        "node_event_id": event_id,
+                        "occurred_at": RAISED_AT.isoformat(),
+                        "detail": {"open_for_s": 75.0},
+                    },
+                    created_at=RAISED_AT,
+                ),
+                Alert(
+                    bank_id=BANK,
+                    type="bank_offline",
+                    detail={"node_id": "node-ops-test", "last_seen_at": RAISED_AT.isoformat()},
+                    created_at=RAISED_AT + timedelta(minutes=2),
+                ),
+                Alert(
+                    bank_id=None,
+                    type="webhook_failing",
+                    subject="endpoint-ops-test",
+                    detail={
+                        "endpoint_id": "endpoint-ops-test",
+                        "carrier": "acme",
+                        "host": "hooks.acme.test",
+                        "failing_since": RAISED_AT.isoformat(),
+                        "last_attempt_at": (RAISED_AT + timedelta(minutes=15)).isoformat(),
+                        "last_error": "HTTP 503",
+                    },
+                    created_at=RAISED_AT + timedelta(minutes=15),
+                ),
+            ]
+        )
+    return {"event_id": event_id}
+
+
+def test_alerts_say_what_happened_in_words(network: Network, page: Page) -> None:
+    raw = add_system_alerts(network)
+    sign_in(page, network, ADMIN, "/ops/alerts?status=all")
+    door = page.locator('#alert-rows tr[data-alert-type="door_left_open"]').first
+    expect(door).to_contain_text("Door A03 left open for 75 s")
+    offline = page.locator('#alert-rows tr[data-alert-type="bank_offline"]').first
+    expect(offline).to_contain_text(re.compile(rf"Bank {BANK} offline since .*07:02\sPM UTC"))
+    webhook = page.locator('#alert-rows tr[data-alert-type="webhook_failing"]').first
+    expect(webhook).to_contain_text(
+        re.compile(r"Webhook endpoint of acme failing since .*07:02\sPM UTC")
+    )
+    # Ids and raw details only behind a toggle.
+    event_id = door.get_by_text(raw["event_id"])
+    expect(event_id).to_be_hidden()
+    door.locator("details summary").click()
+    expect(event_id).to_be_visible()
+    screenshot(page, "alerts-in-words")
+
+    page.goto(f"{network.base}/ops/banks/{BANK}")
+    timeline = page.locator("#timeline")
+    expect(timeline).to_contain_text("Door A03 left open for 75 s")
+    expect(timeline.get_by_text(raw["event_id"])).to_be_hidden()
+    expect(page.locator("#bank-alerts")).to_contain_text("Door A03 left open for 75 s")
+    expect(timeline).to_contain_text(re.compile(r"Parcel ACME-OPS-\w+ deposited in A0\d"))
+    screenshot(page, "bank-in-words")
+
+
+def test_times_carry_their_time_zone(network: Network, browser: Browser) -> None:
+    add_system_alerts(network)
+    with open_page(browser, timezone_id="America/New_York") as page:
+        sign_in(page, network, ADMIN, "/ops/alerts?status=all&type=door_left_open")
+        raised = page.locator("#alert-rows tr[data-alert-type] td time").first
+        expect(raised).to_have_text(re.compile(r"02:02\sPM EST$"))
+        offline = page.locator('#alert-rows tr[data-alert-type="bank_offline"]')
+        page.goto(f"{network.base}/ops/alerts?status=all&type=bank_offline")
+        expect(offline.first).to_contain_text(re.compile(r"offline since .*02:02\sPM EST"))
+        page.goto(f"{network.base}/ops/banks/{BANK}")
+        times = page.locator("main time")
+        expect(times.first).to_be_visible()
+        for text in times.all_inner_texts():
+            assert re.search(r"\b(EST|EDT)$", text), text
 
 
 def test_pages_redirect_to_sign_in_and_carry_a_content_security_policy(network: Network) -> None:

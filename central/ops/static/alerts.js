@@ -1,5 +1,6 @@
 // Alerts: filtered list (polled), acknowledge or resolve with an optional reason, raise one.
-import { api, detailText, esc, humanize, isAdmin, poll, reportError, setStatus, timeTag } from "./ops.js";
+import { api, esc, humanize, isAdmin, poll, reportError, setStatus, timeTag } from "./ops.js";
+import { alertWords, rawDetails } from "./words.js";
 
 const statusInput = document.getElementById("alert-status");
 const bankInput = document.getElementById("alert-bank");
@@ -42,7 +43,7 @@ function row(a) {
   return `<tr data-alert-id="${a.id}" data-alert-type="${esc(a.type)}" data-acknowledged="${a.acknowledged_at ? "yes" : "no"}" data-resolved="${a.resolved_at ? "yes" : "no"}">` +
     `<td>${timeTag(a.created_at)}</td><td>${bankCell(a)}</td>` +
     `<td><span class="pill alert-type">${esc(humanize(a.type))}</span>${a.subject ? `<div class="sub">${esc(a.subject)}</div>` : ""}</td>` +
-    `<td>${esc(detailText(a.detail))}${a.note ? `<div class="sub">Operator note: ${esc(a.note)}</div>` : ""}</td>` +
+    `<td class="alert-words"><span class="words">${esc(alertWords(a))}</span>${a.note ? `<div class="sub">Operator note: ${esc(a.note)}</div>` : ""}${rawDetails(a.detail, { alert_id: a.id, subject: a.subject })}</td>` +
     `<td>${who(a.acknowledged_at, a.acknowledged_by)}</td><td>${who(a.resolved_at, a.resolved_by)}</td>${actions}</tr>`;
 }
 

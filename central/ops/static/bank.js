@@ -1,9 +1,10 @@
 // One bank: compartment grid, parcels, alerts, timeline and charts; admin actions by dialog.
 import {
-  api, ApiError, detailText, esc, fmtHours, fmtPct, followCommand, humanize, isAdmin, poll,
+  api, ApiError, esc, fmtHours, fmtPct, followCommand, humanize, isAdmin, poll,
   reportError, setStatus, stackBar, timeTag,
 } from "./ops.js";
 import { lineChart, throughputChart } from "./chartkit.js";
+import { alertWords, rawDetails, timelineWords } from "./words.js";
 
 const bankId = document.body.dataset.bankId;
 const base = `/ops/api/banks/${encodeURIComponent(bankId)}`;
@@ -113,14 +114,19 @@ function alertList(alerts) {
       ? (a.acknowledged_at ? "" : `<button type="button" class="button small" data-alert="${a.id}" data-alert-act="acknowledge">Acknowledge</button> `) +
         `<button type="button" class="button small" data-alert="${a.id}" data-alert-act="resolve">Resolve</button>`
       : "";
-    return `<li data-alert-id="${a.id}" data-alert-type="${esc(a.type)}"><div><strong>${esc(humanize(a.type))}</strong> ${acked}<div class="sub">${timeTag(a.created_at)} · ${esc(detailText(a.detail))}</div></div><div class="row-actions">${actions}</div></li>`;
+    return `<li data-alert-id="${a.id}" data-alert-type="${esc(a.type)}"><div><strong>${esc(alertWords(a))}</strong> ${acked}<div class="sub">${timeTag(a.created_at)}</div>${rawDetails(a.detail, { alert_id: a.id })}</div><div class="row-actions">${actions}</div></li>`;
   }).join("")}</ul>`;
 }
 
-function timeline(entries) {
+function timeline(entries, compartments) {
   const box = document.getElementById("timeline");
+  const tracking = new Map(compartments.filter((c) => c.parcel).map((c) => [c.parcel.reservation_id, c.parcel.tracking_number]));
   box.innerHTML = entries.length
-    ? entries.map((e) => `<li><span class="when">${timeTag(e.at)}</span> <span class="kind">${esc(humanize(e.kind))}</span> <strong>${esc(humanize(e.type))}</strong> <span class="sub">${esc(detailText(e.detail))}</span></li>`).join("")
+    ? entries.map((e) => {
+      const ids = e.reservation_id ? { reservation_id: e.reservation_id } : {};
+      return `<li data-kind="${esc(e.kind)}" data-type="${esc(e.type)}"><span class="when">${timeTag(e.at)}</span> <span class="kind">${esc(humanize(e.kind))}</span> ` +
+        `<span class="words">${esc(timelineWords(e, bankId, tracking))}</span>${rawDetails(e.detail, { type: e.type, ...ids })}</li>`;
+    }).join("")
     : `<li class="muted">Nothing yet.</li>`;
 }
 
@@ -144,7 +150,7 @@ async function refresh() {
   renderGrid(data.compartments);
   parcelRows(data.compartments);
   alertList(data.alerts || []);
-  timeline(data.timeline || []);
+  timeline(data.timeline || [], data.compartments);
   if (dialog.open) renderFacts();
 }
 
@@ -159,6 +165,25 @@ grid.addEventListener("click", (event) => {
   dialog.showModal();
 });
 
+// What central shows once a command's effect has reached it. The node acknowledges a command
+// before its next sync pass reports the state the command caused, so one refresh at the
+// acknowledgement can still read the old state.
+const OUTCOME = {
+  disable: (c) => c.state === "out_of_service",
+  enable: (c) => c.state !== "out_of_service",
+};
+const SETTLE_TRIES = 20;
+const SETTLE_MS = 500;
+
+async function showOutcome(label, reached) {
+  for (let i = 0; i < SETTLE_TRIES; i += 1) {
+    await refreshNow();
+    const c = detail && detail.compartments.find((x) => x.label === label);
+    if (!reached || !c || reached(c)) return;
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+  }
+}
+
 const actionForm = document.getElementById("compartment-action");
 if (actionForm) {
   actionForm.addEventListener("submit", async (event) => {
@@ -172,18 +197,20 @@ if (actionForm) {
     }
     const buttons = actionForm.querySelectorAll("button");
     buttons.forEach((b) => { b.disabled = true; });
+    const label = selected;
     try {
-      const sent = await api("POST", `${base}/compartments/${encodeURIComponent(selected)}/${action}`, { reason });
+      const sent = await api("POST", `${base}/compartments/${encodeURIComponent(label)}/${action}`, { reason });
       commandStatus.dataset.commandId = sent.command_id;
       commandStatus.dataset.commandStatus = sent.status;
       commandStatus.textContent = `${ACTION_LABEL[action]}: ${COMMAND_STATUS[sent.status] || sent.status}`;
       actionForm.reason.value = "";
-      await followCommand(sent.command_id, (command) => {
-        commandStatus.dataset.commandStatus = command.status;
-        const outcome = command.result && command.result.detail ? ` (${command.result.detail})` : "";
-        commandStatus.textContent = `${ACTION_LABEL[action]}: ${COMMAND_STATUS[command.status] || command.status}${outcome}`;
+      await refreshNow();
+      const command = await followCommand(sent.command_id, (update) => {
+        commandStatus.dataset.commandStatus = update.status;
+        const outcome = update.result && update.result.detail ? ` (${update.result.detail})` : "";
+        commandStatus.textContent = `${ACTION_LABEL[action]}: ${COMMAND_STATUS[update.status] || update.status}${outcome}`;
       });
-      refreshNow();
+      await showOutcome(label, command && command.status === "acknowledged" ? OUTCOME[action] : null);
     } catch (error) {
       commandStatus.textContent = error instanceof ApiError ? `${error.code}: ${error.message}` : String(error);
     } finally {

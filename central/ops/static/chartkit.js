@@ -15,7 +15,8 @@ const COLORS = {
 function shortTime(value) {
   const date = new Date(value);
   if (Number.isNaN(date.getTime())) return String(value);
-  return date.toLocaleString(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit" });
+  // The zone as every other time on the dashboard shows it.
+  return date.toLocaleString(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
 }
 
 function shortDay(value) {

@@ -68,16 +68,15 @@ export async function api(method, path, body) {
 }
 
 // Runs `task` now and every few seconds while the tab is visible; returns a function to run it
-// at once (after an action). A slow answer never overlaps the next one.
+// at once (after an action), whose promise settles once the page shows fresh data. A slow answer
+// never overlaps the next one; a refresh asked for during a run runs straight after it, so an
+// action's outcome is never lost to a poll that was already on its way.
 export function poll(task, intervalMs = POLL_MS) {
   let timer = null;
-  let running = false;
+  let running = null;
+  let again = false;
   let failed = false;
-  async function tick() {
-    clearTimeout(timer);
-    timer = null;
-    if (running) return;
-    running = true;
+  async function runOnce() {
     try {
       await task();
       if (failed) setStatus("");
@@ -87,10 +86,25 @@ export function poll(task, intervalMs = POLL_MS) {
         failed = true;
         setStatus(`Could not refresh: ${error.message}`, true);
       }
-    } finally {
-      running = false;
-      if (!document.hidden) timer = setTimeout(tick, intervalMs);
     }
+  }
+  function tick() {
+    clearTimeout(timer);
+    timer = null;
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await runOnce();
+      } while (again);
+    })().finally(() => {
+      running = null;
+      if (!document.hidden) timer = setTimeout(tick, intervalMs);
+    });
+    return running;
   }
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) {
@@ -118,18 +132,24 @@ export function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
 }
 
+// Every time is shown in the operator's browser zone, and says which zone that is ("14:02 CET"):
+// the API's times are UTC, banks and operators are not.
+export const TIME_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
 export function fmtTime(value) {
   if (!value) return "—";
   const date = new Date(value);
-  if (Number.isNaN(date.getTime())) return esc(value);
-  const options = { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
+  if (Number.isNaN(date.getTime())) return String(value);
+  const options = { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
   if (date.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
   return date.toLocaleString(undefined, options);
 }
 
 export function timeTag(value) {
   if (!value) return "—";
-  return `<time datetime="${esc(value)}">${esc(fmtTime(value))}</time>`;
+  const date = new Date(value);
+  const exact = Number.isNaN(date.getTime()) ? "" : ` title="${esc(`${date.toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" })} (${TIME_ZONE})`)}"`;
+  return `<time datetime="${esc(value)}"${exact}>${esc(fmtTime(value))}</time>`;
 }
 
 export function fmtHours(hours) {
@@ -147,15 +167,6 @@ export function fmtPct(value) {
 
 export function humanize(code) {
   return String(code ?? "").replaceAll("_", " ").replaceAll(".", " ");
-}
-
-export function detailText(detail) {
-  if (detail === null || detail === undefined) return "";
-  if (typeof detail !== "object") return String(detail);
-  return Object.entries(detail)
-    .filter(([, value]) => value !== null && value !== undefined && value !== "")
-    .map(([key, value]) => `${humanize(key)}: ${typeof value === "object" ? JSON.stringify(value) : value}`)
-    .join(", ");
 }
 
 export function occupancyClass(pct, online = true) {
@@ -209,4 +220,11 @@ export async function followCommand(commandId, onUpdate) {
   return null;
 }
 
+// The page says once which zone its times are in (each time says it again, abbreviated).
+function showTimeZone() {
+  const box = document.getElementById("time-zone");
+  if (box) box.textContent = `Times in ${TIME_ZONE}`;
+}
+
 wireLogout();
+showTimeZone();

@@ -1,0 +1,121 @@
+// What alerts and timeline entries mean, in words for operators; the raw details go behind a
+// toggle (rawDetails) for whoever needs the ids.
+import { esc, fmtTime, humanize } from "./ops.js";
+
+function seconds(value) {
+  const s = Number(value);
+  if (!Number.isFinite(s)) return "";
+  if (s < 120) return `${Math.round(s)} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+function labels(list) {
+  return (list || []).join(", ");
+}
+
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+// The node's own detail of a compartment event (door left open, fault, out of service).
+function nodeDetail(detail) {
+  return (detail && typeof detail.detail === "object" && detail.detail) || {};
+}
+
+function layoutWords(d) {
+  const parts = [];
+  if (d.missing_on_node && d.missing_on_node.length) parts.push(`missing on the node: ${labels(d.missing_on_node)}`);
+  if (d.unknown_to_central && d.unknown_to_central.length) parts.push(`unknown to central: ${labels(d.unknown_to_central)}`);
+  const resized = Object.entries(d.size_differs || {});
+  if (resized.length) {
+    parts.push(`other size: ${resized.map(([label, s]) => `${label} (central ${s.central}, node ${s.node})`).join(", ")}`);
+  }
+  return parts.length ? ` (${parts.join("; ")})` : "";
+}
+
+const ALERT_WORDS = {
+  door_left_open: (d, a) => {
+    const open = nodeDetail(d).open_for_s;
+    return `Door ${d.compartment || a.subject} left open${open !== undefined ? ` for ${seconds(open)}` : ""}`;
+  },
+  door_fault: (d, a) => {
+    const why = nodeDetail(d).reason || nodeDetail(d).error;
+    return `Door ${d.compartment || a.subject} is faulty (jammed or not responding)${why ? `: ${why}` : ""}`;
+  },
+  door_forced_open: (d, a) => `Door ${d.compartment || a.subject} opened without a command (forced open?)`,
+  compartment_out_of_service: (d, a) => {
+    const why = nodeDetail(d).reason;
+    return `Compartment ${d.compartment || a.subject} out of service${why ? `: ${why}` : ""}`;
+  },
+  bank_offline: (d, a) => `Bank ${a.bank_id} offline since ${fmtTime(d.last_seen_at || a.created_at)}`,
+  layout_mismatch: (d, a) => `Compartments of bank ${a.bank_id} differ from its node's${layoutWords(d)}`,
+  parcel_past_deadline: (d) => {
+    const count = d.count ?? (d.parcels || []).length;
+    const numbers = (d.parcels || []).slice(-5).map((p) => p.tracking_number).filter(Boolean);
+    return `${plural(count, "parcel", "parcels")} past the pickup deadline, waiting to go back to the carrier` +
+      (numbers.length ? ` (${numbers.join(", ")}${count > numbers.length ? ", …" : ""})` : "");
+  },
+  webhook_failing: (d) => {
+    const last = d.last_error ? `; last error: ${d.last_error}` : "";
+    return `Webhook endpoint of ${d.carrier || "a carrier"} failing since ${fmtTime(d.failing_since)}` +
+      (d.host ? ` (${d.host}${last})` : last ? ` (${last.slice(2)})` : "");
+  },
+  manual: (d) => `${d.note || "Raised by an operator"}${d.raised_by ? ` (raised by ${d.raised_by})` : ""}`,
+};
+
+// An alert in one sentence: `alert` has the alerts API's shape (type, subject, bank_id, detail).
+export function alertWords(alert) {
+  const words = ALERT_WORDS[alert.type];
+  const detail = alert.detail || {};
+  if (words) return words(detail, alert);
+  return humanize(alert.type);
+}
+
+const NODE_WORDS = {
+  "parcel.deposited": (d) => `Parcel ${d.tracking_number || ""} deposited in ${d.compartment}`,
+  "parcel.picked_up": (d) => `Parcel ${d.tracking_number || ""} picked up from ${d.compartment}${d.via ? ` by ${d.via === "qr" ? "QR code" : "pickup code"}` : ""}`,
+  "parcel.returned": (d) => `Parcel ${d.tracking_number || ""} taken back by the carrier from ${d.compartment}`,
+  "parcel.code_reissued": (d) => `New pickup code issued for parcel ${d.tracking_number || ""} in ${d.compartment}`,
+  "door.left_open": (d) => {
+    const open = nodeDetail(d).open_for_s;
+    return `Door ${d.compartment} left open${open !== undefined ? ` for ${seconds(open)}` : ""}`;
+  },
+  "door.forced_open": (d) => `Door ${d.compartment} opened without a command (forced open?)`,
+  "door.fault": (d) => `Door ${d.compartment} is faulty (jammed or not responding)`,
+  "compartment.out_of_service": (d) => {
+    const why = nodeDetail(d).reason;
+    return `Compartment ${d.compartment} out of service${why ? `: ${why}` : ""}`;
+  },
+  "compartment.in_service": (d) => `Compartment ${d.compartment} back in service`,
+};
+
+function parcelWords(entry, tracking) {
+  const d = entry.detail || {};
+  const parcel = tracking ? `Parcel ${tracking}` : "A parcel";
+  const by = d.actor ? ` by the ${d.actor}` : "";
+  const why = d.reason ? `: ${d.reason}` : "";
+  if (entry.type === "extended") return `${parcel}: pickup deadline extended${by}${why}`;
+  if (entry.type === "reminder") return `${parcel}: pickup reminder sent${why}`;
+  return `${parcel} ${humanize(d.to || entry.type)}${by}${why}`;
+}
+
+// A timeline entry (kind parcel, node or alert) in one sentence. `tracking` maps reservation ids
+// to tracking numbers, for parcel entries that carry only the id.
+export function timelineWords(entry, bankId, tracking = new Map()) {
+  const d = entry.detail || {};
+  if (entry.kind === "alert") return `Alert: ${alertWords({ type: entry.type, detail: d, bank_id: bankId, subject: d.compartment })}`;
+  if (entry.kind === "parcel") return parcelWords(entry, tracking.get(entry.reservation_id));
+  const words = NODE_WORDS[entry.type];
+  const tn = d.tracking_number || tracking.get(entry.reservation_id) || "";
+  let text = words ? words({ ...d, tracking_number: tn }).replace(/\s+/g, " ") : `${humanize(entry.type)}${d.compartment ? ` at ${d.compartment}` : ""}`;
+  if (d.status === "rejected") text += ` (central did not apply it${d.error ? `: ${humanize(d.error)}` : ""})`;
+  return text;
+}
+
+// The raw detail behind a toggle: ids and the JSON as stored, for whoever needs them.
+export function rawDetails(detail, extra = {}) {
+  const shown = { ...extra, ...(detail || {}) };
+  if (!Object.keys(shown).length) return "";
+  return `<details class="raw"><summary>Details</summary><pre>${esc(JSON.stringify(shown, null, 2))}</pre></details>`;
+}
