@@ -156,7 +156,10 @@ def _open(ports: Ports, parcel: repo.Parcel, command_id: str, via: str) -> DoorR
         ports.crash.reach("pickup.done", subject)
         logger.info("pickup: compartment %s opened (parcel %s)", label, parcel.id)
         return DoorResult(compartment=label)
-    what = "not fired (unknown compartment)" if outcome is None else type(outcome).__name__
+    # None: the controller refused to fire (unknown label, or its board is silent).
+    what = (
+        "not fired (refused by the door controller)" if outcome is None else type(outcome).__name__
+    )
     now = ports.now()
     with ports.unit_of_work() as conn:
         repo.finish_operation(conn, command_id, OperationResult.NOT_OPENED, now)

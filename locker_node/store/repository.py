@@ -510,21 +510,6 @@ def unfinished_operations(conn: Connection) -> list[DoorOperation]:
     )
 
 
-def unfinished_operation_for(
-    conn: Connection,
-    purpose: Purpose,
-    *,
-    parcel_id: str | None = None,
-    deposit_id: str | None = None,
-) -> DoorOperation | None:
-    conditions = [door_operations.c.purpose == purpose, door_operations.c.result.is_(None)]
-    if parcel_id is not None:
-        conditions.append(door_operations.c.parcel_id == parcel_id)
-    if deposit_id is not None:
-        conditions.append(door_operations.c.deposit_id == deposit_id)
-    return one(DoorOperation, conn.execute(select(door_operations).where(*conditions)).first())
-
-
 def last_operation(
     conn: Connection,
     purpose: Purpose,
