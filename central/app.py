@@ -18,6 +18,7 @@ from carrier_adapters.base import CarrierAdapter
 from carrier_adapters.registry import build_adapters
 from carrier_adapters.settings import CarrierSettings
 from central.banks.endpoints import router as banks_router
+from central.banks.public import router as public_banks_router
 from central.banks.service import BankDirectory
 from central.clock import Clock, utcnow
 from central.config import CentralSettings
@@ -124,6 +125,7 @@ def create_app(
     # Reservations first: routes are tried in order, and this is the hot path.
     app.include_router(reservations_router)
     app.include_router(banks_router)
+    app.include_router(public_banks_router)
     app.include_router(webhooks_router)
     app.include_router(carrier_webhooks_router)
     app.include_router(nodes_router)

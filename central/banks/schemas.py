@@ -58,3 +58,25 @@ class CourierCode(BaseModel):
     code: str
     valid_from: str
     valid_until: str
+
+
+class PublicBank(BaseModel):
+    """A bank as the public locker finder shows it: where it is and which sizes have room."""
+
+    id: str
+    name: str
+    address: str
+    location: Location
+    timezone: str = Field(description="the bank's IANA time zone, in which opening hours apply")
+    opening_hours: dict[str, Any] | None = Field(
+        description='per weekday ("mon".."sun") a list of ["HH:MM", "HH:MM"] spans; a missing '
+        "day: closed; null: always open"
+    )
+    distance_m: int = Field(description="from the point asked about, in whole metres")
+    sizes: dict[SizeClass, bool] = Field(
+        description="per size class the bank has: true when at least one unit of it is free"
+    )
+
+
+class PublicBankList(BaseModel):
+    items: list[PublicBank] = Field(description="nearest first")
