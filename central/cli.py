@@ -16,7 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.app import build_carrier_adapters, build_keys, create_app
 from central.banks.service import BankError, NewBank, add_bank, parse_compartment_spec
-from central.carriers.service import CarrierError, add_carrier, create_api_key, revoke_api_key
+from central.carriers.service import (
+    CarrierError,
+    add_carrier,
+    create_api_key,
+    revoke_api_key,
+    update_carrier,
+)
 from central.clock import utcnow
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
@@ -77,17 +83,55 @@ def db_upgrade() -> None:
     typer.echo(f"database at {_safe_url(settings.database_url)} is up to date")
 
 
+RecipientNotices = Annotated[
+    str | None,
+    typer.Option(
+        help="who tells the carrier's recipients of their parcels: network (the network's "
+        "email and SMS, when a reservation has contact details) or carrier (the carrier itself)",
+    ),
+]
+
+
 @carrier_app.command("add")
 def carrier_add(
-    carrier_id: str, name: Annotated[str | None, typer.Option(help="display name")] = None
+    carrier_id: str,
+    name: Annotated[str | None, typer.Option(help="display name")] = None,
+    recipient_notices: RecipientNotices = "network",
 ) -> None:
     """Add a carrier (ids like usps, fedex, ups, dhl turn on their tracking-number checks)."""
     with _sessions(CentralSettings()).begin() as session:
         try:
-            carrier = add_carrier(session, carrier_id, name, utcnow())
+            carrier = add_carrier(
+                session, carrier_id, name, utcnow(), recipient_notices=recipient_notices or ""
+            )
         except CarrierError as exc:
             raise _fail(str(exc)) from exc
-    typer.echo(f"carrier {carrier.id} ({carrier.name}) added")
+    typer.echo(
+        f"carrier {carrier.id} ({carrier.name}) added; "
+        f"recipient notices by the {carrier.recipient_notices}"
+    )
+
+
+@carrier_app.command("set")
+def carrier_set(
+    carrier_id: str,
+    name: Annotated[str | None, typer.Option(help="display name")] = None,
+    recipient_notices: RecipientNotices = None,
+) -> None:
+    """Change an existing carrier: its display name, or who notifies its recipients."""
+    if name is None and recipient_notices is None:
+        raise _fail("nothing to change: give --name or --recipient-notices")
+    with _sessions(CentralSettings()).begin() as session:
+        try:
+            carrier = update_carrier(
+                session, carrier_id, name=name, recipient_notices=recipient_notices
+            )
+        except CarrierError as exc:
+            raise _fail(str(exc)) from exc
+    typer.echo(
+        f"carrier {carrier.id} ({carrier.name}): "
+        f"recipient notices by the {carrier.recipient_notices}"
+    )
 
 
 @apikey_app.command("create")
@@ -185,6 +229,46 @@ def node_command(
         except NodeError as exc:
             raise _fail(str(exc)) from exc
     typer.echo(command.id)
+
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Background jobs (the scheduler runs them).")
+app.add_typer(jobs_app, name="jobs")
+# Rounds that send (webhooks, notices) claim their work without a lock that a second round would
+# wait on; run beside a scheduler they could send one thing twice.
+_SENDING_JOBS = frozenset({"deliver_webhooks", "deliver_notices"})
+
+
+@jobs_app.command("run")
+def jobs_run(
+    name: Annotated[str, typer.Argument(help="the job, e.g. send_reminders; 'list' lists them")],
+) -> None:
+    """Run one background job once, now, and print what it did.
+
+    The scheduler of `serve` runs every job on its interval; this runs one at once (say,
+    reminders after changing a bank's reminder time). Jobs that send (deliver_webhooks,
+    deliver_notices) are refused while a scheduler holds the lease.
+    """
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    with httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False) as http:
+        jobs = Jobs(sessions, build_keys(settings), utcnow, http, settings)
+        try:
+            available = jobs.all()
+            if name == "list":
+                typer.echo("\n".join(sorted(available)))
+                return
+            if name not in available:
+                raise _fail(f"no job {name!r}; one of: {', '.join(sorted(available))}")
+            if name in _SENDING_JOBS and not jobs.is_leader():
+                raise _fail(f"a scheduler holds the lease and runs {name}; it needs no help")
+            result = available[name]()
+        finally:
+            if name in _SENDING_JOBS:
+                jobs.step_down()
+            jobs.close()
+            engine.dispose()
+    typer.echo(f"{name}: {result if result is not None else 'done'}")
 
 
 @app.command("serve")

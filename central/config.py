@@ -48,6 +48,23 @@ class CentralSettings(BaseSettings):
     # A full /track URL instead of `https://<api host>/track` (a relay, or a local test server).
     mixpanel_events_url: str | None = None
     analytics_retention_days: int = Field(default=30, ge=1)
+    # Notices to recipients (central.notices). Email goes out over SMTP when `smtp_url` is set:
+    # smtp://host:port, smtp+starttls://user:pass@host:587 or smtps://user:pass@host:465; SMS
+    # through Twilio when the three twilio settings are. Unset, nothing is sent and nothing fails:
+    # notices are kept as "not sent" for operators to see.
+    smtp_url: SecretStr | None = None
+    notify_from: str = "Locker network <notices@localhost>"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None  # a number in E.164, or a Messaging Service SID (MG...)
+    # Prepended to recipients' numbers written without one ("+1"); without it such a number
+    # cannot get an SMS.
+    sms_default_country_code: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{0,3}$")
+    # A notice that cannot be sent for this long is given up and shown as failed.
+    notice_retry_hours: float = Field(default=48.0, gt=0)
+    # The first retry of a notice that could not go waits this long, each next one twice as long
+    # (at most an hour).
+    notice_first_retry_s: float = Field(default=30.0, gt=0)
     # When set, GET /metrics requires `Authorization: Bearer <metrics_token>`.
     metrics_token: SecretStr | None = None
     # Request bodies larger than these are refused with 413 before or while they are read (see

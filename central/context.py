@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,15 @@ class KnownSubscriptions(Protocol):
     def endpoint_ids(self, session: Session, carrier_id: str, event_type: str) -> list[str]: ...
 
 
+class PendingNotices(Protocol):
+    """Recipient notices that a transaction applying many events writes together at its end
+    (`nodes.batch.BatchNotices`), with the carriers' notice choices it has read."""
+
+    choices: dict[str, bool]
+
+    def add(self, rows: list[dict[str, Any]]) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Ctx:
     """What every operation needs from the request or job that runs it: the session, keys and
@@ -44,3 +53,5 @@ class Ctx:
     banks: BankFacts | None = None  # cached static bank facts, where the caller keeps some
     # Webhook subscriptions read once for a transaction that enqueues many events (a batch).
     subscriptions: KnownSubscriptions | None = None
+    # Where a caller that writes many notices collects them; None: each is written at once.
+    notices: PendingNotices | None = None

@@ -26,6 +26,9 @@ from central.keys import ServiceKeys
 from central.nodes.auth import purge_nonces
 from central.nodes.commands import expire_commands
 from central.nodes.health import mark_silent_nodes_offline
+from central.notices.channels import build_channels
+from central.notices.tasks import NoticeDispatcher
+from central.notices.tasks import run_dispatch as run_notices
 from central.ops import alerts as ops_alerts
 from central.ops.insight.tasks import sample_occupancy
 from central.reservations import repository as reservations_repository
@@ -69,6 +72,15 @@ class Jobs:
             TrackingPoller(sessions, keys, clock, carrier_adapters) if carrier_adapters else None
         )
         self._carrier_io = EventLoopThread()
+        self.notices = NoticeDispatcher(
+            sessions,
+            keys,
+            clock,
+            build_channels(settings, http),
+            public_url=settings.public_url,
+            retry_for=timedelta(hours=settings.notice_retry_hours),
+            first_retry=timedelta(seconds=settings.notice_first_retry_s),
+        )
         self.analytics = AnalyticsJobs(
             sessions,
             keys,
@@ -80,6 +92,11 @@ class Jobs:
     def is_leader(self) -> bool:
         with self.sessions() as session, session.begin():
             return leases.acquire(session, LEASE_NAME, self.holder, self.clock(), LEASE_TTL)
+
+    def step_down(self) -> None:
+        """Give the lease up at once, for another scheduler to take at its next tick."""
+        with self.sessions() as session, session.begin():
+            leases.release(session, LEASE_NAME, self.holder)
 
     def expire_reservations(self) -> int:
         with self.sessions() as session, session.begin():
@@ -117,6 +134,9 @@ class Jobs:
     def deliver_webhooks(self) -> None:
         run_dispatch(self.dispatcher)
 
+    def deliver_notices(self) -> None:
+        run_notices(self.notices)
+
     def poll_tracking(self) -> dict[str, CarrierPoll]:
         if self.tracking is None:
             return {}
@@ -134,8 +154,9 @@ class Jobs:
         return self.analytics.flush()
 
     def close(self) -> None:
-        """Stop the carrier I/O loop; a poll still running is cancelled."""
+        """Stop the carrier I/O loop (a poll still running is cancelled) and the notice senders."""
         self._carrier_io.close()
+        self.notices.close()
 
     def all(self) -> dict[str, Callable[[], object]]:
         return {
@@ -143,6 +164,7 @@ class Jobs:
             "expire_pickups": self.expire_pickups,
             "send_reminders": self.send_reminders,
             "deliver_webhooks": self.deliver_webhooks,
+            "deliver_notices": self.deliver_notices,
             "poll_tracking": self.poll_tracking,
             "detect_offline_nodes": self.detect_offline_nodes,
             "purge_node_nonces": self.purge_node_nonces,
@@ -171,6 +193,7 @@ INTERVALS = {
     "expire_pickups": 60,
     "send_reminders": 60,
     "deliver_webhooks": 2,
+    "deliver_notices": 2,
     "poll_tracking": 300,
     "detect_offline_nodes": 30,
     "purge_node_nonces": 60,

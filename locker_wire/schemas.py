@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from locker_wire.events import KioskCodeFailed, KioskLockedOut, KioskSession
 
@@ -100,18 +108,52 @@ class EventBatch(_Strict):
     events: list[NodeEvent] = Field(max_length=MAX_EVENTS_PER_BATCH)
 
 
+# What a deposit tells central only when the parcel came with no reservation (a walk-up): central
+# has never heard of it and makes the reservation from these.
+WALK_UP_FIELDS = ("walk_up", "carrier_id", "tracking_number", "reserved_size")
+
+
 class DepositedData(_Strict):
     reservation_id: str = Field(max_length=32)
     compartment: str = Field(max_length=16)
     sealed_pickup_code: str = Field(max_length=1000)
     sealed_qr_payload: str = Field(max_length=2000)
+    # Added for walk-ups, all optional: a node of an earlier version sends none of them.
+    walk_up: bool = Field(default=False, description="no reservation: the node made one")
+    carrier_id: str | None = Field(default=None, max_length=32)
+    tracking_number: str | None = Field(default=None, min_length=1, max_length=64)
+    reserved_size: Size | None = Field(default=None, description="the class the node reserved")
+
+    @model_validator(mode="after")
+    def _walk_up_says_what_it_is(self) -> Self:
+        if self.walk_up and (
+            self.carrier_id is None or self.tracking_number is None or self.reserved_size is None
+        ):
+            raise ValueError("a walk-up names its carrier_id, tracking_number and reserved_size")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _walk_up_fields_only_for_walk_ups(
+        self, handler: SerializerFunctionWrapHandler
+    ) -> dict[str, Any]:
+        # A deposit against a reservation central made travels in exactly the earlier shape, and
+        # so does a reissue (which inherits this model): a central not yet upgraded, whose model
+        # forbids unknown fields, keeps accepting them from an upgraded node. Only a walk-up,
+        # which such a central refuses anyway (unknown_reservation), carries the new fields.
+        data: dict[str, Any] = handler(self)
+        if not self.walk_up:
+            for name in WALK_UP_FIELDS:
+                data.pop(name, None)
+        return data
 
 
 class CodeReissuedData(DepositedData):
     """A new pickup code and QR payload for a parcel already in its compartment.
 
     Sealed like a deposit's (to central's key, bound to this event's id); the old pair no longer
-    opens anything. `command_id` is central's command that asked for it, when one did.
+    opens anything. `command_id` is central's command that asked for it, when one did. The
+    walk-up fields it inherits keep their defaults (the node's reissue event has none of them)
+    and so never travel.
     """
 
     command_id: str | None = Field(default=None, max_length=64)

@@ -130,3 +130,25 @@ def take_unit(session: Session, bank_id: str, size: str) -> bool:
 
 def release_unit(session: Session, bank_id: str, size: str) -> None:
     session.connection().execute(_RELEASE_UNIT, {"p_bank": bank_id, "p_size": size})
+
+
+# No `available > 0` guard, unlike `_TAKE_UNIT`: see `hold_unit_regardless`.
+_HOLD_UNIT_REGARDLESS = (
+    update(_CAPACITY)
+    .where(_CAPACITY.c.bank_id == bindparam("p_bank"), _CAPACITY.c.size == bindparam("p_size"))
+    .values(available=_CAPACITY.c.available - 1)
+)
+
+
+def hold_unit_regardless(session: Session, bank_id: str, size: str) -> None:
+    """Count one more hold on a class whether or not a unit was free: for a parcel that is in
+    the locker already (a walk-up the node took while central counted the class full, or while
+    it could not hear of it).
+
+    `available` stays `total - active holds`, as every other change keeps it, even when that
+    goes below zero for a while (more parcels than the count thought there was room for):
+    allocation (`available > 0`) then refuses the class until pickups bring it back above
+    zero, which is the truth. Guarding this like `take_unit` would lose the hold, and the
+    pickup that later releases the unit would leave the class one unit too free for good.
+    """
+    session.connection().execute(_HOLD_UNIT_REGARDLESS, {"p_bank": bank_id, "p_size": size})

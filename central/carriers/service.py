@@ -47,15 +47,59 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def add_carrier(session: Session, carrier_id: str, name: str | None, now: datetime) -> Carrier:
+# Who tells a carrier's recipients of their parcels: the network (central's email and SMS,
+# when a reservation has contact details) or the carrier itself. The webhooks are the same.
+RECIPIENT_NOTICES = ("network", "carrier")
+
+
+def _check_recipient_notices(choice: str) -> str:
+    if choice not in RECIPIENT_NOTICES:
+        raise CarrierError(f"recipient notices are sent by one of {', '.join(RECIPIENT_NOTICES)}")
+    return choice
+
+
+def add_carrier(
+    session: Session,
+    carrier_id: str,
+    name: str | None,
+    now: datetime,
+    *,
+    recipient_notices: str = "network",
+) -> Carrier:
     if not CARRIER_ID.match(carrier_id):
         raise CarrierError(
             "carrier id must be 2-32 lowercase letters, digits, '-' or '_', starting with a letter"
         )
     if repository.get_carrier(session, carrier_id) is not None:
         raise CarrierError(f"carrier {carrier_id!r} exists already")
-    carrier = Carrier(id=carrier_id, name=name or carrier_id.upper(), created_at=now)
+    carrier = Carrier(
+        id=carrier_id,
+        name=name or carrier_id.upper(),
+        recipient_notices=_check_recipient_notices(recipient_notices),
+        created_at=now,
+    )
     repository.add_carrier(session, carrier)
+    return carrier
+
+
+def update_carrier(
+    session: Session,
+    carrier_id: str,
+    *,
+    name: str | None = None,
+    recipient_notices: str | None = None,
+) -> Carrier:
+    """Change an existing carrier's display name or who notifies its recipients."""
+    carrier = repository.get_carrier(session, carrier_id)
+    if carrier is None:
+        raise CarrierError(f"no carrier {carrier_id!r}")
+    if name is not None:
+        if not name.strip() or len(name) > 200:
+            raise CarrierError("a carrier's name is 1-200 characters")
+        carrier.name = name
+    if recipient_notices is not None:
+        carrier.recipient_notices = _check_recipient_notices(recipient_notices)
+    session.flush()
     return carrier
 
 

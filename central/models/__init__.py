@@ -21,6 +21,7 @@ from central.models.nodes import (
     NodeEventRecord,
     NodeNonce,
 )
+from central.models.notices import Notice
 from central.models.occupancy import OccupancySample
 from central.models.operators import (
     OperatorAccount,
@@ -53,6 +54,7 @@ __all__ = [
     "NodeCommand",
     "NodeEventRecord",
     "NodeNonce",
+    "Notice",
     "OccupancySample",
     "OperatorAccount",
     "OperatorAuditEntry",

@@ -15,6 +15,11 @@ class Carrier(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    # Who tells the carrier's recipients of their parcels: "network" (central's own email and
+    # SMS, when a reservation has contact details) or "carrier" (the carrier does it itself).
+    recipient_notices: Mapped[str] = mapped_column(
+        String(16), default="network", server_default="network"
+    )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

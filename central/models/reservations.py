@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from central.models.base import Base, UtcDateTime
@@ -47,6 +47,9 @@ class Reservation(Base):
     weight_g: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Kept only while the parcel is active; wiped when the reservation ends.
     recipient: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The pickup code and QR payload while the parcel waits, for the recipient's page and
+    # notices: sealed with the service key, never in clear; wiped with the recipient.
+    pickup_secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     reserved_until: Mapped[datetime] = mapped_column(UtcDateTime)
     pickup_deadline: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     deposited_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

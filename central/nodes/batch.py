@@ -14,9 +14,31 @@ from central.context import Ctx
 from central.models import Bank, CompartmentState, Node, Reservation
 from central.nodes import repository as repo
 from central.nodes.errors import EventRejected
+from central.notices import outbox as notices_outbox
 from locker_wire.schemas import NodeEvent
 
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(slots=True)
+class BatchNotices:
+    """The batch's recipient notices, written in one statement at its end (`Ctx.notices`).
+
+    An event's notices are kept only once its handler succeeded (`settle`): a refused event,
+    whose writes its savepoint undid, leaves none.
+    """
+
+    choices: dict[str, bool] = field(default_factory=dict)
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    current: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.current.extend(rows)
+
+    def settle(self, *, applied: bool) -> None:
+        if applied:
+            self.kept.extend(self.current)
+        self.current.clear()
 
 
 @dataclass(slots=True)
@@ -37,6 +59,7 @@ class BatchState:
     working_units: dict[str, int] = field(default_factory=dict)  # size class -> change
     resolved: set[tuple[str, str]] = field(default_factory=set)  # (alert type, subject)
     bank: Bank | None = None
+    notices: BatchNotices = field(default_factory=BatchNotices)
     # When given, the reservations stay out of this session between events (`set_aside`).
     session: Session | None = None
 
@@ -84,6 +107,17 @@ class BatchState:
             self.in_session.append(reservation)
         return reservation
 
+    def track(self, reservation: Reservation, *, own: bool) -> None:
+        """A reservation a handler read or made itself, after the batch's were locked (a walk-up
+        adopted, the reservation it replaced): set aside between events like the others and,
+        when `own` (of this batch's bank), taken by later events of the batch with
+        `own_reservation` (a walk-up deposited and collected while central was unreachable
+        arrives in one batch). Its row is locked already: the handler wrote it."""
+        if own:
+            self.reservations[reservation.id] = reservation
+        if self.session is not None and reservation in self.session:
+            self.in_session.append(reservation)
+
     def set_aside(self) -> None:
         """Take the batch's reservations out of the session between events.
 
@@ -104,6 +138,7 @@ class BatchState:
         repo.change_working_units(ctx.session, bank_id, self.working_units)
         repo.raise_bank_alerts(ctx.session, bank_id, self.alerts)
         repo.resolve_subject_alerts(ctx.session, bank_id, sorted(self.resolved), ctx.now)
+        notices_outbox.write(ctx.session, self.notices.kept)
 
 
 @dataclass(frozen=True, slots=True)

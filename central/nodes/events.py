@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -17,6 +18,8 @@ from central.nodes.batch import BatchState, Handler, require_data
 from central.nodes.errors import EventRejected
 from central.nodes.reissue import CodeReissuedData, on_code_reissued
 from central.nodes.seals import open_pickup_seals
+from central.nodes.walkup import adopt_walk_up_or_own
+from central.notices.pickup import seal_pickup
 from central.reservations.transitions import transition
 from locker_wire.schemas import (
     CompartmentEventData,
@@ -41,6 +44,7 @@ def apply_events(ctx: Ctx, node: Node, batch: EventBatch) -> EventBatchResult:
     state = BatchState(
         compartments=repo.compartment_rows(ctx.session, node.bank_id), session=ctx.session
     )
+    ctx = replace(ctx, notices=state.notices)  # the batch's notices go in with one statement
     # Each event with its validated data, or with why it is refused before any handler runs.
     checked: list[tuple[NodeEvent, BaseModel | EventRejected]] = []
     rows: list[dict[str, Any]] = []
@@ -136,11 +140,14 @@ def _run_handler(
         else:
             handler.apply(ctx, node, event, data, state)
     except EventRejected as exc:
+        state.notices.settle(applied=False)
         return exc
     except ApiError as exc:
+        state.notices.settle(applied=False)
         return EventRejected(exc.code, exc.detail)
     finally:
         state.set_aside()
+    state.notices.settle(applied=True)
     return None
 
 
@@ -154,7 +161,7 @@ def _on_deposited(
     ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel, state: BatchState
 ) -> None:
     deposited = require_data(data, DepositedData)
-    reservation = state.own_reservation(deposited.reservation_id)
+    reservation = adopt_walk_up_or_own(ctx, node, event, deposited, state)
     compartment = state.compartment(deposited.compartment)
     opened = open_pickup_seals(ctx.keys, str(event.id), deposited)
     if opened is None:
@@ -174,6 +181,8 @@ def _on_deposited(
             "compartment_label": compartment.label,
             "deposited_at": deposited_at,
             "pickup_deadline": deposited_at + timedelta(hours=state.bank.pickup_hours),
+            # For the recipient's page and notices; sealed, and wiped when the parcel leaves.
+            "pickup_secret_sealed": seal_pickup(ctx.keys, pickup_code, qr_payload),
         },
         event_data={"node_event_id": str(event.id), "compartment": compartment.label},
         # Only the webhook body carries the secrets, and the outbox keeps that body encrypted.
@@ -295,7 +304,8 @@ RECORD_ONLY = Handler(_record_only)
 
 _HANDLERS: dict[str, Handler] = {
     # One `transition` each, after checks that write nothing; `transition` itself refuses
-    # (invalid_transition, concurrent_update) before its first write.
+    # (invalid_transition, concurrent_update) before its first write. A walk-up's adoption
+    # writes before that transition, in a savepoint of its own (`nodes.walkup`).
     "parcel.deposited": Handler(_on_deposited),
     "parcel.picked_up": Handler(_on_picked_up),
     # Two transitions when the parcel must be expired first: the second could refuse.

@@ -1,4 +1,4 @@
-"""The node's `parcel.code_reissued` event: a new pickup code, passed to the carrier, never kept.
+"""The node's `parcel.code_reissued` event: a new pickup code for the carrier and the recipient.
 
 Registered in `central.nodes.events` beside the other node events:
 `_DATA_MODELS["parcel.code_reissued"] = CodeReissuedData` and
@@ -16,6 +16,9 @@ from central.models import Actor, Node, ReservationEvent, ReservationStatus
 from central.nodes import repository as nodes_repository
 from central.nodes.batch import BatchState, require_data
 from central.nodes.seals import open_pickup_seals
+from central.notices import outbox as notices
+from central.notices.outbox import Fact
+from central.notices.pickup import seal_pickup
 from central.reservations import repository as reservations_repository
 from central.reservations.views import describe
 from central.webhooks.service import enqueue_event
@@ -35,8 +38,9 @@ def on_code_reissued(
 ) -> None:
     """Record the reissue in the reservation's history and send the new code to the carrier.
 
-    The code and QR payload travel only in the webhook body, which the outbox keeps encrypted;
-    the history entry and the stored node event hold no more than the seals.
+    The code and QR payload travel in the webhook body and the recipient's notice, both kept
+    encrypted, and replace the sealed pair the recipient's page shows; the history entry and the
+    stored node event hold no more than the seals.
     """
     reissued = require_data(data, CodeReissuedData)
     reservation = state.own_reservation(reissued.reservation_id)
@@ -55,21 +59,25 @@ def on_code_reissued(
     history: dict[str, str] = {"node_event_id": str(event.id), "compartment": compartment.label}
     if command_id is not None:
         history["command_id"] = command_id
-    reservations_repository.add(
-        ctx.session,
-        ReservationEvent(
-            reservation_id=reservation.id,
-            type=HISTORY_TYPE,
-            from_status=reservation.status,
-            to_status=reservation.status,
-            actor=(Actor.OPERATOR if command_id is not None else Actor.SYSTEM).value,
-            actor_id=None,
-            reason=_BY_OPERATOR if command_id is not None else _BY_NODE,
-            data=history,
-            at=ctx.now,
-        ),
+    entry = ReservationEvent(
+        reservation_id=reservation.id,
+        type=HISTORY_TYPE,
+        from_status=reservation.status,
+        to_status=reservation.status,
+        actor=(Actor.OPERATOR if command_id is not None else Actor.SYSTEM).value,
+        actor_id=None,
+        reason=_BY_OPERATOR if command_id is not None else _BY_NODE,
+        data=history,
+        at=ctx.now,
     )
+    reservations_repository.add(ctx.session, entry)
+    sealed = seal_pickup(ctx.keys, pickup_code, qr_payload)
+    reservations_repository.update_fields(
+        ctx.session, reservation.id, {"pickup_secret_sealed": sealed}
+    )
+    reservation.pickup_secret_sealed = sealed
     ctx.session.flush()
+    notices.enqueue(ctx, reservation, Fact("reissued", f"h{entry.id}", ctx.now))
     out = describe(
         ctx.session,
         reservation,

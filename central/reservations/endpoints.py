@@ -11,6 +11,8 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
+from central.carriers.service import AuthenticatedCarrier
+from central.context import Ctx
 from central.deps import (
     BearerCredentials,
     CarrierRoute,
@@ -18,15 +20,17 @@ from central.deps import (
     bearer_header,
     serve_carrier,
 )
-from central.errors import error_responses
+from central.errors import Unprocessable, error_responses
 from central.models import Actor, ReservationStatus
 from central.reservations import transitions, views
 from central.reservations.intake import ReservationIntake
+from central.reservations.recipient import set_recipient
 from central.reservations.schemas import (
     ExtendRequest,
     ReservationCreate,
     ReservationList,
     ReservationOut,
+    ReservationPatch,
 )
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"], route_class=CarrierRoute)
@@ -182,3 +186,27 @@ async def extend_reservation(
             reason=body.reason,
         )
     )
+
+
+@router.patch(
+    "/{reservation_id}",
+    response_model=ReservationOut,
+    responses=error_responses(401, 404, 409, 422),
+)
+async def patch_reservation(
+    work: CarrierWorkDep, reservation_id: ReservationId, body: ReservationPatch
+) -> ReservationOut:
+    """Set or replace the recipient's contact details while the reservation is active.
+
+    `recipient` replaces the details given before as a whole (one with no field removes them);
+    the answer does not show them. A closed reservation's details were wiped: 409 `not_active`.
+    A body that changes nothing is 422 `nothing_to_change`.
+    """
+
+    def patch(ctx: Ctx, carrier: AuthenticatedCarrier) -> ReservationOut:
+        # Inside the work, after the key is checked: an unknown key hears nothing of its body.
+        if body.recipient is None:
+            raise Unprocessable("nothing_to_change", "give a field to change: recipient")
+        return set_recipient(ctx, carrier.carrier_id, reservation_id, body.recipient)
+
+    return await work.run(patch)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
@@ -33,6 +33,9 @@ class Recipient(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     email: EmailStr | None = None
     phone: str | None = Field(default=None, pattern=r"^\+?[0-9 ()-]{5,32}$")
+    language: Literal["en", "es"] | None = Field(
+        default=None, description="the language of the network's notices; English when absent"
+    )
 
 
 class ReservationCreate(BaseModel):
@@ -111,3 +114,13 @@ class Alternative(BaseModel):
     name: str
     distance_km: float
     free: int
+
+
+class ReservationPatch(BaseModel):
+    """What a carrier may change on its active reservation; only what is given changes."""
+
+    model_config = _STRICT
+    recipient: Recipient | None = Field(
+        default=None,
+        description="the recipient's contact details, replacing any given before as a whole",
+    )

@@ -38,7 +38,9 @@ ALTERNATIVES_READ_AT_ONCE = 2 * MAX_ALTERNATIVES
 T = TypeVar("T")
 
 
-def _checked_tracking_number(carrier_id: str, raw: str) -> str:
+def checked_tracking_number(carrier_id: str, raw: str) -> str:
+    """The tracking number normalised, or 422 `invalid_tracking_number` when it cannot be the
+    carrier's (the one place that says so: reservations and walk-ups both ask here)."""
     number = normalize_tracking_number(raw)
     if carrier_id in KNOWN_CARRIERS:
         if not is_valid_for_carrier(carrier_id, number):
@@ -177,7 +179,7 @@ def all_answered(outcomes: Sequence[T | None]) -> list[T]:
 
 def _plan(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> _Plan | Created:
     """The request checked and its candidates chosen, or the active twin that answers it."""
-    number = _checked_tracking_number(carrier_id, body.tracking_number)
+    number = checked_tracking_number(carrier_id, body.tracking_number)
     need = _need(body)
     try:
         options, banks_by_id, origin = _options(ctx, body)

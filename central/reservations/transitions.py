@@ -1,5 +1,6 @@
-"""A stored reservation moved along its lifecycle, with the history entry, capacity change and
-webhook each move brings: cancelling, extending a deadline, expiring, reminding."""
+"""A stored reservation moved along its lifecycle, with the history entry, capacity change,
+webhook and recipient notice each move brings: cancelling, extending a deadline, expiring,
+reminding."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from central.context import Ctx
 from central.db import scrub_after_commit
 from central.errors import Conflict
 from central.models import Actor, Reservation, ReservationEvent, ReservationStatus
+from central.notices import outbox as notices
+from central.notices.outbox import Fact, NoticeKind
 from central.reservations import lifecycle
 from central.reservations import repository as repo
 from central.reservations.schemas import ReservationOut
@@ -43,8 +46,9 @@ def transition(
         ) from exc
     now = ctx.now
     values: dict[str, Any] = {"status": target.value, "updated_at": now, **(changes or {})}
+    recipient = reservation.recipient  # a notice of the end still reaches who it was for
     if lifecycle.is_closed(target.value, was_deposited=reservation.deposited_at is not None):
-        values.update(recipient=None, closed_at=now)
+        values.update(recipient=None, pickup_secret_sealed=None, closed_at=now)
         scrub_after_commit(ctx.session, [Reservation.__tablename__])
     if not repo.set_status(ctx.session, reservation.id, reservation.status, values):
         raise Conflict("concurrent_update", "the reservation changed meanwhile; fetch it again")
@@ -52,20 +56,18 @@ def transition(
         setattr(reservation, key, value)
     if rule.frees_capacity:
         banks_repository.release_unit(ctx.session, reservation.bank_id, reservation.size)
-    repo.add(
-        ctx.session,
-        ReservationEvent(
-            reservation_id=reservation.id,
-            type=target.value,
-            from_status=rule.source.value,
-            to_status=target.value,
-            actor=actor.value,
-            actor_id=actor_id,
-            reason=reason,
-            data=event_data,
-            at=now,
-        ),
+    entry = ReservationEvent(
+        reservation_id=reservation.id,
+        type=target.value,
+        from_status=rule.source.value,
+        to_status=target.value,
+        actor=actor.value,
+        actor_id=actor_id,
+        reason=reason,
+        data=event_data,
+        at=now,
     )
+    repo.add(ctx.session, entry)
     ctx.session.flush()
     out = describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
     enqueue_event(
@@ -76,7 +78,20 @@ def transition(
         lambda: out.model_dump(mode="json") | (webhook_extra or {}),
         now,
     )
+    notice = _NOTICE_OF.get(target)
+    if notice is not None:
+        # Each of these happens once to a reservation: its name is the notice's reference, so
+        # the notice is written once even if the transition were somehow recorded twice.
+        notices.enqueue(ctx, reservation, Fact(notice, target.value, now), recipient=recipient)
     return out
+
+
+# What a recipient hears of, among the transitions (the rest is the carrier's business).
+_NOTICE_OF: dict[ReservationStatus, NoticeKind] = {
+    ReservationStatus.DEPOSITED: "ready",
+    ReservationStatus.PICKED_UP: "collected",
+    ReservationStatus.RETURNED: "returned",
+}
 
 
 def cancel(ctx: Ctx, carrier_id: str, reservation_id: str, reason: str | None) -> ReservationOut:
@@ -139,21 +154,21 @@ def extend(
     repo.update_fields(ctx.session, reservation.id, {field: new_deadline, "updated_at": ctx.now})
     setattr(reservation, field, new_deadline)
     reservation.updated_at = ctx.now
-    repo.add(
-        ctx.session,
-        ReservationEvent(
-            reservation_id=reservation.id,
-            type="extended",
-            from_status=reservation.status,
-            to_status=reservation.status,
-            actor=actor.value,
-            actor_id=actor_id,
-            reason=reason,
-            data={"field": field, "from": current.isoformat(), "to": new_deadline.isoformat()},
-            at=ctx.now,
-        ),
+    entry = ReservationEvent(
+        reservation_id=reservation.id,
+        type="extended",
+        from_status=reservation.status,
+        to_status=reservation.status,
+        actor=actor.value,
+        actor_id=actor_id,
+        reason=reason,
+        data={"field": field, "from": current.isoformat(), "to": new_deadline.isoformat()},
+        at=ctx.now,
     )
+    repo.add(ctx.session, entry)
     ctx.session.flush()
+    if field == "pickup_deadline":  # a hold's end is the courier's deadline, not the recipient's
+        notices.enqueue(ctx, reservation, Fact("extended", f"h{entry.id}", ctx.now))
     return describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
 
 
@@ -197,21 +212,20 @@ def send_reminders(ctx: Ctx, *, limit: int = 500) -> int:
             raise ValueError(f"reservation {reservation.id} has no pickup deadline")
         if reservation.pickup_deadline - timedelta(hours=bank.reminder_hours) > ctx.now:
             continue
-        repo.add(
-            ctx.session,
-            ReservationEvent(
-                reservation_id=reservation.id,
-                type="reminder",
-                from_status=reservation.status,
-                to_status=reservation.status,
-                actor=Actor.SYSTEM.value,
-                actor_id=None,
-                reason=f"{bank.reminder_hours} h before the pickup deadline",
-                data=None,
-                at=ctx.now,
-            ),
+        entry = ReservationEvent(
+            reservation_id=reservation.id,
+            type="reminder",
+            from_status=reservation.status,
+            to_status=reservation.status,
+            actor=Actor.SYSTEM.value,
+            actor_id=None,
+            reason=f"{bank.reminder_hours} h before the pickup deadline",
+            data=None,
+            at=ctx.now,
         )
+        repo.add(ctx.session, entry)
         ctx.session.flush()
+        notices.enqueue(ctx, reservation, Fact("reminder", "once", ctx.now))
         out = describe(
             ctx.session,
             reservation,

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from locker_wire import events
 from locker_wire.schemas import (
     CodeFailedData,
+    CodeReissuedData,
     CompartmentEventData,
     DepositedData,
     ReservationEventData,
@@ -33,24 +34,71 @@ def test_a_pickup_tells_central_only_the_reservation() -> None:
     assert wire == ReservationEventData(reservation_id="rsv_1")
 
 
-def test_a_deposit_tells_central_its_compartment_and_sealed_secrets_only() -> None:
-    event = events.ParcelDeposited(
+def deposited(**changes: object) -> events.ParcelDeposited:
+    fields: dict[str, object] = {
         **PARCEL,
-        walk_up=False,
-        reserved_size="S",
-        compartment_size="M",
-        deposited_at=AT,
+        "walk_up": False,
+        "reserved_size": "S",
+        "compartment_size": "M",
+        "deposited_at": AT,
+        "pickup_deadline": AT,
+        "sealed_pickup_code": "sealed-code",
+        "sealed_qr_payload": "sealed-qr",
+    }
+    return events.ParcelDeposited.model_validate(fields | changes)
+
+
+def test_a_deposit_tells_central_its_compartment_and_sealed_secrets_only() -> None:
+    wire = deposited().wire_data()
+
+    assert isinstance(wire, DepositedData)
+    # Exactly the shape of earlier versions: a central not yet upgraded still takes it.
+    assert wire.model_dump(mode="json") == {
+        "reservation_id": "rsv_1",
+        "compartment": "A01",
+        "sealed_pickup_code": "sealed-code",
+        "sealed_qr_payload": "sealed-qr",
+    }
+
+
+def test_a_walk_up_deposit_tells_central_what_to_make_the_reservation_of() -> None:
+    wire = deposited(reservation_id="walkup-0123456789abcdef01234567", walk_up=True).wire_data()
+
+    assert isinstance(wire, DepositedData)
+    assert wire.model_dump(mode="json") == {
+        "reservation_id": "walkup-0123456789abcdef01234567",
+        "compartment": "A01",
+        "sealed_pickup_code": "sealed-code",
+        "sealed_qr_payload": "sealed-qr",
+        "walk_up": True,
+        "carrier_id": "acme",
+        "tracking_number": "ACME123",
+        "reserved_size": "S",
+    }
+    # What central reads back from the JSON is the same model.
+    assert DepositedData.model_validate_json(wire.model_dump_json()) == wire
+
+
+def test_a_reissue_travels_as_before_for_a_walk_up_parcel_too() -> None:
+    event = events.ParcelCodeReissued(
+        **{**PARCEL, "reservation_id": "walkup-0123456789abcdef01234567"},
         pickup_deadline=AT,
+        reissued_at=AT,
+        command_id="cmd_1",
         sealed_pickup_code="sealed-code",
         sealed_qr_payload="sealed-qr",
     )
 
-    assert event.wire_data() == DepositedData(
-        reservation_id="rsv_1",
-        compartment="A01",
-        sealed_pickup_code="sealed-code",
-        sealed_qr_payload="sealed-qr",
-    )
+    wire = event.wire_data()
+
+    assert isinstance(wire, CodeReissuedData) and not wire.walk_up
+    assert wire.model_dump(mode="json") == {
+        "reservation_id": "walkup-0123456789abcdef01234567",
+        "compartment": "A01",
+        "sealed_pickup_code": "sealed-code",
+        "sealed_qr_payload": "sealed-qr",
+        "command_id": "cmd_1",
+    }
 
 
 @pytest.mark.parametrize(

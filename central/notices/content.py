@@ -1,0 +1,583 @@
+"""What the network says to a parcel's recipient: subject, email (text, HTML, QR image) and SMS.
+
+The wording lives here, one `_Wording` per language; the two templates (`email.txt`,
+`email.html`) only lay it out. So six kinds in two languages need two layouts instead of 24
+near-copies that drift apart, a translator edits one block of sentences per language, and a
+phrase missing in one language is a type error (common phrases) or a failing test (per kind).
+The SMS is a format string per kind, not a template: it is one sentence that must be shortened
+to fit, which is easier to do in Python than in Jinja.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Literal, get_args
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import segno
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from central.notices.hours import Language, describe_hours, format_deadline, map_url
+
+__all__ = [
+    "SMS_MAX_CHARS",
+    "Language",
+    "NoticeContent",
+    "NoticeKind",
+    "qr_png",
+    "render_email",
+    "render_sms",
+    "subject",
+]
+
+NoticeKind = Literal["ready", "reminder", "extended", "reissued", "collected", "returned"]
+
+SMS_MAX_CHARS = 320  # two segments; counted in UTF-16 units, as the phone network counts them
+_CODE_KINDS: frozenset[str] = frozenset({"ready", "reminder", "extended", "reissued"})
+# What each kind cannot do without; everything else is shown when it is given.
+_NEEDS_CODE: frozenset[str] = frozenset({"ready", "reminder", "reissued"})
+_NEEDS_AT: frozenset[str] = frozenset({"collected"})
+_PICKUP_CODE = re.compile(r"[0-9]{4,32}")
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+_BLANKS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+# The kiosk's scanner reads the code off a phone screen: medium error correction, never Micro QR
+# (few scanners read it).
+_QR_ERROR = "m"
+
+_ENV = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeContent:
+    """Everything one notice says, as plain data.
+
+    Checked when rendered, not when made: the sending job makes these while it claims a batch,
+    where one bad row must not stop the others, and renders each where a failure is that
+    notice's alone.
+    """
+
+    kind: NoticeKind
+    language: Language
+    recipient_name: str | None
+    carrier_name: str  # "USPS", "DHL Express", or any carrier's display name
+    tracking_number: str
+    bank_name: str
+    bank_address: str
+    bank_lat: float
+    bank_lon: float
+    bank_timezone: str  # IANA name, e.g. "America/New_York"
+    # {"mon": [["08:00", "20:00"]], ...}; a missing day is closed; None = always open
+    opening_hours: dict[str, list[list[str]]] | None
+    deadline: datetime | None  # aware; the pickup deadline (ready, reminder, extended, reissued)
+    pickup_code: str | None  # ready, reminder, reissued (extended: when known): digits
+    qr_payload: str | None  # what the kiosk's scanner reads; shown as a QR image
+    page_url: str  # the recipient's page for this parcel, https://.../p/<token>
+    compartment: str | None = None
+    at: datetime | None = None  # when it happened (collected / returned)
+
+
+def _check(content: NoticeContent) -> None:
+    kind = content.kind
+    if kind not in get_args(NoticeKind):
+        raise ValueError(f"unknown notice kind: {kind!r}")
+    if content.language not in get_args(Language):
+        raise ValueError(f"unknown notice language: {content.language!r}")
+    if kind in _NEEDS_CODE and content.pickup_code is None:
+        raise ValueError(f"a {kind!r} notice needs the pickup code")
+    if content.pickup_code is not None and not _PICKUP_CODE.fullmatch(content.pickup_code):
+        raise ValueError("the pickup code must be 4 to 32 digits")
+    if kind in _CODE_KINDS and content.deadline is None:
+        raise ValueError(f"a {kind!r} notice needs the deadline")
+    if kind in _NEEDS_AT and content.at is None:
+        raise ValueError(f"a {kind!r} notice needs the time it happened (at)")
+    for name, moment in (("deadline", content.deadline), ("at", content.at)):
+        if moment is not None and moment.utcoffset() is None:
+            raise ValueError(f"{name} must be timezone-aware")
+    try:
+        ZoneInfo(content.bank_timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone: {content.bank_timezone!r}") from exc
+    map_url(content.bank_lat, content.bank_lon)  # raises for a location off the map
+    url = urlsplit(content.page_url)
+    # http is for the demo and development (central's public_url defaults to it).
+    if url.scheme not in ("https", "http") or not url.netloc or _BLANKS.search(content.page_url):
+        raise ValueError(f"not a web address for the parcel page: {content.page_url!r}")
+    if content.qr_payload == "":
+        raise ValueError("an empty QR payload: give None for no QR image")
+
+
+# --- wording ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    subject: str
+    heading: str
+    paragraphs: tuple[str, ...]
+    sms: str  # {code} is `_Wording.sms_code` filled in, or nothing
+
+
+@dataclass(frozen=True, slots=True)
+class _Wording:
+    greeting_named: str
+    greeting: str
+    code_label: str  # the published contract: "<code_label>: <code>" on a line of its own
+    code_intro: str
+    code_intro_qr: str
+    qr_alt: str
+    code_unchanged: str
+    sms_code: str
+    locker: str
+    address: str
+    compartment: str
+    hours: str
+    deadline: str
+    collected_at: str
+    returned_at: str
+    carrier: str
+    tracking: str
+    map_link: str
+    page_link: str
+    report_link: str
+    footer: tuple[str, ...]
+    kinds: dict[NoticeKind, _Kind]
+
+
+_ENGLISH = _Wording(
+    greeting_named="Hello {name},",
+    greeting="Hello,",
+    code_label="Pickup code",
+    code_intro="At the locker, type this code on the screen:",
+    code_intro_qr="At the locker, scan the QR code or type the code on the screen.",
+    qr_alt="QR code for pickup. You can type the code {code} on the locker's screen instead.",
+    code_unchanged="Your pickup code has not changed.",
+    sms_code=" Pickup code: {code}.",
+    locker="Locker",
+    address="Address",
+    compartment="Compartment",
+    hours="Opening hours",
+    deadline="Collect by",
+    collected_at="Collected",
+    returned_at="Returned",
+    carrier="Carrier",
+    tracking="Tracking number",
+    map_link="Open the map",
+    page_link="Your parcel's page",
+    report_link="Not you? Report a problem",
+    footer=(
+        "You are receiving this because {carrier} delivered your parcel to a pickup locker.",
+        "This message was sent automatically; please do not reply to it.",
+    ),
+    kinds={
+        "ready": _Kind(
+            subject="Your {carrier} parcel is ready for pickup at {bank}",
+            heading="Your parcel is ready for pickup",
+            paragraphs=(
+                "Your parcel from {carrier} (tracking number {tracking}) is waiting for you"
+                " in the locker {bank} at {address}.",
+                "Collect it by {deadline}. After that, it goes back to {carrier}.",
+            ),
+            sms="Your {carrier} parcel is ready at {bank}.{code} Collect by {deadline}. {url}",
+        ),
+        "reminder": _Kind(
+            subject="Reminder: collect your {carrier} parcel by {deadline}",
+            heading="Your parcel is still waiting for you",
+            paragraphs=(
+                "Your parcel from {carrier} (tracking number {tracking}) is still in the"
+                " locker {bank} at {address}.",
+                "The pickup deadline is near: collect it by {deadline}."
+                " After that, it goes back to {carrier}.",
+            ),
+            sms="Reminder: collect your {carrier} parcel at {bank} by {deadline}.{code} {url}",
+        ),
+        "extended": _Kind(
+            subject="More time to collect your {carrier} parcel",
+            heading="You have more time to collect your parcel",
+            paragraphs=(
+                "The pickup deadline for your parcel from {carrier} (tracking number"
+                " {tracking}) in the locker {bank} at {address} has been extended.",
+                "You now have until {deadline} to collect it.",
+            ),
+            sms="More time: collect your {carrier} parcel at {bank} by {deadline}.{code} {url}",
+        ),
+        "reissued": _Kind(
+            subject="A new pickup code for your {carrier} parcel",
+            heading="Your pickup code has changed",
+            paragraphs=(
+                "Your parcel from {carrier} (tracking number {tracking}) is in the locker"
+                " {bank} at {address}.",
+                "Your previous pickup code no longer works. Use the new code below.",
+                "Collect it by {deadline}. After that, it goes back to {carrier}.",
+            ),
+            sms="New code for your {carrier} parcel at {bank}; the old one no longer works."
+            "{code} Collect by {deadline}. {url}",
+        ),
+        "collected": _Kind(
+            subject="Your {carrier} parcel has been collected",
+            heading="Your parcel has been collected",
+            paragraphs=(
+                "Your parcel from {carrier} (tracking number {tracking}) was collected from"
+                " the locker {bank} at {address} on {at}.",
+                "If it was not you who collected it, please report a problem on your"
+                " parcel's page.",
+            ),
+            sms="Your {carrier} parcel was collected from {bank} on {at}."
+            " Not you? Report it: {url}",
+        ),
+        "returned": _Kind(
+            subject="Your parcel was not collected and has gone back to {carrier}",
+            heading="Your parcel has gone back to {carrier}",
+            paragraphs=(
+                "Your parcel from {carrier} (tracking number {tracking}) was not collected in"
+                " time from the locker {bank} at {address}, so it has gone back to {carrier}.",
+                "Please contact {carrier} about its delivery, quoting the tracking number"
+                " {tracking}.",
+            ),
+            sms="Your {carrier} parcel was not collected from {bank} in time and has gone"
+            " back to {carrier}. Please contact {carrier} (tracking number {tracking}). {url}",
+        ),
+    },
+)
+
+_SPANISH = _Wording(
+    greeting_named="Hola, {name}:",
+    greeting="Hola:",
+    code_label="Código de recogida",
+    code_intro="En el casillero, escriba este código en la pantalla:",
+    code_intro_qr="En el casillero, escanee el código QR o escriba el código en la pantalla.",
+    qr_alt="Código QR para recoger el paquete. También puede escribir el código {code}"
+    " en la pantalla del casillero.",
+    code_unchanged="Su código de recogida no ha cambiado.",
+    sms_code=" Código de recogida: {code}.",
+    locker="Casillero",
+    address="Dirección",
+    compartment="Compartimento",
+    hours="Horario",
+    deadline="Plazo de recogida",
+    collected_at="Recogido",
+    returned_at="Devuelto",
+    carrier="Empresa de transporte",
+    tracking="Número de seguimiento",
+    map_link="Ver en el mapa",
+    page_link="Página de su paquete",
+    report_link="¿No fue usted? Avísenos",
+    footer=(
+        "Recibe este mensaje porque {carrier} entregó su paquete en un casillero de recogida.",
+        "Este mensaje se ha enviado automáticamente; no responda a este correo.",
+    ),
+    kinds={
+        "ready": _Kind(
+            subject="Su paquete de {carrier} está listo para recoger en {bank}",
+            heading="Su paquete está listo para recoger",
+            paragraphs=(
+                "Su paquete de {carrier} (número de seguimiento {tracking}) le espera en el"
+                " casillero {bank}, en {address}.",
+                "Tiene hasta el {deadline} para recogerlo. Después se devolverá a {carrier}.",
+            ),
+            sms="Su paquete de {carrier} está listo en {bank}.{code}"
+            " Puede recogerlo hasta el {deadline}. {url}",
+        ),
+        "reminder": _Kind(
+            subject="Recordatorio: tiene hasta el {deadline} para recoger su paquete de {carrier}",
+            heading="Su paquete le sigue esperando",
+            paragraphs=(
+                "Su paquete de {carrier} (número de seguimiento {tracking}) sigue en el"
+                " casillero {bank}, en {address}.",
+                "Se acerca el plazo de recogida: tiene hasta el {deadline} para recogerlo."
+                " Después se devolverá a {carrier}.",
+            ),
+            sms="Recordatorio: su paquete de {carrier} sigue en {bank}."
+            " Puede recogerlo hasta el {deadline}.{code} {url}",
+        ),
+        "extended": _Kind(
+            subject="Tiene más tiempo para recoger su paquete de {carrier}",
+            heading="Tiene más tiempo para recoger su paquete",
+            paragraphs=(
+                "Hemos ampliado el plazo para recoger su paquete de {carrier} (número de"
+                " seguimiento {tracking}) en el casillero {bank}, en {address}.",
+                "Ahora tiene hasta el {deadline} para recogerlo.",
+            ),
+            sms="Más tiempo: puede recoger su paquete de {carrier} en {bank}"
+            " hasta el {deadline}.{code} {url}",
+        ),
+        "reissued": _Kind(
+            subject="Nuevo código de recogida para su paquete de {carrier}",
+            heading="Su código de recogida ha cambiado",
+            paragraphs=(
+                "Su paquete de {carrier} (número de seguimiento {tracking}) está en el"
+                " casillero {bank}, en {address}.",
+                "El código anterior ya no funciona. Use el nuevo código que aparece a"
+                " continuación.",
+                "Tiene hasta el {deadline} para recogerlo. Después se devolverá a {carrier}.",
+            ),
+            sms="Nuevo código para su paquete de {carrier} en {bank}; el anterior ya no"
+            " funciona.{code} Puede recogerlo hasta el {deadline}. {url}",
+        ),
+        "collected": _Kind(
+            subject="Se ha recogido su paquete de {carrier}",
+            heading="Su paquete se ha recogido",
+            paragraphs=(
+                "Su paquete de {carrier} (número de seguimiento {tracking}) se recogió del"
+                " casillero {bank}, en {address}, el {at}.",
+                "Si no lo recogió usted, avísenos desde la página de su paquete.",
+            ),
+            sms="Su paquete de {carrier} se recogió de {bank} el {at}."
+            " ¿No fue usted? Avísenos: {url}",
+        ),
+        "returned": _Kind(
+            subject="Su paquete no se recogió a tiempo y se ha devuelto a {carrier}",
+            heading="Su paquete se ha devuelto a {carrier}",
+            paragraphs=(
+                "Su paquete de {carrier} (número de seguimiento {tracking}) no se recogió a"
+                " tiempo del casillero {bank}, en {address}, y se ha devuelto a {carrier}.",
+                "Póngase en contacto con {carrier} para acordar la entrega e indique el"
+                " número de seguimiento {tracking}.",
+            ),
+            sms="Su paquete de {carrier} no se recogió a tiempo en {bank} y se ha devuelto"
+            " a {carrier}. Póngase en contacto con {carrier} (seguimiento {tracking}). {url}",
+        ),
+    },
+)
+
+_WORDING: dict[Language, _Wording] = {"en": _ENGLISH, "es": _SPANISH}
+
+
+# --- what the templates lay out --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Code:
+    label: str
+    value: str
+    intro_text: str
+    intro_html: str
+    qr_cid: str | None
+    qr_alt: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    label: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    label: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    language: Language
+    subject: str
+    greeting: str
+    heading: str
+    paragraphs: tuple[str, ...]
+    code: _Code | None
+    rows: tuple[_Row, ...]
+    links: tuple[_Link, ...]
+    footer: tuple[str, ...]
+
+
+def subject(content: NoticeContent) -> str:
+    _check(content)
+    return _WORDING[content.language].kinds[content.kind].subject.format_map(_fields(content))
+
+
+def render_email(
+    content: NoticeContent,
+    *,
+    sender: str,
+    to: str,
+    message_id: str,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """The whole message: text and HTML alternatives, the QR image inline where there is a code.
+
+    `date` is the Date header (now when not given); `message_id` is the caller's, so a resend
+    after a crash carries the same one.
+    """
+    _check(content)
+    sent = datetime.now(UTC) if date is None else date
+    if sent.utcoffset() is None:
+        raise ValueError("date must be timezone-aware")
+    qr_payload = _qr_payload(content)
+    qr_cid = None if qr_payload is None else _content_id("qr", message_id)
+    body = _body(content, qr_cid)
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = body.subject
+    message["Date"] = format_datetime(sent.astimezone(UTC), usegmt=True)
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
+    message["X-Auto-Response-Suppress"] = "All"  # the same for Exchange, which ignores RFC 3834
+    # Quoted-printable: 7-bit clean for any relay, and the text stays legible in the raw source.
+    message.set_content(_render("email.txt", body), cte="quoted-printable")
+    message.add_alternative(_render("email.html", body), subtype="html", cte="quoted-printable")
+    if qr_payload is not None and qr_cid is not None:
+        html_part = list(message.iter_parts())[1]
+        html_part.add_related(
+            qr_png(qr_payload),
+            maintype="image",
+            subtype="png",
+            cid=f"<{qr_cid}>",
+            disposition="inline",
+            filename="pickup-code.png",
+        )
+    # After the body: set_content() and add_alternative() move Content-* headers to the parts.
+    message["Content-Language"] = content.language
+    return message
+
+
+def render_sms(content: NoticeContent) -> str:
+    """One short text of at most `SMS_MAX_CHARS`; long bank and carrier names are shortened."""
+    _check(content)
+    words = _WORDING[content.language]
+    fields = _fields(content)
+    code = _shown_code(content)
+    fields["code"] = "" if code is None else words.sms_code.format(code=code)
+    fields["url"] = content.page_url
+    template = words.kinds[content.kind].sms
+    for width in (None, 60, 40, 28, 16, 8):
+        short = {name: _shorten(fields[name], width) for name in ("bank", "carrier")}
+        text = template.format_map(fields | short)
+        if _sms_length(text) <= SMS_MAX_CHARS:
+            return text
+    raise ValueError(f"no SMS fits in {SMS_MAX_CHARS} characters; is the page URL that long?")
+
+
+def qr_png(payload: str, *, scale: int = 8) -> bytes:
+    """The QR code of `payload` as a black-on-white PNG with the standard quiet zone."""
+    out = io.BytesIO()
+    segno.make(payload, error=_QR_ERROR, micro=False).save(out, kind="png", scale=scale, border=4)
+    return out.getvalue()
+
+
+def _body(content: NoticeContent, qr_cid: str | None) -> _Body:
+    words = _WORDING[content.language]
+    kind = words.kinds[content.kind]
+    fields = _fields(content)
+    paragraphs = [paragraph.format_map(fields) for paragraph in kind.paragraphs]
+    code = _shown_code(content)
+    if content.kind in _CODE_KINDS and code is None:
+        paragraphs.append(words.code_unchanged)
+    name = _one_line(content.recipient_name or "")
+    return _Body(
+        language=content.language,
+        subject=kind.subject.format_map(fields),
+        greeting=words.greeting_named.format(name=name) if name else words.greeting,
+        heading=kind.heading.format_map(fields),
+        paragraphs=tuple(paragraphs),
+        code=None if code is None else _code_box(code, words, qr_cid),
+        rows=_rows(content, words, fields),
+        links=_links(content, words),
+        footer=tuple(line.format_map(fields) for line in words.footer),
+    )
+
+
+def _code_box(code: str, words: _Wording, qr_cid: str | None) -> _Code:
+    return _Code(
+        label=words.code_label,
+        value=code,
+        intro_text=words.code_intro,
+        intro_html=words.code_intro if qr_cid is None else words.code_intro_qr,
+        qr_cid=qr_cid,
+        qr_alt=words.qr_alt.format(code=code),
+    )
+
+
+def _rows(content: NoticeContent, words: _Wording, fields: dict[str, str]) -> tuple[_Row, ...]:
+    rows: list[_Row] = []
+    if content.kind == "collected":
+        rows.append(_Row(words.collected_at, (fields["at"],)))
+    if content.kind == "returned" and content.at is not None:
+        rows.append(_Row(words.returned_at, (fields["at"],)))
+    rows += [_Row(words.locker, (fields["bank"],)), _Row(words.address, (fields["address"],))]
+    if content.kind in _CODE_KINDS and content.compartment:
+        rows.append(_Row(words.compartment, (_one_line(content.compartment),)))
+    if content.kind in _CODE_KINDS:
+        hours = describe_hours(content.opening_hours, content.language)
+        rows += [_Row(words.hours, tuple(hours)), _Row(words.deadline, (fields["deadline"],))]
+    rows += [_Row(words.carrier, (fields["carrier"],)), _Row(words.tracking, (fields["tracking"],))]
+    return tuple(rows)
+
+
+def _links(content: NoticeContent, words: _Wording) -> tuple[_Link, ...]:
+    if content.kind == "collected":
+        return (_Link(words.report_link, content.page_url),)
+    page = _Link(words.page_link, content.page_url)
+    if content.kind == "returned":
+        return (page,)
+    return (_Link(words.map_link, map_url(content.bank_lat, content.bank_lon)), page)
+
+
+def _fields(content: NoticeContent) -> dict[str, str]:
+    """The values sentences are made of, each on one line: a name or address with line breaks
+    in it cannot start a line of the text part (and so cannot forge the pickup-code line)."""
+
+    def moment(value: datetime | None) -> str:
+        if value is None:
+            return ""
+        return format_deadline(value, content.bank_timezone, content.language)
+
+    return {
+        "carrier": _one_line(content.carrier_name),
+        "tracking": _one_line(content.tracking_number),
+        "bank": _one_line(content.bank_name),
+        "address": _address_line(content.bank_address),
+        "deadline": moment(content.deadline),
+        "at": moment(content.at),
+    }
+
+
+def _shown_code(content: NoticeContent) -> str | None:
+    """The pickup code, for the kinds that show one; "collected" and "returned" never do."""
+    return content.pickup_code if content.kind in _CODE_KINDS else None
+
+
+def _qr_payload(content: NoticeContent) -> str | None:
+    return content.qr_payload if _shown_code(content) is not None else None
+
+
+def _content_id(prefix: str, message_id: str) -> str:
+    # From the message id: unique to the message, and the same each time it is rendered.
+    digest = hashlib.sha256(message_id.encode()).hexdigest()[:24]
+    return f"{prefix}.{digest}@notice.invalid"
+
+
+def _render(template: str, body: _Body) -> str:
+    return _ENV.get_template(template).render(body=body)
+
+
+def _one_line(value: str) -> str:
+    return _BLANKS.sub(" ", value).strip()
+
+
+def _address_line(address: str) -> str:
+    parts = (_one_line(part).strip(" ,") for part in _LINE_BREAKS.split(address))
+    return ", ".join(part for part in parts if part)
+
+
+def _shorten(value: str, width: int | None) -> str:
+    if width is None or len(value) <= width:
+        return value
+    return value[: width - 3].rstrip(" ,.;:-") + "..."  # three dots: "…" is not in the GSM alphabet
+
+
+def _sms_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2

@@ -1,0 +1,33 @@
+"""The pickup code and QR payload central keeps while a parcel waits, sealed with the service key.
+
+The recipient's page shows them and notices carry them; nothing keeps them in clear, and the
+reservation's sealed copy is wiped with its contact details when the reservation ends.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+from central.keys import ServiceKeys
+
+
+class PickupSecret(NamedTuple):
+    code: str
+    qr_payload: str
+
+
+def seal_pickup(keys: ServiceKeys, code: str, qr_payload: str) -> str:
+    return keys.encrypt(json.dumps({"code": code, "qr": qr_payload}, separators=(",", ":")))
+
+
+def open_pickup(keys: ServiceKeys, sealed: str | None) -> PickupSecret | None:
+    """The sealed pair, or None when there is none (before deposit, after the end) or it does
+    not open (sealed under another service key)."""
+    if not sealed:
+        return None
+    try:
+        data = json.loads(keys.decrypt(sealed))
+    except ValueError:
+        return None
+    return PickupSecret(str(data["code"]), str(data["qr"]))
