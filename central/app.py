@@ -32,6 +32,8 @@ from central.nodes.endpoints import router as nodes_router
 from central.ops import pages as ops_pages
 from central.ops.endpoints import router as ops_router
 from central.ops.insight.endpoints import router as ops_insight_router
+from central.parcel_page import endpoints as parcel_page
+from central.parcel_page.endpoints import router as parcel_page_router
 from central.reservations.endpoints import router as reservations_router
 from central.reservations.intake import BATCHES_IN_FLIGHT, ReservationIntake
 from central.serving import freeze_startup_heap
@@ -133,6 +135,8 @@ def create_app(
     app.include_router(ops_insight_router)
     app.include_router(ops_pages.router)
     app.mount(ops_pages.STATIC_PATH, ops_pages.static_files(), name="ops-static")
+    app.include_router(parcel_page_router)
+    app.mount(parcel_page.STATIC_PATH, parcel_page.static_files(), name="parcel-page-static")
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
