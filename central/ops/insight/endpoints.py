@@ -1,4 +1,5 @@
-"""Insight JSON API under /ops/api: overview, bank, parcels, charts, reports (any operator)."""
+"""Insight JSON API under /ops/api: overview, bank, parcels and their notices, charts, reports
+(any operator; read only)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,19 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from central.ops.auth import current_operator, run_unit
-from central.ops.insight import charts, reports, service
+from central.ops.insight import charts, notices, reports, service
 
 T = TypeVar("T")
 router = APIRouter(
     prefix="/ops/api", include_in_schema=False, dependencies=[Depends(current_operator)]
 )
 BankParam = Annotated[str | None, Query(max_length=64)]
+ReservationId = Annotated[str, Path(min_length=1, max_length=64)]
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -51,6 +53,13 @@ async def get_overview(
     )
 
 
+@router.get("/overview/notices")
+async def get_notice_health(request: Request) -> JSONResponse:
+    """Notices failed in the last 24 h and those waiting after an attempt, network-wide: apart
+    from /overview, whose totals cover only the banks a filter shows."""
+    return _json(await run_read(request, notices.health))
+
+
 @router.get("/banks/{bank_id}")
 async def get_bank(request: Request, bank_id: str) -> JSONResponse:
     return _json(
@@ -66,6 +75,15 @@ async def get_parcels(
     number = tracking_number.strip()
     return _json(
         await run_read(request, lambda session, _now: service.search_parcels(session, number))
+    )
+
+
+@router.get("/parcels/{reservation_id}/notices")
+async def get_parcel_notices(request: Request, reservation_id: ReservationId) -> JSONResponse:
+    return _json(
+        await run_read(
+            request, lambda session, _now: notices.parcel_notices(session, reservation_id)
+        )
     )
 
 

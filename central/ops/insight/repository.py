@@ -31,6 +31,7 @@ from central.models import (
     Compartment,
     Node,
     NodeEventRecord,
+    Notice,
     OccupancySample,
     Reservation,
     ReservationEvent,
@@ -207,6 +208,74 @@ def histories(session: Session, reservation_ids: Sequence[str]) -> Sequence[Rese
         .where(ReservationEvent.reservation_id.in_(reservation_ids))
         .order_by(ReservationEvent.id)
     ).all()
+
+
+# Recipient notices -------------------------------------------------------------------------------
+
+# What an operator may see of a notice: never `payload_sealed` (the address, the pickup code).
+NOTICE_COLUMNS = (
+    Notice.reservation_id,
+    Notice.id,
+    Notice.kind,
+    Notice.channel,
+    Notice.destination_hint,
+    Notice.status,
+    Notice.attempts,
+    Notice.created_at,
+    Notice.sent_at,
+    Notice.next_attempt_at,
+    Notice.last_error,
+    Notice.provider_ref,
+)
+
+
+def notice_counts(session: Session, reservation_ids: Sequence[str]) -> Rows:
+    """(reservation_id, status, count) of these reservations' notices: one grouped query."""
+    if not reservation_ids:
+        return []
+    stmt = (
+        select(Notice.reservation_id, Notice.status, func.count())
+        .where(Notice.reservation_id.in_(reservation_ids))
+        .group_by(Notice.reservation_id, Notice.status)
+    )
+    return _rows(session, stmt)
+
+
+def notices_of(session: Session, reservation_ids: Sequence[str]) -> Rows:
+    """NOTICE_COLUMNS of these reservations' notices, oldest first."""
+    if not reservation_ids:
+        return []
+    stmt = (
+        select(*NOTICE_COLUMNS)
+        .where(Notice.reservation_id.in_(reservation_ids))
+        .order_by(Notice.reservation_id, Notice.created_at, Notice.id)
+    )
+    return _rows(session, stmt)
+
+
+def reservation_ref(session: Session, reservation_id: str) -> Row[*tuple[Any, ...]] | None:
+    """(id, tracking_number, bank_id, carrier_id) of a reservation, or None."""
+    stmt = select(
+        Reservation.id, Reservation.tracking_number, Reservation.bank_id, Reservation.carrier_id
+    ).where(Reservation.id == reservation_id)
+    return session.connection().execute(stmt).first()
+
+
+def notice_health(session: Session, failed_since: datetime) -> Row[*tuple[Any, ...]]:
+    """(failed since `failed_since`, waiting, oldest waiting's created_at) over every notice.
+
+    Waiting: pending after at least one attempt. The row keeps no time of failure: a failed
+    notice's `next_attempt_at` is its last claim (the attempt, plus at most the claim timeout),
+    and it is what `ix_notices_due` (status, next_attempt_at) indexes, like the pending rows.
+    """
+    failed = and_(Notice.status == "failed", Notice.next_attempt_at >= failed_since)
+    waiting = and_(Notice.status == "pending", Notice.attempts > 0)
+    stmt = select(
+        func.coalesce(func.sum(case((failed, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((waiting, 1), else_=0)), 0),
+        func.min(case((waiting, Notice.created_at))),
+    ).where(or_(failed, Notice.status == "pending"))
+    return session.connection().execute(stmt).one()
 
 
 # Charts -------------------------------------------------------------------------------------------

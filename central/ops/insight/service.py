@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from central.errors import NotFound
 from central.models import NodeEventRecord, Reservation, SizeClass
 from central.ops import alerts
+from central.ops.insight import notices
 from central.ops.insight import repository as repo
 
 SortKey = Literal["name", "occupancy", "alerts"]
@@ -223,7 +224,9 @@ def _hours(start: datetime, end: datetime) -> float:
     return round((end - start).total_seconds() / 3600, 1)
 
 
-def _parcel(reservation: Reservation, now: datetime) -> dict[str, Any]:
+def _parcel(
+    reservation: Reservation, now: datetime, notice_counts: dict[str, int]
+) -> dict[str, Any]:
     deposited = reservation.deposited_at
     return {
         "reservation_id": reservation.id,
@@ -233,6 +236,7 @@ def _parcel(reservation: Reservation, now: datetime) -> dict[str, Any]:
         "deposited_at": iso(deposited),
         "dwell_hours": _hours(deposited, now) if deposited is not None else None,
         "pickup_deadline": iso(reservation.pickup_deadline),
+        "notice_counts": notice_counts,
     }
 
 
@@ -301,6 +305,8 @@ def bank_detail(session: Session, now: datetime, bank_id: str) -> dict[str, Any]
         if label is None:  # `parcels_in_bank` reads only parcels in a compartment
             raise ValueError(f"parcel {reservation.id} is in no compartment")
         parcels.setdefault(label, reservation)
+    # The notices of every parcel shown, counted per status in one grouped query.
+    counts = notices.counts_by_reservation(session, [p.id for p in parcels.values()])
     compartments = []
     for label, size, state in repo.compartments_of(session, bank_id):
         parcel = parcels.get(label)
@@ -318,7 +324,7 @@ def bank_detail(session: Session, now: datetime, bank_id: str) -> dict[str, Any]
                 "size": size,
                 "state": shown,
                 "door": _door(health.get(bank_id), bank["online"], label),
-                "parcel": _parcel(parcel, now) if parcel is not None else None,
+                "parcel": _parcel(parcel, now, counts[parcel.id]) if parcel is not None else None,
             }
         )
     return {
@@ -334,11 +340,13 @@ def bank_detail(session: Session, now: datetime, bank_id: str) -> dict[str, Any]
 
 
 def search_parcels(session: Session, tracking_number: str) -> dict[str, Any]:
-    """Every reservation with exactly this tracking number, any carrier, with its history.
+    """Every reservation with exactly this tracking number, any carrier, with its history and
+    its recipient notices (one query for all of them).
 
-    Recipient data is never part of the answer.
+    Recipient data is never part of the answer: notices show only their masked destination.
     """
     rows = repo.reservations_by_tracking(session, tracking_number)
+    notices_of = notices.notices_by_reservation(session, [r.id for r in rows])
     history: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in repo.histories(session, [r.id for r in rows]):
         history[event.reservation_id].append(
@@ -366,6 +374,8 @@ def search_parcels(session: Session, tracking_number: str) -> dict[str, Any]:
                 "pickup_deadline": iso(r.pickup_deadline),
                 "closed_at": iso(r.closed_at),
                 "history": history.get(r.id, []),
+                "notice_counts": notices.count(notices_of.get(r.id, [])),
+                "notices": notices_of.get(r.id, []),
             }
             for r in rows
         ]

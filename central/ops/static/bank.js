@@ -1,10 +1,13 @@
-// One bank: compartment grid, parcels, alerts, timeline and charts; admin actions by dialog.
+// One bank: compartment grid, parcels (with their recipient notices), alerts, timeline and
+// charts; admin actions by dialog.
 import {
   api, ApiError, esc, fmtHours, fmtPct, followCommand, humanize, isAdmin, poll,
   reportError, setStatus, stackBar, timeTag,
 } from "./ops.js";
 import { lineChart, throughputChart } from "./chartkit.js";
-import { alertWords, rawDetails, timelineWords } from "./words.js";
+import {
+  alertWords, noticeSummary, noticeSummaryText, noticeTable, rawDetails, timelineWords,
+} from "./words.js";
 
 const bankId = document.body.dataset.bankId;
 const base = `/ops/api/banks/${encodeURIComponent(bankId)}`;
@@ -17,6 +20,9 @@ const admin = isAdmin();
 let detail = null;
 let selected = null;
 let lastKey = "";
+// Parcels whose notices the operator opened: reservation id -> the notices' HTML (null while
+// loading). They stay open across refreshes, and are read again when the page changes.
+const openNotices = new Map();
 
 const ACTION_LABEL = { open: "Remote open", disable: "Disable", enable: "Enable" };
 const COMMAND_STATUS = {
@@ -75,6 +81,7 @@ function renderFacts() {
       ["Carrier", c.parcel.carrier],
       ["Parcel status", c.parcel.status],
       ["Dwell", fmtHours(c.parcel.dwell_hours)],
+      ["Notices", noticeSummaryText(c.parcel.notice_counts)],
     );
   }
   facts.innerHTML = rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd data-fact="${esc(k.toLowerCase())}">${esc(v)}</dd>`).join("");
@@ -86,6 +93,22 @@ function renderFacts() {
   }
 }
 
+const PARCEL_COLUMNS = admin ? 9 : 8;
+
+function noticesCell(p) {
+  const counts = p.notice_counts || {};
+  if (!Object.values(counts).some((n) => n > 0)) return `<td class="notices-cell"><span class="muted">none</span></td>`;
+  const id = esc(p.reservation_id);
+  const open = openNotices.has(p.reservation_id);
+  return `<td class="notices-cell"><button type="button" class="notice-toggle" data-notices="${id}" aria-expanded="${open}" aria-controls="notices-${id}" ` +
+    `aria-label="Notices: ${esc(noticeSummaryText(counts))}">${noticeSummary(counts)}</button></td>`;
+}
+
+function noticeRow(rid) {
+  const body = openNotices.get(rid) ?? `<p class="muted">Loading…</p>`;
+  return `<tr class="notice-detail" id="notices-${esc(rid)}" data-notices-for="${esc(rid)}"><td colspan="${PARCEL_COLUMNS}"><div class="notice-detail-body">${body}</div></td></tr>`;
+}
+
 function parcelRows(compartments) {
   const rows = compartments.filter((c) => c.parcel).map((c) => {
     const p = c.parcel;
@@ -93,14 +116,48 @@ function parcelRows(compartments) {
       ? `<td class="row-actions"><button type="button" class="button small" data-act="extend" data-reservation="${esc(p.reservation_id)}">Extend</button> ` +
         `<button type="button" class="button small" data-act="reissue" data-reservation="${esc(p.reservation_id)}">Reissue code</button></td>`
       : "";
-    return `<tr data-reservation="${esc(p.reservation_id)}"><td>${esc(c.label)}</td>` +
+    const row = `<tr data-reservation="${esc(p.reservation_id)}"><td>${esc(c.label)}</td>` +
       `<td><a href="/ops/parcels?tracking_number=${encodeURIComponent(p.tracking_number)}">${esc(p.tracking_number)}</a></td>` +
       `<td>${esc(p.carrier)}</td><td>${esc(humanize(p.status))}</td><td>${timeTag(p.deposited_at)}</td>` +
-      `<td>${fmtHours(p.dwell_hours)}</td><td>${timeTag(p.pickup_deadline)}</td>${actions}</tr>`;
+      `<td>${fmtHours(p.dwell_hours)}</td><td>${timeTag(p.pickup_deadline)}</td>${noticesCell(p)}${actions}</tr>`;
+    return openNotices.has(p.reservation_id) ? row + noticeRow(p.reservation_id) : row;
   });
-  const cols = admin ? 8 : 7;
-  document.getElementById("bank-parcels").innerHTML = rows.length ? rows.join("") : `<tr><td colspan="${cols}" class="muted">No parcels in this bank.</td></tr>`;
+  const shown = new Set(compartments.filter((c) => c.parcel).map((c) => c.parcel.reservation_id));
+  for (const rid of [...openNotices.keys()]) if (!shown.has(rid)) openNotices.delete(rid);
+  document.getElementById("bank-parcels").innerHTML = rows.length ? rows.join("") : `<tr><td colspan="${PARCEL_COLUMNS}" class="muted">No parcels in this bank.</td></tr>`;
 }
+
+// A parcel's notices in full, from their own API: the bank's answer carries only the counts.
+async function loadNotices(rid) {
+  let html;
+  try {
+    const data = await api("GET", `/ops/api/parcels/${encodeURIComponent(rid)}/notices`);
+    html = noticeTable(data.notices);
+  } catch (error) {
+    html = `<p class="error">Could not load the notices: ${esc(error.message)}</p>`;
+  }
+  if (!openNotices.has(rid)) return;
+  openNotices.set(rid, html);
+  const cell = document.querySelector(`#bank-parcels tr[data-notices-for="${CSS.escape(rid)}"] .notice-detail-body`);
+  if (cell) cell.innerHTML = html;
+}
+
+document.getElementById("bank-parcels").addEventListener("click", (event) => {
+  const button = event.target.closest("[data-notices]");
+  if (!button) return;
+  const rid = button.dataset.notices;
+  const row = button.closest("tr");
+  if (openNotices.has(rid)) {
+    openNotices.delete(rid);
+    const shown = document.querySelector(`#bank-parcels tr[data-notices-for="${CSS.escape(rid)}"]`);
+    if (shown) shown.remove();
+  } else {
+    openNotices.set(rid, null);
+    row.insertAdjacentHTML("afterend", noticeRow(rid));
+    loadNotices(rid);
+  }
+  button.setAttribute("aria-expanded", String(openNotices.has(rid)));
+});
 
 function alertList(alerts) {
   const box = document.getElementById("bank-alerts");
@@ -149,6 +206,7 @@ async function refresh() {
   renderSummary(data.bank);
   renderGrid(data.compartments);
   parcelRows(data.compartments);
+  for (const rid of openNotices.keys()) loadNotices(rid);
   alertList(data.alerts || []);
   timeline(data.timeline || [], data.compartments);
   if (dialog.open) renderFacts();

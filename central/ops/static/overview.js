@@ -1,5 +1,6 @@
 // The network overview: totals, banks grouped by region, a location plot; polled every 5 s.
-import { api, esc, fmtPct, occupancyClass, poll, stackBar } from "./ops.js";
+// Recipient notices that failed or wait for another try show beside the totals.
+import { api, esc, fmtPct, fmtTime, occupancyClass, poll, stackBar } from "./ops.js";
 
 const CLASS_ORDER = ["S", "M", "L", "XL"];
 const controls = {
@@ -15,6 +16,7 @@ const shownCount = document.getElementById("shown-count");
 
 let latest = null;
 let lastKey = "";
+let notices = null; // /ops/api/overview/notices: network-wide, whatever the filter
 
 // The filter lives in the address, so a view can be bookmarked and survives a reload.
 function readParams() {
@@ -35,6 +37,19 @@ function writeParams() {
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
 }
 
+function tile(label, key, value, extra = "", warn = false) {
+  return `<div${warn ? ` class="warn"` : ""}><dt>${label}</dt><dd data-total="${esc(key)}">${esc(value)}</dd>${extra}</div>`;
+}
+
+// A channel in trouble (the SMTP server down, Twilio refusing) shows here: notices that failed
+// in the last 24 hours, and those waiting for another try after a failed attempt.
+function noticeTiles() {
+  if (!notices) return "";
+  const since = notices.waiting_since ? `<dd class="sub">since ${esc(fmtTime(notices.waiting_since))}</dd>` : "";
+  return tile("Notices failed (24 h)", "notices_failed", notices.failed_last_24h, "", notices.failed_last_24h > 0) +
+    tile("Notices waiting", "notices_waiting", notices.waiting, since, notices.waiting > 0);
+}
+
 function renderTotals(t) {
   const items = [
     ["Banks", t.banks],
@@ -49,8 +64,8 @@ function renderTotals(t) {
     ["Occupancy", fmtPct(t.occupancy_pct)],
   ];
   totalsBox.innerHTML = items
-    .map(([label, value]) => `<div><dt>${label}</dt><dd data-total="${esc(label.toLowerCase().replaceAll(" ", "_"))}">${esc(value)}</dd></div>`)
-    .join("");
+    .map(([label, value]) => tile(label, label.toLowerCase().replaceAll(" ", "_"), value))
+    .join("") + noticeTiles();
   totalsBox.setAttribute("aria-busy", "false");
 }
 
@@ -228,3 +243,12 @@ for (const control of [controls.status, controls.sort, controls.order]) {
 }
 document.getElementById("overview-filters").addEventListener("submit", (e) => e.preventDefault());
 poll(refresh);
+// Its own request, and less often: one cheap count, not worth a round trip every 5 s.
+let noticesKey = "";
+poll(async () => {
+  notices = await api("GET", "/ops/api/overview/notices");
+  const key = JSON.stringify([notices.failed_last_24h, notices.waiting, notices.waiting_since]);
+  if (key === noticesKey) return;
+  noticesKey = key;
+  if (latest) renderTotals(latest.totals);
+}, 15000);

@@ -1,5 +1,6 @@
-// Parcel search by exact tracking number, with each match's full history.
+// Parcel search by exact tracking number, with each match's full history and recipient notices.
 import { api, esc, humanize, reportError, timeTag } from "./ops.js";
+import { noticeSummary, noticeTable } from "./words.js";
 
 const form = document.getElementById("parcel-search");
 const input = document.getElementById("tracking");
@@ -21,7 +22,9 @@ function card(p) {
     `<dt>Bank</dt><dd><a href="/ops/banks/${encodeURIComponent(p.bank_id)}">${esc(p.bank_id)}</a></dd>` +
     `<dt>Created</dt><dd>${timeTag(p.created_at)}</dd><dt>Reserved until</dt><dd>${timeTag(p.reserved_until)}</dd>` +
     `<dt>Pickup deadline</dt><dd>${timeTag(p.pickup_deadline)}</dd></dl>` +
-    `<h3>History</h3><div class="table-wrap"><table class="data"><thead><tr><th scope="col">When</th><th scope="col">Status</th><th scope="col">Actor</th><th scope="col">Reason</th></tr></thead><tbody>${history}</tbody></table></div></section>`;
+    `<h3>History</h3><div class="table-wrap"><table class="data history"><thead><tr><th scope="col">When</th><th scope="col">Status</th><th scope="col">Actor</th><th scope="col">Reason</th></tr></thead><tbody>${history}</tbody></table></div>` +
+    `<h3 class="notices-head">Notices to the recipient ${noticeSummary(p.notice_counts)}</h3>` +
+    `<div class="parcel-notices">${noticeTable(p.notices)}</div></section>`;
 }
 
 async function search(tracking) {

@@ -1,6 +1,6 @@
-// What alerts and timeline entries mean, in words for operators; the raw details go behind a
-// toggle (rawDetails) for whoever needs the ids.
-import { esc, fmtTime, humanize } from "./ops.js";
+// What alerts, timeline entries and recipient notices mean, in words for operators; the raw
+// details go behind a toggle (rawDetails) for whoever needs the ids.
+import { esc, fmtTime, humanize, timeTag } from "./ops.js";
 
 function seconds(value) {
   const s = Number(value);
@@ -118,4 +118,68 @@ export function rawDetails(detail, extra = {}) {
   const shown = { ...extra, ...(detail || {}) };
   if (!Object.keys(shown).length) return "";
   return `<details class="raw"><summary>Details</summary><pre>${esc(JSON.stringify(shown, null, 2))}</pre></details>`;
+}
+
+// Recipient notices (email, SMS). A status is always said in words; its colour only repeats it.
+export const NOTICE_STATUS = { sent: "sent", failed: "failed", pending: "waiting", unsent: "not sent" };
+const NOTICE_STATUS_ORDER = ["sent", "failed", "pending", "unsent"];
+const NOTICE_KIND = {
+  ready: "Ready for pickup",
+  reminder: "Pickup reminder",
+  extended: "Deadline extended",
+  reissued: "New pickup code",
+  collected: "Picked up",
+  returned: "Returned to the carrier",
+};
+const NOTICE_CHANNEL = { email: "Email", sms: "SMS" };
+
+function noticeStatus(status) {
+  return NOTICE_STATUS[status] || humanize(status);
+}
+
+function noticeParts(counts) {
+  const known = NOTICE_STATUS_ORDER.filter((s) => counts && counts[s] > 0);
+  const other = Object.keys(counts || {}).filter((s) => !NOTICE_STATUS_ORDER.includes(s) && counts[s] > 0);
+  return [...known, ...other].map((s) => [s, counts[s]]);
+}
+
+// "2 sent · 1 failed", or "none": for labels, dialogs and anything that is text only.
+export function noticeSummaryText(counts) {
+  const parts = noticeParts(counts);
+  return parts.length ? parts.map(([s, n]) => `${n} ${noticeStatus(s)}`).join(" · ") : "none";
+}
+
+// The same summary as badges; a failure is marked by a sign as well as its colour.
+export function noticeSummary(counts) {
+  const parts = noticeParts(counts);
+  if (!parts.length) return `<span class="muted">none</span>`;
+  return `<span class="notice-summary">${parts.map(([s, n]) =>
+    `<span class="nt nt-${esc(s)}" data-notice-count="${esc(s)}">${s === "failed" ? `<span aria-hidden="true">⚠ </span>` : ""}${n} ${esc(noticeStatus(s))}</span>`,
+  ).join(`<span class="sep" aria-hidden="true"> · </span>`)}</span>`;
+}
+
+function noticeWhen(n) {
+  if (n.status === "sent") return `sent ${timeTag(n.sent_at)}`;
+  if (n.status === "pending") return `next try ${timeTag(n.next_attempt_at)}`;
+  return `queued ${timeTag(n.created_at)}`;
+}
+
+// Every notice of a parcel, oldest first: what, how, to whom (masked), its outcome and why.
+export function noticeTable(notices) {
+  if (!notices || !notices.length) return `<p class="muted">No notices to the recipient.</p>`;
+  const cell = (label, html, cls = "") => `<td data-label="${label}"${cls ? ` class="${cls}"` : ""}>${html}</td>`;
+  const rows = notices.map((n) =>
+    `<tr data-notice-status="${esc(n.status)}" data-notice-kind="${esc(n.kind)}">` +
+    cell("Notice", esc(NOTICE_KIND[n.kind] || humanize(n.kind)), "kind") +
+    cell("Channel", esc(NOTICE_CHANNEL[n.channel] || n.channel)) +
+    cell("To", esc(n.destination_hint), "dest") +
+    cell("Status", `<span class="nt nt-${esc(n.status)}">${n.status === "failed" ? `<span aria-hidden="true">⚠ </span>` : ""}${esc(noticeStatus(n.status))}</span>`) +
+    cell("Attempts", esc(n.attempts), "num") +
+    cell("When", noticeWhen(n)) +
+    (n.last_error ? cell("Last error", esc(n.last_error), "notice-error") : `<td class="notice-error empty"></td>`) +
+    `</tr>`).join("");
+  return `<div class="table-wrap"><table class="data notices"><thead><tr>` +
+    `<th scope="col">Notice</th><th scope="col">Channel</th><th scope="col">To</th><th scope="col">Status</th>` +
+    `<th scope="col">Attempts</th><th scope="col">When</th><th scope="col">Last error</th>` +
+    `</tr></thead><tbody>${rows}</tbody></table></div>`;
 }
