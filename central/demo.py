@@ -14,6 +14,10 @@ from central.db import make_engine, make_sessionmaker
 from central.ops.accounts import Passwords, ensure_operator
 
 DEMO_CARRIERS = {"usps": "USPS", "fedex": "FedEx", "ups": "UPS", "dhl": "DHL"}
+# The demo parcels' recipients. Not `.localhost`, which the carrier API refuses as a special-use
+# name; `.example` is reserved for examples and never delivered anywhere but the demo's inbox.
+DEMO_MAIL_DOMAIN = "demo.example"
+DEMO_RECIPIENTS = (("Alex Morgan", "en"), ("Lucía Gómez", "es"))
 DEMO_OPERATORS = {"admin@demo.example": "admin", "viewer@demo.example": "viewer"}
 DEMO_BANKS = [
     NewBank(
@@ -44,6 +48,17 @@ DEMO_BANKS = [
         "America/New_York",
     ),
 ]
+
+
+def demo_recipient(bank_index: int, bank_id: str, parcel: int) -> dict[str, str]:
+    """Who a demo parcel is for, as the carrier API takes it: an address of its own, and English
+    and Spanish in turn (from bank to bank too, so that even one parcel per bank shows both)."""
+    name, language = DEMO_RECIPIENTS[(bank_index + parcel - 1) % len(DEMO_RECIPIENTS)]
+    return {
+        "name": name,
+        "email": f"recipient+{bank_id.lower()}-{parcel}@{DEMO_MAIL_DOMAIN}",
+        "language": language,
+    }
 
 
 def prepare_demo(settings: CentralSettings) -> dict[str, str]:

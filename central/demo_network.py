@@ -31,7 +31,8 @@ from central.banks.service import NewBank
 from central.clock import utcnow
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
-from central.demo import DEMO_BANKS, prepare_demo, prepare_demo_operators
+from central.demo import DEMO_BANKS, demo_recipient, prepare_demo, prepare_demo_operators
+from central.demo_mail import DemoMail, MailReceiverError, start_demo_mail
 from central.demo_processes import STOP_SIGNALS, DemoNetworkError, Processes, Stop, Stopping
 from central.demo_receiver import (
     DemoReceiver,
@@ -40,7 +41,7 @@ from central.demo_receiver import (
     register_webhook,
     start_receiver,
 )
-from central.models import Node
+from central.models import Node, Reservation
 from central.nodes.enrollment import issue_enrollment_token
 
 # The node is run through its command line only: central never imports `locker_node`. These are
@@ -105,6 +106,7 @@ class Network:
     parcels: dict[str, list[str]]
     operators: dict[str, tuple[str, str]]
     receiver: DemoReceiver
+    mail: DemoMail
 
 
 def run_network(
@@ -153,15 +155,7 @@ def _start(
 ) -> Network:
     started_at = utcnow()
     data_dir = settings.data_dir
-    sites = [
-        NodeSite(
-            bank=bank,
-            folder=data_dir / "nodes" / bank.bank_id,
-            kiosk_port=kiosk_port + index,
-            log_path=data_dir / f"node-{bank.bank_id}.log",
-        )
-        for index, bank in enumerate(DEMO_BANKS)
-    ]
+    sites = _sites(data_dir, kiosk_port)
     # Nodes and this process reach central on loopback when it listens on every address.
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared only
     # The webhook receiver takes the port after the kiosks'.
@@ -177,13 +171,18 @@ def _start(
     keys = prepare_demo(settings)
     operators = prepare_demo_operators(settings)
     central_url = f"http://{local}:{port}"
+    try:
+        mail = start_demo_mail(data_dir / "demo" / "mail", os.environ, central_url)
+    except MailReceiverError as exc:
+        raise DemoNetworkError(f"the demo's mail receiver: {exc}") from None
+    processes.closers.append(mail.close)
     central = processes.start(
         "central",
         [sys.executable, "-m", "central.cli", "serve", "--host", host, "--port", str(port)],
         data_dir / "central.log",
-        env=DEMO_CENTRAL_ENV,
+        env={**DEMO_CENTRAL_ENV, **mail.central_env},
     )
-    receiver = start_receiver(secrets.token_urlsafe(32), receiver_port)
+    receiver = start_receiver(secrets.token_urlsafe(32), receiver_port, mail.mailbox)
     processes.closers.append(receiver.close)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
@@ -201,17 +200,27 @@ def _start(
                 raise DemoNetworkError(f"the demo's webhook receiver: {exc}") from None
             _enroll(sessions, sites, central_url, echo)
             _start_nodes(processes, http, sessions, sites, central_url, started_at)
-            codes = {
-                site.bank.bank_id: _courier_code(http, central_url, auth, site.bank.bank_id)
-                for site in sites
-            }
+            carrier = _Carrier(http, central_url, auth, sessions)
+            codes = {site.bank.bank_id: carrier.courier_code(site.bank.bank_id) for site in sites}
             reserved = {
-                site.bank.bank_id: _reserve_parcels(http, central_url, auth, index, site, parcels)
+                site.bank.bank_id: carrier.reserve_parcels(index, site, parcels)
                 for index, site in enumerate(sites)
             }
     finally:
         engine.dispose()
-    return Network(central_url, keys, sites, codes, reserved, operators, receiver)
+    return Network(central_url, keys, sites, codes, reserved, operators, receiver, mail)
+
+
+def _sites(data_dir: Path, kiosk_port: int) -> list[NodeSite]:
+    return [
+        NodeSite(
+            bank=bank,
+            folder=data_dir / "nodes" / bank.bank_id,
+            kiosk_port=kiosk_port + index,
+            log_path=data_dir / f"node-{bank.bank_id}.log",
+        )
+        for index, bank in enumerate(DEMO_BANKS)
+    ]
 
 
 def _start_nodes(
@@ -428,13 +437,6 @@ def _set_key(lines: list[str], key: str, literal: str) -> None:
     lines.insert(keys[-1] + 1 if keys else len(lines), f"{key} = {literal}")
 
 
-def _courier_code(http: httpx.Client, central_url: str, auth: dict[str, str], bank_id: str) -> str:
-    answer = http.get(f"{central_url}/v1/banks/{bank_id}/courier-code", headers=auth)
-    if answer.status_code != 200:
-        raise DemoNetworkError(f"courier code for {bank_id}: {answer.status_code} {answer.text}")
-    return str(answer.json()["code"])
-
-
 def demo_tracking_number(bank_index: int, parcel: int) -> str:
     """A valid USPS tracking number (USPS 20 format), the same for the same bank and parcel, so
     that running the demo again finds the reservations it made before instead of adding more."""
@@ -445,28 +447,68 @@ def demo_tracking_number(bank_index: int, parcel: int) -> str:
     raise AssertionError(f"no check digit makes {stem} a USPS tracking number")
 
 
-def _reserve_parcels(
-    http: httpx.Client,
-    central_url: str,
-    auth: dict[str, str],
-    bank_index: int,
-    site: NodeSite,
-    count: int,
-) -> list[str]:
-    """Reserve through the carrier API, as a carrier would; a repeat returns the same one."""
-    numbers = []
-    for parcel in range(1, count + 1):
-        number = demo_tracking_number(bank_index, parcel)
-        answer = http.post(
-            f"{central_url}/v1/reservations",
-            json={"tracking_number": number, "bank_id": site.bank.bank_id, "size": PARCEL_SIZE},
-            headers=auth,
+@dataclass(frozen=True)
+class _Carrier:
+    """The demo's `usps`, using the carrier API as a carrier would."""
+
+    http: httpx.Client
+    central_url: str
+    auth: dict[str, str]
+    sessions: sessionmaker[Session]
+
+    def courier_code(self, bank_id: str) -> str:
+        answer = self.http.get(
+            f"{self.central_url}/v1/banks/{bank_id}/courier-code", headers=self.auth
         )
-        if answer.status_code not in (200, 201):
-            raise DemoNetworkError(f"reserving {number}: {answer.status_code} {answer.text}")
-        if answer.json()["status"] == "reserved":
+        if answer.status_code != 200:
+            raise DemoNetworkError(
+                f"courier code for {bank_id}: {answer.status_code} {answer.text}"
+            )
+        return str(answer.json()["code"])
+
+    def reserve_parcels(self, bank_index: int, site: NodeSite, count: int) -> list[str]:
+        """Reserve with a recipient whose mail the demo receives; a repeat returns the same one."""
+        numbers = []
+        bank_id = site.bank.bank_id
+        for parcel in range(1, count + 1):
+            number = demo_tracking_number(bank_index, parcel)
+            recipient = demo_recipient(bank_index, bank_id, parcel)
+            answer = self.http.post(
+                f"{self.central_url}/v1/reservations",
+                json={
+                    "tracking_number": number,
+                    "bank_id": bank_id,
+                    "size": PARCEL_SIZE,
+                    "recipient": recipient,
+                },
+                headers=self.auth,
+            )
+            if answer.status_code not in (200, 201):
+                raise DemoNetworkError(f"reserving {number}: {answer.status_code} {answer.text}")
+            reservation = answer.json()
+            if reservation["status"] != "reserved":
+                continue
+            if answer.status_code == 200 and not self._has_recipient(reservation["id"]):
+                # Made by a demo from before reservations carried a recipient.
+                self._set_recipient(reservation["id"], recipient)
             numbers.append(number)
-    return numbers
+        return numbers
+
+    def _has_recipient(self, reservation_id: str) -> bool:
+        with self.sessions() as session:
+            reservation = session.get(Reservation, reservation_id)
+            return reservation is None or reservation.recipient is not None
+
+    def _set_recipient(self, reservation_id: str, recipient: dict[str, str]) -> None:
+        answer = self.http.patch(
+            f"{self.central_url}/v1/reservations/{reservation_id}",
+            json={"recipient": recipient},
+            headers=self.auth,
+        )
+        if answer.status_code != 200:
+            raise DemoNetworkError(
+                f"the recipient of {reservation_id}: {answer.status_code} {answer.text}"
+            )
 
 
 def _print_network(
@@ -504,7 +546,8 @@ def _print_network(
         if parcels:
             echo(f"    parcels to deposit (size {PARCEL_SIZE}): {', '.join(parcels)}")
     echo("")
-    for line in newcomer_guide(network.receiver.url, PARCEL_CARRIER, AUTO_CLOSE_MS // 1000):
+    mail_lines = network.mail.summary(network.receiver.mail_url)
+    for line in newcomer_guide(network.receiver, PARCEL_CARRIER, AUTO_CLOSE_MS // 1000, mail_lines):
         echo(line)
     echo("Courier codes are per carrier and bank and change daily; a carrier gets one with")
     echo(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/banks/NYC-0001/courier-code")

@@ -43,7 +43,8 @@ class Processes:
     reaches only this process, which then stops each child exactly once and waits for it."""
 
     children: list[Child] = field(default_factory=list)
-    # What runs inside this process (the webhook receiver): closed after the children stop.
+    # What runs inside this process (the webhook and mail receivers): closed after the children
+    # stop, so that central's last notices still find the SMTP receiver.
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def start(

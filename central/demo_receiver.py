@@ -1,4 +1,4 @@
-"""The demo's own webhook receiver on 127.0.0.1, where a newcomer sees pickup codes (demo only)."""
+"""The demo's receiver on 127.0.0.1: the carrier's webhooks, the recipients' mail (demo only)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from central.demo_mail import MAIL_PATH, Mailbox, serve_mail
 from central.webhooks import signing
 
 WEBHOOK_PATH = "/webhooks"
@@ -110,14 +112,15 @@ def render_page(events: list[ReceivedEvent]) -> str:
         "<p>What central sent to the demo's <code>usps</code> webhook, newest first. A "
         "<code>parcel.deposited</code> event carries the recipient's pickup code: type it on "
         "the bank's kiosk. This page refreshes itself; "
-        f"<a href='{EVENTS_PATH}'>{EVENTS_PATH}</a> has the same as JSON.</p>"
+        f"<a href='{EVENTS_PATH}'>{EVENTS_PATH}</a> has the same as JSON, and "
+        f"<a href='{MAIL_PATH}'>{MAIL_PATH}</a> the mail the recipients got.</p>"
         "<table border='1' cellpadding='4'><tr>"
         + "".join(f"<th>{name}</th>" for name in columns)
         + f"</tr>{rows}</table></body></html>"
     )
 
 
-def _handler(log: EventLog) -> type[BaseHTTPRequestHandler]:
+def _handler(log: EventLog, mailbox: Mailbox | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -131,21 +134,34 @@ def _handler(log: EventLog) -> type[BaseHTTPRequestHandler]:
                 self._answer(HTTPStatus.UNAUTHORIZED, "text/plain", b"bad signature")
 
         def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            if mailbox is not None and (path == MAIL_PATH or path.startswith(MAIL_PATH + "/")):
+                page = serve_mail(mailbox, path, self.headers.get("Host"))
+                self._answer(page.status, page.content_type, page.body, page.headers)
+                return
             events = log.events()
-            if self.path == "/":
+            if path == "/":
                 self._answer(
                     HTTPStatus.OK, "text/html; charset=utf-8", render_page(events).encode()
                 )
-            elif self.path == EVENTS_PATH:
+            elif path == EVENTS_PATH:
                 items = [asdict(event) for event in events]
                 self._answer(HTTPStatus.OK, "application/json", json.dumps(items).encode())
             else:
                 self._answer(HTTPStatus.NOT_FOUND, "text/plain", b"not found")
 
-        def _answer(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+        def _answer(
+            self,
+            status: HTTPStatus,
+            content_type: str,
+            body: bytes,
+            headers: tuple[tuple[str, str], ...] = (),
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in headers:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -156,11 +172,20 @@ def _handler(log: EventLog) -> type[BaseHTTPRequestHandler]:
 
 
 class DemoReceiver:
-    """The receiver's HTTP server, served from a daemon thread of the demo's own process."""
+    """The receiver's HTTP server, served from a daemon thread of the demo's own process: the
+    webhook page, and the inbox of `mailbox` under /mail when there is one."""
 
-    def __init__(self, log: EventLog, port: int, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        mailbox: Mailbox | None = None,
+    ) -> None:
         self.log = log
-        self._server = ThreadingHTTPServer((host, port), _handler(log))
+        self.mailbox = mailbox
+        self._server = ThreadingHTTPServer((host, port), _handler(log, mailbox))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="demo-receiver", daemon=True
@@ -175,6 +200,10 @@ class DemoReceiver:
     def webhook_url(self) -> str:
         return self.url + WEBHOOK_PATH
 
+    @property
+    def mail_url(self) -> str:
+        return self.url + MAIL_PATH
+
     def start(self) -> None:
         self._thread.start()
 
@@ -184,8 +213,8 @@ class DemoReceiver:
         self._server.server_close()
 
 
-def start_receiver(secret: str, port: int) -> DemoReceiver:
-    receiver = DemoReceiver(EventLog(secret), port)
+def start_receiver(secret: str, port: int, mailbox: Mailbox | None = None) -> DemoReceiver:
+    receiver = DemoReceiver(EventLog(secret), port, mailbox=mailbox)
     receiver.start()
     return receiver
 
@@ -214,16 +243,21 @@ class ReceiverError(Exception):
     """Central refused to take the receiver as the demo carrier's webhook endpoint."""
 
 
-def newcomer_guide(receiver_url: str, carrier_id: str, auto_close_s: int) -> list[str]:
+def newcomer_guide(
+    receiver: DemoReceiver, carrier_id: str, auto_close_s: int, mail_lines: list[str]
+) -> list[str]:
     """Where the pickup codes are, and what the demo can and cannot show of returns and jams."""
+    url = receiver.url
     return [
-        f"Pickup codes: the demo's {carrier_id} webhook receiver (in this process)",
-        f"  {receiver_url + '/':30} parcel.deposited events with their pickup codes",
-        f"  {receiver_url + EVENTS_PATH:30} the same as JSON",
-        "  For it, the demo's central alone runs with LOCKER_ALLOW_INSECURE_WEBHOOKS=true and",
-        "  delivers to plain http on 127.0.0.1; real carriers' endpoints must be https.",
-        "  Pick up: type the code on the bank's kiosk (Pick up); the door opens and closes",
-        f"  itself {auto_close_s} s later.",
+        "Pickup codes, as the recipient and the carrier hear them (received in this process)",
+        *mail_lines,
+        f"  webhooks        {url + '/':30} {carrier_id}'s parcel.deposited events, with the codes",
+        f"  webhooks JSON   {url + EVENTS_PATH:30} the same as JSON",
+        "  For the webhooks, the demo's central alone runs with",
+        "  LOCKER_ALLOW_INSECURE_WEBHOOKS=true and delivers to plain http on 127.0.0.1; real",
+        "  carriers' endpoints must be https.",
+        "Try it: deposit a listed parcel with the courier code, read its pickup code in the mail,",
+        f"  type it on the kiosk (Pick up); the door closes itself {auto_close_s} s after opening.",
         "Returns: a parcel still in its compartment after its pickup deadline (72 h after the",
         "  deposit) is listed under Returns when its carrier's courier logs in on the kiosk.",
         "  The demo cannot hurry a deadline; an operator can only extend one (dashboard).",

@@ -15,12 +15,15 @@ import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +31,13 @@ from carrier_adapters.tracking_numbers import is_valid_for_carrier
 from central.banks.service import NewBank
 from central.config import CentralSettings
 from central.db import make_engine, make_sessionmaker, upgrade_database
-from central.demo import DEMO_BANKS, DEMO_CARRIERS, DEMO_OPERATORS, prepare_demo
+from central.demo import (
+    DEMO_BANKS,
+    DEMO_CARRIERS,
+    DEMO_OPERATORS,
+    demo_recipient,
+    prepare_demo,
+)
 from central.demo_network import (
     AUTO_CLOSE_MS,
     DOOR_DELAY_MS,
@@ -38,7 +47,7 @@ from central.demo_network import (
     keeps_enrollment,
 )
 from central.demo_receiver import EventLog
-from central.models import Compartment, Node
+from central.models import Compartment, Node, Reservation, ReservationEvent
 from central.webhooks import signing
 
 T = TypeVar("T")
@@ -220,10 +229,53 @@ def test_make_run_starts_enrolled_nodes_and_reuses_them_the_second_time(tmp_path
         assert f"{bank.bank_id} {bank.name}" in output
         assert f"http://127.0.0.1:{kiosk_port + index}/" in output
         assert demo_tracking_number(index, 1) in output
+    assert demo_recipients(tmp_path) == {
+        demo_tracking_number(index, 1): (demo_recipient(index, bank.bank_id, 1), 0)
+        for index, bank in enumerate(DEMO_BANKS)
+    }
+    # As a demo from before reservations carried a recipient left them.
+    forget_recipients(tmp_path)
 
     second, _ = run_once(tmp_path, port, kiosk_port)
 
     assert second == first  # the same enrollments, not new ones
+    assert demo_recipients(tmp_path) == {  # the same reservations, given their recipient once
+        demo_tracking_number(index, 1): (demo_recipient(index, bank.bank_id, 1), 1)
+        for index, bank in enumerate(DEMO_BANKS)
+    }
+
+
+def demo_recipients(folder: Path) -> dict[str, tuple[dict[str, str] | None, int]]:
+    """Tracking number -> (recipient, times it was updated) of each demo reservation."""
+    engine = make_engine(f"sqlite:///{folder / 'var' / 'central.db'}")
+    try:
+        with make_sessionmaker(engine)() as session:
+            reservations = session.scalars(select(Reservation)).all()
+            return {
+                reservation.tracking_number: (
+                    reservation.recipient,
+                    len(
+                        session.scalars(
+                            select(ReservationEvent).where(
+                                ReservationEvent.reservation_id == reservation.id,
+                                ReservationEvent.type == "recipient_updated",
+                            )
+                        ).all()
+                    ),
+                )
+                for reservation in reservations
+            }
+    finally:
+        engine.dispose()
+
+
+def forget_recipients(folder: Path) -> None:
+    engine = make_engine(f"sqlite:///{folder / 'var' / 'central.db'}")
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            session.execute(update(Reservation).values(recipient=None))
+    finally:
+        engine.dispose()
 
 
 def site(tmp_path: Path, port: int = 8081) -> NodeSite:
@@ -372,8 +424,55 @@ def printed(pattern: str, output: str) -> str:
     return found.group(1)
 
 
+def courier_login(http: httpx.Client, kiosk: str, courier_code: str) -> dict[str, str]:
+    # The node takes the courier codes from its first feed, maybe a moment after the summary;
+    # a few spaced tries stay clear of the lockout after five wrong ones.
+    for _ in range(4):
+        login = http.post(
+            f"{kiosk}/api/courier/login", json={"carrier": "usps", "pin": courier_code}
+        )
+        if login.status_code == 200:
+            break
+        time.sleep(2.5)
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['token']}"}
+
+
+def deposit_at_kiosk(
+    http: httpx.Client, kiosk: str, courier: dict[str, str], tracking: str
+) -> dict[str, str]:
+    def opened() -> dict[str, str] | None:
+        answer = http.post(
+            f"{kiosk}/api/courier/deposit", json={"tracking_number": tracking}, headers=courier
+        )
+        return answer.json() if answer.status_code == 200 else None
+
+    deposit = eventually(opened, "the reservation to reach the node")
+
+    def confirmed() -> bool | None:
+        answer = http.post(
+            f"{kiosk}/api/courier/deposit/{deposit['deposit_id']}/confirm", headers=courier
+        )
+        return answer.status_code == 200 or None  # the door closes itself
+
+    eventually(confirmed, "the deposit to be confirmed")
+    return deposit
+
+
+def mail_to(http: httpx.Client, receiver: str, address: str) -> str:
+    """The id of the first message to `address` the demo's inbox lists."""
+
+    def listed() -> str | None:
+        inbox = http.get(f"{receiver}/mail")
+        assert inbox.status_code == 200, inbox.text
+        found = re.search(rf"<td>{re.escape(address)}</td><td><a href='/mail/([^']+)'>", inbox.text)
+        return found.group(1) if found else None
+
+    return eventually(listed, f"mail to {address} in the demo's inbox")
+
+
 @pytest.mark.slow
-def test_a_newcomer_reads_the_pickup_code_on_the_demo_receiver_and_picks_the_parcel_up(
+def test_a_newcomer_deposits_a_demo_parcel_reads_the_pickup_code_in_the_mail_and_picks_it_up(
     tmp_path: Path,
 ) -> None:
     port, kiosk_port = free_ports(1), free_ports(len(DEMO_BANKS) + 1)
@@ -382,50 +481,39 @@ def test_a_newcomer_reads_the_pickup_code_on_the_demo_receiver_and_picks_the_par
         output = summary_of(process, log)
         receiver = f"http://127.0.0.1:{kiosk_port + len(DEMO_BANKS)}"
         assert f"{receiver}/ " in output
+        assert f"  recipient mail  {receiver}/mail " in output
+        assert f"(saved in {Path('var', 'demo', 'mail')}/)" in output
         assert "LOCKER_ALLOW_INSECURE_WEBHOOKS=true" in output
-        key = printed(r"API key \(usps \) (\S+)", output)
+        assert "Try it: deposit a listed parcel with the courier code" in output
         courier_code = printed(r"courier: carrier usps, code (\d+)", output)  # NYC-0001's
         kiosk = f"http://127.0.0.1:{kiosk_port}"
-        tracking = demo_tracking_number(len(DEMO_BANKS), 1)
+        tracking = demo_tracking_number(0, 1)  # NYC-0001's demo parcel, as printed
+        assert f"parcels to deposit (size S): {tracking}" in output
+        recipient = demo_recipient(0, "NYC-0001", 1)
+        assert recipient["language"] == "en"
         with httpx.Client(timeout=5) as http:
-            reserved = http.post(
-                f"http://127.0.0.1:{port}/v1/reservations",
-                json={"tracking_number": tracking, "bank_id": "NYC-0001", "size": "S"},
-                headers={"Authorization": f"Bearer {key}"},
+            courier = courier_login(http, kiosk, courier_code)
+            deposit = deposit_at_kiosk(http, kiosk, courier, tracking)
+
+            message_id = mail_to(http, receiver, recipient["email"])
+            page = http.get(f"{receiver}/mail/{message_id}")
+            assert page.status_code == 200
+            code = printed(r"(?m)^Pickup code: (\d+)$", page.text)
+            saved = tmp_path / "var" / "demo" / "mail" / f"{message_id}.eml"
+            message = BytesParser(policy=policy.default).parsebytes(
+                saved.read_bytes().replace(b"\r\n", b"\n")
             )
-            assert reserved.status_code == 201, reserved.text
-            # The node takes the courier codes from its first feed, maybe a moment after the
-            # summary; a few spaced tries stay clear of the lockout after five wrong ones.
-            for _ in range(4):
-                login = http.post(
-                    f"{kiosk}/api/courier/login", json={"carrier": "usps", "pin": courier_code}
-                )
-                if login.status_code == 200:
-                    break
-                time.sleep(2.5)
-            assert login.status_code == 200, login.text
-            courier = {"Authorization": f"Bearer {login.json()['token']}"}
+            assert isinstance(message, EmailMessage)
+            text = message.get_body(("plain",))
+            assert text is not None
+            assert printed(r"(?m)^Pickup code: (\d+)$", text.get_content()) == code
+            assert tracking in text.get_content()
+            assert f"http://127.0.0.1:{port}/p/" in text.get_content()  # central's own page
+            assert message["From"] == "Locker network demo <notices@demo.localhost>"
+            assert message["To"] == recipient["email"]
 
-            def opened() -> dict[str, str] | None:
-                answer = http.post(
-                    f"{kiosk}/api/courier/deposit",
-                    json={"tracking_number": tracking},
-                    headers=courier,
-                )
-                return answer.json() if answer.status_code == 200 else None
-
-            deposit = eventually(opened, "the reservation to reach the node")
-
-            def confirmed() -> bool | None:
-                answer = http.post(
-                    f"{kiosk}/api/courier/deposit/{deposit['deposit_id']}/confirm",
-                    headers=courier,
-                )
-                return answer.status_code == 200 or None  # the door closes itself
-
-            eventually(confirmed, "the deposit to be confirmed")
-
-            def pickup_code() -> str | None:
+            # The carrier heard the same code through its webhook.
+            def webhook_code() -> str | None:
                 events = http.get(f"{receiver}/events").json()
                 found = [
                     event["pickup_code"]
@@ -434,10 +522,11 @@ def test_a_newcomer_reads_the_pickup_code_on_the_demo_receiver_and_picks_the_par
                 ]
                 return found[0] if found else None
 
-            code = eventually(pickup_code, "the parcel.deposited webhook at the demo receiver")
+            assert eventually(webhook_code, "the parcel.deposited webhook") == code
             page = http.get(f"{receiver}/")
             assert page.status_code == 200
             assert code in page.text and tracking in page.text
+
             picked_up = http.post(f"{kiosk}/api/pickup", json={"code": code})
             assert picked_up.status_code == 200, picked_up.text
             assert picked_up.json()["compartment"] == deposit["compartment"]
@@ -445,6 +534,9 @@ def test_a_newcomer_reads_the_pickup_code_on_the_demo_receiver_and_picks_the_par
         assert process.wait(30) == 0, log.read_text()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{receiver}/", timeout=1)  # the receiver stopped with the demo
+    smtp_port = int(printed(r"SMTP receiver, smtp://127\.0\.0\.1:(\d+)", output))
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", smtp_port))  # and so did the SMTP receiver
 
 
 def delivery(event_id: str, tracking: str) -> bytes:
