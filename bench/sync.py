@@ -11,13 +11,19 @@ sync client draining its outbox over real HTTP, in signed batches. It prints the
 events/s and checks that central holds every event exactly once, applied, with every parcel
 picked up and one open alert per door and kind of trouble.
 
+Every reservation has a recipient with an email address (`--phone`: and a phone number), so each
+deposit and each pickup of the drain also writes its recipient notices at central ("ready",
+"collected"; one row per channel, sent later by the scheduler, which is off here); the bench
+prints how many notice rows the drain wrote and checks there is one per fact and channel.
+`--no-recipients` makes the reservations without one, as before notices: no notice rows.
+
 Fleet (`--fleet-only`, see `bench/sync_fleet.py`): N simulated nodes heartbeating, pulling their
 feed and now and then sending a door event against one `locker-central serve --workers 2` on
 PostgreSQL, stepping N up; prints per step the offered and achieved requests/s, p50/p99 latency
 and errors, and the largest N whose p99 stays under 200 ms.
 
     python bench/sync.py                       # both
-    python bench/sync.py --drain-only [--events 10000]
+    python bench/sync.py --drain-only [--events 10000] [--no-recipients | --phone]
     python bench/sync.py --fleet-only [--steps 1000,2000,3000,5000] [--window 20]
 
 LOCKER_BENCH_DATABASE_URL (default: the machine's PostgreSQL) names the server to create
@@ -27,18 +33,21 @@ throw-away databases on; they are dropped at the end.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -51,9 +60,9 @@ from central.banks.service import (
 )
 from central.carriers.service import add_carrier, create_api_key
 from central.db import make_engine, make_sessionmaker
-from central.models import Alert, NodeEventRecord, Reservation
+from central.models import Alert, NodeEventRecord, Notice, Reservation
 from central.nodes.enrollment import issue_enrollment_token
-from locker_node.app import build_node
+from locker_node.app import Node, build_node
 from locker_node.config import load_config
 from locker_node.store import outbox
 from locker_node.store.database import transaction
@@ -86,14 +95,29 @@ def reseal_rate(keys: NodeKeys, sealing_key_text: str, count: int) -> float:
     return (time.perf_counter() - started) / count * 1e6
 
 
-def reserve_all(central_url: str, api_key: str, sizes: list[str]) -> list[str]:
+def recipient_for(n: int, channels: tuple[str, ...]) -> dict[str, str] | None:
+    """Reservation n's recipient, reachable on `channels` ("email", "sms"); None for none."""
+    if not channels:
+        return None
+    recipient = {"name": f"Recipient {n}"}
+    if "email" in channels:
+        recipient["email"] = f"parcel{n:06d}@recipients.bench.example"
+    if "sms" in channels:
+        recipient["phone"] = f"+1 212 555 {n % 10_000:04d}"
+    return recipient
+
+
+def reserve_all(
+    central_url: str, api_key: str, sizes: list[str], channels: tuple[str, ...]
+) -> list[str]:
     """One reservation per size given, through the carrier API, a few at a time."""
 
     def one(client: httpx.Client, n: int, size: str) -> str:
-        response = client.post(
-            "/v1/reservations",
-            json={"tracking_number": f"BP{n:010d}", "bank_id": BANK, "size": size},
-        )
+        body: dict[str, Any] = {"tracking_number": f"BP{n:010d}", "bank_id": BANK, "size": size}
+        recipient = recipient_for(n, channels)
+        if recipient is not None:
+            body["recipient"] = recipient
+        response = client.post("/v1/reservations", json=body)
         if response.status_code != 201:
             raise SystemExit(f"reservation refused: {response.status_code} {response.text}")
         rid: str = response.json()["id"]
@@ -195,139 +219,282 @@ def queue_outage(
     return queued, len(troubles)
 
 
-def drain(events: int) -> None:
+class Central:
+    """`locker-central serve` on one port, stopped for the outage and started again after it."""
+
+    def __init__(self, database_url: str, port: int, data_dir: Path) -> None:
+        self.database_url = database_url
+        self.port = port
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = start_central(self.database_url, self.port, self.data_dir)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    sizes: list[str]  # one reservation per entry, of that size
+    labels: dict[str, list[str]]  # the bank's compartments by size
+    events: int
+    channels: tuple[str, ...]  # how the recipients can be reached; () for no recipient
+    outage_start: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """What the node saw: what it queued while central was down, and the drain after."""
+
+    queued: int
+    expected_alerts: int
+    delivered: int
+    left: int
+    again: int
+    elapsed_s: float
+    waited_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    node_id: str
+    keys: NodeKeys
+    sealing_key: str
+    batch_size: int
+    outage: Outage
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What central holds after the drain."""
+
+    by_status: dict[str, int]
+    picked: int
+    alerts: int
+    notices: dict[tuple[str, str], int]  # (kind, channel) -> rows
+
+
+def create_network(sessions: sessionmaker[Session], spec: str, now: datetime) -> tuple[str, str]:
+    """The bank and the carrier; the carrier's API key and the bank's enrollment token."""
+    with sessions.begin() as session:
+        add_bank(
+            session,
+            NewBank(
+                bank_id=BANK,
+                name="Bench bank",
+                address="1 Bench St",
+                lat=40.75,
+                lon=-73.99,
+                compartments=parse_compartment_spec(spec),
+            ),
+            now,
+        )
+        add_carrier(session, CARRIER, "Bench Post", now)
+        api_key = create_api_key(session, CARRIER, now).key
+        token = issue_enrollment_token(session, BANK, now)
+    return api_key, token
+
+
+def assign_compartments(
+    reservation_ids: list[str], sizes: list[str], labels: dict[str, list[str]]
+) -> list[tuple[str, str]]:
+    taken = {"S": 0, "M": 0}
+    parcels = []
+    for rid, size in zip(reservation_ids, sizes, strict=True):
+        parcels.append((rid, labels[size][taken[size]]))
+        taken[size] += 1
+    return parcels
+
+
+def run_drain(central: Central, api_key: str, token: str, plan: Plan, work: Path) -> Drained:
+    """Reservations made, a node provisioned that pulls them, then the outage and the drain."""
+    hook = httpx.post(
+        f"{central.url}/v1/webhooks",
+        json={"url": "https://carrier.example/hooks", "secret": "whsec-" + "b" * 32},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    check(hook.status_code == 201, hook.text)
+    started = time.perf_counter()
+    reservation_ids = reserve_all(central.url, api_key, plan.sizes, plan.channels)
+    print(
+        f"setup: {len(plan.sizes)} reservations through the carrier API in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    config_path = work / "node" / "node.toml"
+    done = provision(central_url=central.url, bank_id=BANK, token=token, config_path=config_path)
+    config = load_config(config_path)
+    node = build_node(config, migrate_in_process=True)
+    sync = node.sync
+    if sync is None:
+        raise SystemExit("benchmark stopped: the node has no sync")
+    try:
+        parcels = assign_compartments(reservation_ids, plan.sizes, plan.labels)
+        outage = drain_after_outage(node, sync, central, parcels, plan)
+    finally:
+        sync.stop()
+        node.engine.dispose()
+        for board in node.boards.values():
+            board.close()
+    return Drained(
+        done.node_id,
+        node.keys,
+        done.enrollment.central_sealing_public_key,
+        config.sync.batch_size,
+        outage,
+    )
+
+
+def drain_after_outage(
+    node: Node, sync: SyncService, central: Central, parcels: list[tuple[str, str]], plan: Plan
+) -> Outage:
+    # The node learns the reservations while central is up, then central goes down.
+    check(sync.run_once(), "first sync pass failed")
+    central.stop()
+    queued, expected_alerts = queue_outage(
+        node.engine, node.keys, parcels, plan.events, plan.outage_start
+    )
+    # Central down: the node keeps everything and says so.
+    check(not sync.run_once(), "central still answered")
+    central.start()
+    in_requests = time_requests(sync)
+    started = time.perf_counter()
+    delivered = sync.deliver_outbox()
+    elapsed = time.perf_counter() - started
+    waited = in_requests[0]
+    with transaction(node.engine) as conn:
+        left = outbox.outbox_depth(conn)
+    # Everything again: central must take none of it a second time.
+    with transaction(node.engine) as conn:
+        conn.execute(text("UPDATE outbox SET sent_at = NULL"))
+    again = sync.deliver_outbox()
+    return Outage(queued, expected_alerts, delivered, left, again, elapsed, waited)
+
+
+def count_held(sessions: sessionmaker[Session], node_id: str) -> Held:
+    with sessions() as session:
+        by_status = dict(
+            session.execute(
+                select(NodeEventRecord.status, func.count())
+                .where(NodeEventRecord.node_id == node_id)
+                .group_by(NodeEventRecord.status)
+            ).all()
+        )
+        picked = session.scalar(
+            select(func.count())
+            .select_from(Reservation)
+            .where(Reservation.bank_id == BANK, Reservation.status == "picked_up")
+        )
+        alerts = session.scalar(
+            select(func.count()).select_from(Alert).where(Alert.bank_id == BANK)
+        )
+        notices = session.execute(
+            select(Notice.kind, Notice.channel, func.count())
+            .where(Notice.bank_id == BANK)
+            .group_by(Notice.kind, Notice.channel)
+        ).all()
+    return Held(
+        by_status={str(status): int(n) for status, n in by_status.items()},
+        picked=picked or 0,
+        alerts=alerts or 0,
+        notices={(str(kind), str(channel)): int(n) for kind, channel, n in notices},
+    )
+
+
+def describe_notices(channels: tuple[str, ...], notices: dict[tuple[str, str], int]) -> str:
+    rows = sum(notices.values())
+    if not channels:
+        return (
+            "notices not subscribed (--no-recipients): no recipient on the reservations; "
+            f"the drain wrote {rows:,} notice rows"
+        )
+    how = " and phone" if "sms" in channels else ""
+    order = {"ready": 0, "collected": 1}  # as a parcel's life goes
+    rows_in_order = sorted(notices.items(), key=lambda i: (i[0][1], order.get(i[0][0], 2), i[0]))
+    parts = ", ".join(f"{n:,} {kind} by {channel}" for (kind, channel), n in rows_in_order)
+    return (
+        f"notices subscribed: a recipient email{how} on every reservation; the drain wrote "
+        f"{rows:,} notice rows ({parts or 'none'})"
+    )
+
+
+def drain(events: int, channels: tuple[str, ...]) -> None:
     parcel_count = max(1, events // EVENTS_PER_PARCEL)
     half = -(-parcel_count // 2)
     spec = f"S:{half},M:{half}"
+    labels: dict[str, list[str]] = {"S": [], "M": []}
+    for label, size_class in compartment_labels(parse_compartment_spec(spec)):
+        labels[str(size_class)].append(label)
+    sizes = ["S" if n % 2 == 0 else "M" for n in range(parcel_count)]
     work = Path(tempfile.mkdtemp(prefix="locker-sync-bench-"))
-    with throwaway_database("locker_bench_drain") as url:
-        engine = make_engine(url)
-        sessions = make_sessionmaker(engine)
-        now = datetime.now(UTC)
-        with sessions.begin() as session:
-            add_bank(
-                session,
-                NewBank(
-                    bank_id=BANK,
-                    name="Bench bank",
-                    address="1 Bench St",
-                    lat=40.75,
-                    lon=-73.99,
-                    compartments=parse_compartment_spec(spec),
-                ),
-                now,
-            )
-            add_carrier(session, CARRIER, "Bench Post", now)
-            api_key = create_api_key(session, CARRIER, now).key
-            token = issue_enrollment_token(session, BANK, now)
-        labels: dict[str, list[str]] = {"S": [], "M": []}
-        for label, size_class in compartment_labels(parse_compartment_spec(spec)):
-            labels[str(size_class)].append(label)
-        sizes = ["S" if n % 2 == 0 else "M" for n in range(parcel_count)]
-
-        port = free_port()
-        central_url = f"http://127.0.0.1:{port}"
-        server: subprocess.Popen[bytes] | None = start_central(url, port, work / "central")
-        try:
-            hook = httpx.post(
-                f"{central_url}/v1/webhooks",
-                json={"url": "https://carrier.example/hooks", "secret": "whsec-" + "b" * 32},
-                headers={"Authorization": f"Bearer {api_key}"},
-            )
-            check(hook.status_code == 201, hook.text)
-            started = time.perf_counter()
-            reservation_ids = reserve_all(central_url, api_key, sizes)
-            print(
-                f"setup: {parcel_count} reservations through the carrier API in "
-                f"{time.perf_counter() - started:.1f} s"
-            )
-            config_path = work / "node" / "node.toml"
-            done = provision(
-                central_url=central_url, bank_id=BANK, token=token, config_path=config_path
-            )
-            config = load_config(config_path)
-            node = build_node(config, migrate_in_process=True)
-            sync = node.sync
-            check(sync is not None, "the node has no sync")
+    try:
+        with throwaway_database("locker_bench_drain") as url:
+            engine = make_engine(url)
+            sessions = make_sessionmaker(engine)
+            now = datetime.now(UTC)
+            api_key, token = create_network(sessions, spec, now)
+            plan = Plan(sizes, labels, events, channels, now - timedelta(hours=12))
+            central = Central(url, free_port(), work / "central")
             try:
-                # The node learns the reservations while central is up, then central goes down.
-                check(sync.run_once() and server is not None, "first sync pass failed")
-                stop(server)
-                server = None
-                taken = {"S": 0, "M": 0}
-                parcels = []
-                for rid, size in zip(reservation_ids, sizes, strict=True):
-                    parcels.append((rid, labels[size][taken[size]]))
-                    taken[size] += 1
-                queued, expected_alerts = queue_outage(
-                    node.engine, node.keys, parcels, events, now - timedelta(hours=12)
-                )
-                # Central down: the node keeps everything and says so.
-                check(not sync.run_once(), "central still answered")
-                server = start_central(url, port, work / "central")
-                in_requests = time_requests(sync)
-                started = time.perf_counter()
-                delivered = sync.deliver_outbox()
-                elapsed = time.perf_counter() - started
-                waited = in_requests[0]
-                with transaction(node.engine) as conn:
-                    left = outbox.outbox_depth(conn)
-                # Everything again: central must take none of it a second time.
-                with transaction(node.engine) as conn:
-                    conn.execute(text("UPDATE outbox SET sent_at = NULL"))
-                again = sync.deliver_outbox()
+                central.start()
+                drained = run_drain(central, api_key, token, plan, work)
             finally:
-                sync.stop()
-                node.engine.dispose()
-                for board in node.boards.values():
-                    board.close()
-        finally:
-            if server is not None:
-                stop(server)
-        with sessions() as session:
-            by_status = dict(
-                session.execute(
-                    select(NodeEventRecord.status, func.count())
-                    .where(NodeEventRecord.node_id == done.node_id)
-                    .group_by(NodeEventRecord.status)
-                ).all()
-            )
-            picked = session.scalar(
-                select(func.count())
-                .select_from(Reservation)
-                .where(Reservation.bank_id == BANK, Reservation.status == "picked_up")
-            )
-            alerts = session.scalar(
-                select(func.count()).select_from(Alert).where(Alert.bank_id == BANK)
-            )
-        engine.dispose()
-    per_deposit = reseal_rate(node.keys, done.enrollment.central_sealing_public_key, 2000)
+                central.stop()
+            held = count_held(sessions, drained.node_id)
+            engine.dispose()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(drained, held, parcel_count, channels)
+
+
+def report(drained: Drained, held: Held, parcel_count: int, channels: tuple[str, ...]) -> None:
+    per_deposit = reseal_rate(drained.keys, drained.sealing_key, 2000)
+    outage = drained.outage
+    queued, by_status = outage.queued, held.by_status
     stored = sum(by_status.values())
-    batches = -(-queued // config.sync.batch_size)
+    batches = -(-queued // drained.batch_size)
     print(
         f"events queued while central was down: {queued} "
         f"({parcel_count} deposits, {parcel_count} pickups, {queued - 2 * parcel_count} alerts)"
     )
-    print(f"delivered: {delivered}, left in outbox: {left}, held by central: {stored} {by_status}")
     print(
-        f"parcels picked up at central: {picked}, open alerts: {alerts} "
-        f"(one per door and kind of trouble: {expected_alerts})"
+        f"delivered: {outage.delivered}, left in outbox: {outage.left}, "
+        f"held by central: {stored} {by_status}"
     )
-    print(f"drain time: {elapsed:.2f} s ({delivered / elapsed:,.0f} events/s)")
     print(
-        f"batch size: {config.sync.batch_size}, requests: {batches}, "
-        f"waiting for central's answers: {waited:.2f} s of it"
+        f"parcels picked up at central: {held.picked}, open alerts: {held.alerts} "
+        f"(one per door and kind of trouble: {outage.expected_alerts})"
     )
-    print(f"all sent again: {again} answered, none applied twice")
+    print(describe_notices(channels, held.notices))
+    print(
+        f"drain time: {outage.elapsed_s:.2f} s "
+        f"({outage.delivered / outage.elapsed_s:,.0f} events/s)"
+    )
+    print(
+        f"batch size: {drained.batch_size}, requests: {batches}, "
+        f"waiting for central's answers: {outage.waited_s:.2f} s of it"
+    )
+    print(f"all sent again: {outage.again} answered, none applied twice")
     print(f"re-sealing a deposit's code and QR for central: {per_deposit:.0f} us per event")
     if (
         stored != queued
-        or left
+        or outage.left
         or by_status.get("applied") != queued
-        or picked != parcel_count
-        or alerts != expected_alerts
+        or held.picked != parcel_count
+        or held.alerts != outage.expected_alerts
     ):
         raise SystemExit("FAILED: central does not hold every event exactly once, applied")
+    # A ready notice per deposit and a collected one per pickup, on each channel, written once.
+    expected = 2 * parcel_count * len(channels)
+    if sum(held.notices.values()) != expected:
+        raise SystemExit(f"FAILED: the drain should have written {expected} notice rows")
 
 
 def main() -> None:
@@ -336,6 +503,15 @@ def main() -> None:
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--drain-only", action="store_true")
     only.add_argument("--fleet-only", action="store_true")
+    recipients = parser.add_mutually_exclusive_group()
+    recipients.add_argument(
+        "--no-recipients",
+        action="store_true",
+        help="drain: reservations without a recipient, so no notices (the shape before notices)",
+    )
+    recipients.add_argument(
+        "--phone", action="store_true", help="drain: recipients have a phone too (SMS notices)"
+    )
     parser.add_argument(
         "--steps",
         default="1000,2000,3000,4000,5000,7500,10000",
@@ -346,7 +522,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.fleet_only:
         print("== outbox drain ==")
-        drain(args.events)
+        channels = () if args.no_recipients else ("email", "sms") if args.phone else ("email",)
+        drain(args.events, channels)
     if not args.drain_only:
         from bench.sync_fleet import run_fleet
 
