@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from locker_wire.schemas import Command, CommandType
 
@@ -41,9 +41,17 @@ class CancelReservation(CommandPayload):
 
 
 class ExtendDeadline(CommandPayload):
+    """Give a parcel in its compartment more time.
+
+    `until`, from a central that sends it, is the deadline central now holds: a node that reads
+    it moves its own to the later of the two and ignores `hours`, so that the command and the
+    feed (which carries the same deadline) never add up. `hours` is for nodes that predate it.
+    """
+
     command_type: ClassVar[str] = "extend_deadline"
     reservation_id: str = Field(min_length=1, max_length=64)
     hours: int
+    until: AwareDatetime | None = None
 
 
 class InvalidateCode(CommandPayload):

@@ -127,3 +127,13 @@ def ack_command(
 def expire_commands(session: Session, now: datetime) -> int:
     """Commands no node acknowledged in time; the feed stopped offering them at expiry already."""
     return repo.expire_commands(session, now)
+
+
+def extension_payload(reservation_id: str, hours: int, until: datetime | None) -> dict[str, Any]:
+    """An `extend_deadline` payload: `until`, the deadline central now holds, for nodes that
+    follow it (the feed carries it too, and the two must not add up); `hours` for nodes that
+    predate it."""
+    payload: dict[str, Any] = {"reservation_id": reservation_id, "hours": hours}
+    if until is not None:
+        payload["until"] = until.isoformat()
+    return payload

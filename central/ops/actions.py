@@ -12,7 +12,7 @@ from typing import Any, Literal
 from central.context import Ctx
 from central.errors import Conflict, NotFound
 from central.models import Actor, ReservationStatus
-from central.nodes.commands import issue_command
+from central.nodes.commands import extension_payload, issue_command
 from central.nodes.errors import NodeError
 from central.ops import repository as repo
 from central.ops.auth import Operator
@@ -83,7 +83,7 @@ def extend_deadline(
             ctx,
             reservation.bank_id,
             "extend_deadline",
-            {"reservation_id": reservation.id, "hours": hours},
+            extension_payload(reservation.id, hours, out.pickup_deadline),
         )
         if deposited
         else None

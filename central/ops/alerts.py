@@ -29,6 +29,7 @@ ALERT_TYPES: tuple[str, ...] = (
     "layout_mismatch",
     "parcel_past_deadline",
     "webhook_failing",
+    "recipient_problem",
     "manual",
 )
 # An endpoint counts as failing after this many failed attempts in a row (about 15 minutes of

@@ -16,7 +16,7 @@ from central.carriers import repository as carriers_repository
 from central.context import Ctx
 from central.errors import Conflict
 from central.models import Actor, Bank, Reservation, ReservationEvent, ReservationStatus
-from central.nodes.commands import COMMAND_TTL_LIMITS, issue_command
+from central.nodes.commands import COMMAND_TTL_LIMITS, extension_payload, issue_command
 from central.nodes.errors import NodeError
 from central.notices import outbox
 from central.notices.hours import Language, describe_hours, format_deadline, map_url
@@ -196,7 +196,7 @@ def extend_once(ctx: Ctx, reservation: Reservation) -> Outcome:
             ctx.keys,
             reservation.bank_id,
             "extend_deadline",
-            {"reservation_id": reservation.id, "hours": hours},
+            extension_payload(reservation.id, hours, reservation.pickup_deadline),
             ctx.now,
             ttl=lifetime,
         )

@@ -18,7 +18,7 @@ from locker_node.domain.codes import issue_pickup_code
 from locker_node.domain.doors import CompartmentUnavailable, DoorOpened, UnknownCompartment
 from locker_node.domain.lifecycle import CodeStatus
 from locker_node.flows.errors import CommandRefused, Refused
-from locker_node.flows.feed import cancel_reservation
+from locker_node.flows.feed import cancel_reservation, follow_pickup_deadline
 from locker_node.flows.ports import Ports
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit, audit_for_command, count_audit_since, record
@@ -135,7 +135,10 @@ def _cancel(ports: Ports, command_id: str, payload: CancelReservation, now: date
 
 def _extend(ports: Ports, command_id: str, payload: ExtendDeadline, now: datetime) -> CommandAck:
     with ports.unit_of_work() as conn:
-        done = extend_pickup(conn, payload.reservation_id, payload.hours, now)
+        if payload.until is not None:
+            done = follow_pickup_deadline(conn, payload.reservation_id, payload.until, now)
+        else:
+            done = extend_pickup(conn, payload.reservation_id, payload.hours, now)
         return _parcel_command_done(conn, command_id, payload, done, now)
 
 

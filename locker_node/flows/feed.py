@@ -121,6 +121,21 @@ def cancel_reservation(conn: Connection, reservation_id: str, now: datetime) -> 
     return True
 
 
+def follow_pickup_deadline(
+    conn: Connection, reservation_id: str, deadline: datetime, now: datetime
+) -> bool:
+    """Move a parcel's pickup deadline out to `deadline`, central's, never in: the same
+    deadline heard twice (a command, then the feed) moves it once. False if no such parcel."""
+    if deadline.tzinfo is None:
+        raise Refused("a deadline must carry a time zone")
+    parcel = repo.parcel_in_locker(conn, reservation_id)
+    if parcel is None:
+        return False
+    if deadline > parcel.pickup_deadline:
+        repo.move_pickup_deadline(conn, parcel, deadline, now)
+    return True
+
+
 def add_courier_credential(
     conn: Connection, credential: CourierCredentialIn, now: datetime
 ) -> None:
@@ -177,7 +192,11 @@ def apply_page(ports: Ports, page: FeedResponse) -> None:
                     )
                 elif reservation.status == "cancelled":
                     cancel_reservation(conn, reservation.id, now)
-                # Later states (deposited, picked up, ...) were reached on this node.
+                elif reservation.status == "deposited" and reservation.pickup_deadline:
+                    # The deposit happened here; what central may have changed since is the
+                    # deadline (a carrier's or a recipient's extension), only ever later.
+                    follow_pickup_deadline(conn, reservation.id, reservation.pickup_deadline, now)
+                # Later states (picked up, returned, ...) were reached on this node.
             except Refused as exc:
                 logger.error("reservation %s from central refused: %s", reservation.id, exc)
         for code in page.courier_codes:

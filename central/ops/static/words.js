@@ -34,6 +34,16 @@ function layoutWords(d) {
   return parts.length ? ` (${parts.join("; ")})` : "";
 }
 
+// The reasons a recipient can give on their parcel's page (central/parcel_page).
+const PROBLEM_WORDS = {
+  door_did_not_open: "the door did not open",
+  code_does_not_work: "the code does not work",
+  parcel_damaged: "a damaged parcel",
+  parcel_missing: "a missing or wrong parcel",
+  not_me: "a parcel collected by someone else",
+  other: "a problem",
+};
+
 const ALERT_WORDS = {
   door_left_open: (d, a) => {
     const open = nodeDetail(d).open_for_s;
@@ -55,6 +65,13 @@ const ALERT_WORDS = {
     const numbers = (d.parcels || []).slice(-5).map((p) => p.tracking_number).filter(Boolean);
     return `${plural(count, "parcel", "parcels")} past the pickup deadline, waiting to go back to the carrier` +
       (numbers.length ? ` (${numbers.join(", ")}${count > numbers.length ? ", …" : ""})` : "");
+  },
+  recipient_problem: (d) => {
+    const what = PROBLEM_WORDS[d.reason] || d.reason || "a problem";
+    const where = d.compartment ? ` at ${d.compartment}` : "";
+    const note = d.message ? `: “${d.message}”` : "";
+    const more = (d.earlier_reports || []).length ? ` (${plural(d.earlier_reports.length, "earlier report", "earlier reports")})` : "";
+    return `Recipient of ${d.tracking_number || "a parcel"}${where} reports ${what}${note}${more}`;
   },
   webhook_failing: (d) => {
     const last = d.last_error ? `; last error: ${d.last_error}` : "";

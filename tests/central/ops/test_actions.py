@@ -263,7 +263,8 @@ def test_extend_moves_centrals_deadline_with_history_and_tells_the_node(
     assert moved == deadline + timedelta(hours=24)
     row = _verified(app, body["command_id"], node_id, clock())
     assert row.type == "extend_deadline"
-    assert row.payload == {"reservation_id": rid, "hours": 24}
+    # `until` for nodes that follow central's deadline, `hours` for those that predate it.
+    assert row.payload == {"reservation_id": rid, "hours": 24, "until": moved.isoformat()}
     # The carrier sees the extension in the history, by the operator; not the internal reason.
     seen = client.get(f"/v1/reservations/{rid}", headers=world.auth("acme")).json()
     assert seen["pickup_deadline"] == body["reservation"]["pickup_deadline"]

@@ -210,3 +210,55 @@ def test_extend_deadline_and_invalidate_code_act_on_the_parcel_in_its_compartmen
     answer = node.kiosk.post("/api/pickup", json={"code": code})
     assert answer.status_code != 200
     assert not node.door_is_open(deposited["compartment"])
+
+
+def test_a_carriers_extension_reaches_the_node_by_the_feed_and_a_command_never_adds_to_it(
+    make_node: Callable[..., SyncedNode],
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
+) -> None:
+    node = make_node()
+    rid = reserve(client, world, "ACME-CMD3")
+    assert node.sync.run_once()
+    deposited = node.deposit("ACME-CMD3", node.login("acme", courier_code(app)))
+    assert node.sync.run_once()  # the deposit reaches central
+    with transaction(node.node.engine) as conn:
+        before = repo.get_parcel(conn, deposited["parcel_id"])
+    assert before is not None
+
+    answer = client.post(
+        f"/v1/reservations/{rid}/extend", json={"hours": 10}, headers=world.auth("acme")
+    )
+    assert answer.status_code == 200, answer.text
+    central_deadline = answer.json()["pickup_deadline"]
+    node.sync.pull_feed()
+
+    def node_deadline() -> Any:
+        with transaction(node.node.engine) as conn:
+            parcel = repo.get_parcel(conn, deposited["parcel_id"])
+            live = repo.get_pickup_code(conn, deposited["parcel_id"])
+        assert parcel is not None and live is not None
+        assert live.expires_at == parcel.pickup_deadline
+        return parcel.pickup_deadline
+
+    moved = node_deadline()
+    assert moved > before.pickup_deadline
+    assert moved.isoformat().replace("+00:00", "Z")[:19] == central_deadline[:19]
+
+    # An operator's command naming the same deadline (as central sends it now) moves nothing
+    # more, nor does the feed said again.
+    same = command(
+        app,
+        sessions,
+        clock,
+        "extend_deadline",
+        reservation_id=rid,
+        hours=10,
+        until=moved.isoformat(),
+    )
+    node.sync.pull_feed()
+    assert central_status(sessions, same.id)[0] == "acknowledged"
+    assert node_deadline() == moved
