@@ -26,6 +26,9 @@ from central.keys import ServiceKeys
 from central.models import NodeEventRecord
 from central.nodes.enrollment import issue_enrollment_token
 from central.webhooks.tasks import WebhookDispatcher
+from locker_node.store import couriers
+from locker_node.store.database import database_path, transaction
+from locker_node.store.database import make_engine as make_node_engine
 from tests.central.conftest import TEST_SECRET
 from tests.locker_node.e2e.nodes import LOCKER_NODE, NodeProcess, free_port
 
@@ -182,7 +185,25 @@ def provision_node(world: World) -> tuple[Path, int]:
     return config, port
 
 
+def wait_for_courier_codes(node: NodeProcess, carrier: str = "acme") -> None:
+    """Until the node holds the day's courier codes: a login tried before them is a wrong
+    code, and five of those lock the keypad out for longer than any test waits."""
+    engine = make_node_engine(database_path(node.log_path.parent / "data"))
+    try:
+
+        def has_codes() -> bool | None:
+            with transaction(engine) as conn:
+                known = couriers.carriers_with_credentials(conn, datetime.now(UTC))
+            return carrier in known or None
+
+        eventually(has_codes, "the courier codes on the node")
+    finally:
+        engine.dispose()
+
+
 def deposit(node: NodeProcess, kiosk: httpx.Client, world: World, tracking: str) -> None:
+    wait_for_courier_codes(node)
+
     def login() -> str | None:
         answer = kiosk.post(
             f"{node.base_url}/api/courier/login",
