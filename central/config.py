@@ -16,6 +16,9 @@ class CentralSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOCKER_", extra="ignore")
 
     database_url: str = "sqlite:///./var/central.db"
+    # A streaming standby for reads that may lag a little (the dashboard's overview and charts,
+    # the reports, the public locker finder); unset, they read the primary.
+    database_read_url: str | None = None
     data_dir: Path = Path("var")
     # Derives courier access codes and encrypts webhook secrets at rest. When unset, a random key is
     # made once and kept in `<data_dir>/secret.key` (mode 0600) so the embedded default just works.
@@ -30,6 +33,9 @@ class CentralSettings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_retry_hours: float = Field(default=72.0, ge=24.0)
     scheduler_enabled: bool = True
+    # The scheduler's lease: a host that stops renewing it (killed, stalled) hands the
+    # leader-only jobs to another within this long.
+    scheduler_lease_s: float = Field(default=30.0, ge=1.0, le=600.0)
     db_pool_size: int = Field(default=10, ge=1)
     # Operator dashboard (/ops): sessions end after this long without a request, and in any case
     # after ops_session_max_hours; sign-in is refused for a while after repeated failures.

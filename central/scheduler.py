@@ -1,4 +1,6 @@
-"""Background jobs, run once per deployment: a database lease picks the one scheduler that acts."""
+"""Background jobs. A database lease picks the one scheduler that runs most of them, and fences
+its writes with a token; the jobs that send (webhooks, notices) run on every host, sharing the
+work row by row."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from datetime import timedelta
 import httpx
 from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from carrier_adapters.base import CarrierAdapter
@@ -38,7 +41,6 @@ from central.webhooks.tasks import WebhookDispatcher, run_dispatch
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "scheduler"
-LEASE_TTL = timedelta(seconds=30)
 PICKUP_BATCH = 500
 
 
@@ -59,6 +61,13 @@ class Jobs:
         self.keys = keys
         self.clock = clock
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_ttl = timedelta(seconds=settings.scheduler_lease_s)
+        # The fencing token of the lease while this process holds it. Once `fence()` is called
+        # (the scheduler does), every transaction of a leader-only job checks it first.
+        self.token: int | None = None
+        self._fencing = False
+        led = leases.guarded_sessions(sessions, self._guard)
+        self.led_sessions = led
         self.dispatcher = WebhookDispatcher(
             sessions,
             keys,
@@ -69,7 +78,7 @@ class Jobs:
         )
         # Without adapters (no carrier credentials configured) there is nothing to poll.
         self.tracking = (
-            TrackingPoller(sessions, keys, clock, carrier_adapters) if carrier_adapters else None
+            TrackingPoller(led, keys, clock, carrier_adapters) if carrier_adapters else None
         )
         self._carrier_io = EventLoopThread()
         self.notices = NoticeDispatcher(
@@ -82,7 +91,7 @@ class Jobs:
             first_retry=timedelta(seconds=settings.notice_first_retry_s),
         )
         self.analytics = AnalyticsJobs(
-            sessions,
+            led,
             keys,
             clock,
             build_sender(settings),
@@ -90,8 +99,24 @@ class Jobs:
         )
 
     def is_leader(self) -> bool:
+        """Take or renew the lease; remembers its fencing token (None when another holds it)."""
         with self.sessions() as session, session.begin():
-            return leases.acquire(session, LEASE_NAME, self.holder, self.clock(), LEASE_TTL)
+            self.token = leases.acquire(
+                session, LEASE_NAME, self.holder, self.clock(), self.lease_ttl
+            )
+        return self.token is not None
+
+    def fence(self) -> None:
+        """From now on, a leader-only job's transactions are refused unless this process holds
+        the lease with the token it last got (`leases.LeaseLost`)."""
+        self._fencing = True
+
+    def _guard(self, connection: Connection) -> None:
+        if not self._fencing:
+            return  # called directly (tests, `jobs run`): no lease to answer to
+        if self.token is None:
+            raise leases.LeaseLost(f"{self.holder} does not hold the {LEASE_NAME} lease")
+        leases.check_fence(connection, LEASE_NAME, self.holder, self.token, self.clock())
 
     def step_down(self) -> None:
         """Give the lease up at once, for another scheduler to take at its next tick."""
@@ -99,23 +124,23 @@ class Jobs:
             leases.release(session, LEASE_NAME, self.holder)
 
     def expire_reservations(self) -> int:
-        with self.sessions() as session, session.begin():
+        with self.led_sessions() as session, session.begin():
             return expire_holds(Ctx(session=session, keys=self.keys, now=self.clock()))
 
     def detect_offline_nodes(self) -> int:
-        with self.sessions() as session, session.begin():
+        with self.led_sessions() as session, session.begin():
             return mark_silent_nodes_offline(session, self.clock())
 
     def purge_node_nonces(self) -> int:
-        with self.sessions() as session, session.begin():
+        with self.led_sessions() as session, session.begin():
             return purge_nonces(session, self.clock())
 
     def expire_node_commands(self) -> int:
-        with self.sessions() as session, session.begin():
+        with self.led_sessions() as session, session.begin():
             return expire_commands(session, self.clock())
 
     def expire_pickups(self) -> int:
-        with self.sessions() as session, session.begin():
+        with self.led_sessions() as session, session.begin():
             ctx = Ctx(session=session, keys=self.keys, now=self.clock())
             # The same batch expire_pickups takes; those it expires go on their bank's alert.
             due = reservations_repository.expired_pickups(session, ctx.now, PICKUP_BATCH)
@@ -124,11 +149,11 @@ class Jobs:
             return count
 
     def send_reminders(self) -> int:
-        with self.sessions() as session, session.begin():
+        with self.led_sessions() as session, session.begin():
             return send_reminders(Ctx(session=session, keys=self.keys, now=self.clock()))
 
     def sample_occupancy(self) -> int:
-        with self.sessions() as session, session.begin():
+        with self.led_sessions() as session, session.begin():
             return sample_occupancy(session, self.clock())
 
     def deliver_webhooks(self) -> None:
@@ -175,15 +200,36 @@ class Jobs:
         }
 
 
+# Jobs every host runs: their work is claimed row by row (FOR UPDATE SKIP LOCKED), so hosts
+# share it out and throughput grows with them. Every other job runs on the lease holder alone.
+SHARED_JOBS = frozenset({"deliver_webhooks", "deliver_notices"})
+
+
 def _guarded(jobs: Jobs, name: str, job: Callable[[], object]) -> Callable[[], None]:
     def run() -> None:
         try:
-            if not jobs.is_leader():
+            if name not in SHARED_JOBS and not jobs.is_leader():
                 return
             job()
+        except leases.LeaseLost as exc:
+            # Another scheduler took over while this one was stalled: it runs the job now.
+            log.warning("scheduled job %s stopped: %s", name, exc)
         except Exception:
             # A failing job must not kill the scheduler; it runs again at its next interval.
             log.exception("scheduled job %s failed", name)
+
+    return run
+
+
+def _renew(jobs: Jobs) -> Callable[[], None]:
+    """Keep the lease (or take it when it lapsed) three times per lease time, whatever the
+    intervals of the jobs, so that leadership neither flaps nor waits for a slow job."""
+
+    def run() -> None:
+        try:
+            jobs.is_leader()
+        except Exception:
+            log.exception("renewing the scheduler lease failed")
 
     return run
 
@@ -206,6 +252,15 @@ INTERVALS = {
 
 def start_scheduler(jobs: Jobs) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC")
+    jobs.fence()
+    scheduler.add_job(
+        _renew(jobs),
+        "interval",
+        seconds=max(1.0, jobs.lease_ttl.total_seconds() / 3),
+        id="renew_lease",
+        max_instances=1,
+        coalesce=True,
+    )
     for name, job in jobs.all().items():
         scheduler.add_job(
             _guarded(jobs, name, job),

@@ -84,12 +84,18 @@ def delete_endpoint(session: Session, endpoint_id: str, now: datetime) -> None:
 
 
 def due_deliveries(session: Session, now: datetime, limit: int) -> Sequence[WebhookDelivery]:
-    return session.scalars(
+    """Due deliveries, locked for the caller's claim. On PostgreSQL rows another host is
+    claiming are skipped (`FOR UPDATE SKIP LOCKED`): every host's dispatcher takes its own share
+    and none takes a row twice; SQLite's single writer does the same by itself."""
+    stmt = (
         select(WebhookDelivery)
         .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
-    ).all()
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return session.scalars(stmt).all()
 
 
 def endpoints_by_id(session: Session, ids: set[str]) -> dict[str, WebhookEndpoint]:

@@ -621,6 +621,7 @@ def test_scheduler_shutdown_cancels_a_poll_in_flight(
     carrier.on("POST", FEDEX_TRACK, never_answers)  # type: ignore[arg-type]
     reserve(client, world, "fedex", FEDEX_NUMBER)
     scheduler = start_scheduler(jobs)
+    assert jobs.is_leader()  # the scheduler fences its jobs' writes: this one holds the lease
     outcome: list[object] = []
     poller = threading.Thread(target=lambda: outcome.append(jobs.poll_tracking()))
     poller.start()
