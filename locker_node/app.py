@@ -261,6 +261,7 @@ def build_sync(
         transport=transport,
         clock=lambda: clock().timestamp(),
         timeout_s=config.sync.timeout_s,
+        ca_bundle=config.ca_bundle,
     )
     return SyncService(
         flows,

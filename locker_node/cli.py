@@ -258,6 +258,14 @@ def provision(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="default: the config's, else ./data")
     ] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-bundle",
+            help="PEM file of the CA that issued central's certificate, for a network with its "
+            "own CA (default: the system's CA store); written into the config",
+        ),
+    ] = None,
 ) -> None:
     """Enroll this node with central: a new key pair, then the node config for the bank."""
     from locker_node.sync.provision import ProvisionError
@@ -265,7 +273,12 @@ def provision(
 
     try:
         done = enroll_node(
-            central_url=central, bank_id=bank, token=token, config_path=config, data_dir=data_dir
+            central_url=central,
+            bank_id=bank,
+            token=token,
+            config_path=config,
+            data_dir=data_dir,
+            ca_bundle=ca_bundle,
         )
     except ProvisionError as exc:
         typer.echo(f"provision failed: {exc}", err=True)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from locker_node.domain.lockout import MAX_GUESS_CHANCE_PER_DAY, LockoutPolicy
 
@@ -253,6 +262,10 @@ class NodeConfig(BaseModel):
 
     bank_id: str = Field(min_length=1)
     central_url: str | None = Field(default=None, description="absent: the node runs on its own")
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="PEM CA certificates central's must chain to; absent: the system's CA store",
+    )
     data_dir: Path
     kiosk: KioskConfig = KioskConfig()
     pickup: PickupConfig = PickupConfig()
@@ -270,8 +283,21 @@ class NodeConfig(BaseModel):
             raise ValueError("central_url must be an http(s) URL")
         return value
 
+    @field_validator("ca_bundle")
+    @classmethod
+    def _check_ca_bundle(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base_dir = info.context.get("base_dir") if isinstance(info.context, dict) else None
+        if isinstance(base_dir, Path) and not value.is_absolute():
+            value = base_dir / value
+        return check_ca_bundle(value)
+
     @model_validator(mode="after")
     def _check_references(self) -> Self:
+        if self.ca_bundle is not None and not (self.central_url or "").startswith("https://"):
+            # Refused rather than ignored: whoever set it expects TLS to central.
+            raise ValueError("ca_bundle is set but central_url is not an https:// URL")
         boards = {board.name: board for board in self.boards}
         duplicates = _duplicates(board.name for board in self.boards)
         if duplicates:
@@ -321,6 +347,24 @@ class NodeConfig(BaseModel):
         raise KeyError(name)
 
 
+def check_ca_bundle(path: Path) -> Path:
+    """`path` if it is a readable PEM file of CA certificates, else a ValueError saying why.
+
+    Checked when the config loads, so that a wrong path stops the node at start instead of
+    failing every sync with a TLS error."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError(f"{path}: holds no PEM certificate")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"{path}: not a usable PEM CA bundle: {exc}") from exc
+    return path
+
+
 def _duplicates(names: Any) -> list[str]:
     return sorted(name for name, count in Counter(names).items() if count > 1)
 
@@ -343,9 +387,10 @@ def _check_shared_buses(boards: list[SerialBoardConfig]) -> None:
 def parse_config(
     data: dict[str, Any], *, base_dir: Path | None = None, source: str = "node config"
 ) -> NodeConfig:
-    """Validate an already-parsed config; a relative `data_dir` is taken from `base_dir`."""
+    """Validate an already-parsed config; a relative `data_dir` or `ca_bundle` is taken from
+    `base_dir`."""
     try:
-        config = NodeConfig.model_validate(data)
+        config = NodeConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(_describe(source, exc)) from exc
     if base_dir is not None and not config.data_dir.is_absolute():

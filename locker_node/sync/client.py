@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -25,6 +27,9 @@ from locker_wire.schemas import (
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_TIMEOUT_S = 10.0
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: a certificate from a
+# trusted CA, but for another name, which no CA bundle fixes.
+_WRONG_HOST_CODES = frozenset({62, 64})
 
 
 class CentralError(Exception):
@@ -33,6 +38,23 @@ class CentralError(Exception):
 
 class CentralUnavailable(CentralError):
     """Central did not answer, or answered with a server error: worth trying again later."""
+
+
+class CentralUntrusted(CentralUnavailable):
+    """Central's TLS certificate did not verify. Unavailable, so that sync retries as usual: it
+    recovers once the CA bundle or central's certificate is put right."""
+
+    def __init__(
+        self, url: str, error: ssl.SSLCertVerificationError, ca_bundle: Path | None
+    ) -> None:
+        self.reason = str(error.verify_message or error.reason or error).rstrip(".")
+        self.wrong_host = error.verify_code in _WRONG_HOST_CODES
+        self.ca_bundle = ca_bundle
+        trusted = f"the CA bundle {ca_bundle}" if ca_bundle else "the system's CA store"
+        super().__init__(
+            f"central's certificate is not trusted: {self.reason} "
+            f"({url}, checked against {trusted})"
+        )
 
 
 class CentralRefused(CentralError):
@@ -45,10 +67,35 @@ class CentralRefused(CentralError):
         self.detail = detail
 
 
-def _send(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+def tls_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
+    """How central's certificate is checked: against `ca_bundle` alone when given (a network
+    with its own CA), else against the system's CA store. There is no way to switch it off."""
+    if ca_bundle is None:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
+def _verification_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate error under httpx's ConnectError (httpx wraps httpcore wraps ssl)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _send(
+    client: httpx.Client, ca_bundle: Path | None, method: str, path: str, **kwargs: Any
+) -> httpx.Response:
     try:
         response = client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
+        untrusted = _verification_error(exc)
+        if untrusted is not None:
+            raise CentralUntrusted(str(client.base_url).rstrip("/"), untrusted, ca_bundle) from exc
         raise CentralUnavailable(f"{method} {path}: {exc!r}") from exc
     if response.status_code >= 500:
         raise CentralUnavailable(f"{method} {path}: HTTP {response.status_code}")
@@ -76,11 +123,15 @@ def enroll(
     *,
     transport: httpx.BaseTransport | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    ca_bundle: Path | None = None,
 ) -> EnrollmentResponse:
     """`POST /v1/node/enroll`: not signed, the one-time token is the proof."""
-    with httpx.Client(base_url=central_url, transport=transport, timeout=timeout_s) as client:
+    with httpx.Client(
+        base_url=central_url, transport=transport, timeout=timeout_s, verify=tls_context(ca_bundle)
+    ) as client:
         response = _send(
             client,
+            ca_bundle,
             "POST",
             "/v1/node/enroll",
             content=request.model_dump_json(exclude_none=True),
@@ -90,7 +141,9 @@ def enroll(
 
 
 class CentralClient:
-    """Signed calls to central as one enrolled node; close it (or use `with`)."""
+    """Signed calls to central as one enrolled node; close it (or use `with`).
+
+    Its TLS context is built once, here, from `ca_bundle` (see `tls_context`)."""
 
     def __init__(
         self,
@@ -100,11 +153,14 @@ class CentralClient:
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        ca_bundle: Path | None = None,
     ) -> None:
+        self.ca_bundle = ca_bundle
         self._client = httpx.Client(
             base_url=central_url,
             transport=transport,
             timeout=timeout_s,
+            verify=tls_context(ca_bundle),
             auth=NodeRequestSigner(identity.key, identity.node_id, clock=clock),
             headers={"Content-Type": "application/json"},
         )
@@ -112,7 +168,8 @@ class CentralClient:
     def post_events(self, events: list[dict[str, Any]]) -> EventBatchResult:
         body = httpx_json({"events": events})
         return _parse(
-            EventBatchResult, _send(self._client, "POST", "/v1/node/events", content=body)
+            EventBatchResult,
+            _send(self._client, self.ca_bundle, "POST", "/v1/node/events", content=body),
         )
 
     def feed(
@@ -124,11 +181,14 @@ class CentralClient:
         }
         if cursor:
             params["cursor"] = cursor
-        return _parse(FeedResponse, _send(self._client, "GET", "/v1/node/feed", params=params))
+        return _parse(
+            FeedResponse, _send(self._client, self.ca_bundle, "GET", "/v1/node/feed", params=params)
+        )
 
     def ack(self, command_id: str, ack: CommandAck) -> CommandAckResult:
         response = _send(
             self._client,
+            self.ca_bundle,
             "POST",
             f"/v1/node/commands/{command_id}/ack",
             content=ack.model_dump_json(exclude_none=True),
@@ -136,7 +196,13 @@ class CentralClient:
         return _parse(CommandAckResult, response)
 
     def heartbeat(self, beat: Heartbeat) -> HeartbeatResult:
-        response = _send(self._client, "POST", "/v1/node/heartbeat", content=beat.model_dump_json())
+        response = _send(
+            self._client,
+            self.ca_bundle,
+            "POST",
+            "/v1/node/heartbeat",
+            content=beat.model_dump_json(),
+        )
         return _parse(HeartbeatResult, response)
 
     def close(self) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from locker_node.sync.client import CentralRefused, CentralUnavailable, enroll
+from locker_node.config import check_ca_bundle
+from locker_node.sync.client import CentralRefused, CentralUnavailable, CentralUntrusted, enroll
 from locker_node.sync.identity import (
     KEY_FILE,
     CentralKeys,
@@ -56,8 +57,13 @@ def provision(
     data_dir: Path | None = None,
     transport: httpx.BaseTransport | None = None,
     node_version: str | None = None,
+    ca_bundle: Path | None = None,
 ) -> Provisioned:
-    """Make a key, enroll, then write the key (0600), central's keys and the config."""
+    """Make a key, enroll, then write the key (0600), central's keys and the config.
+
+    Central's certificate is checked against `ca_bundle` when given (and the config keeps it),
+    else against the system's CA store."""
+    ca_bundle = _usable_ca_bundle(central_url, ca_bundle)
     existing = _existing(config_path)
     # A --data-dir is as the installer typed it, from where they stand; the config's own is
     # relative to the config file.
@@ -91,7 +97,14 @@ def provision(
     except ValueError as exc:
         raise ProvisionError(f"not a valid enrollment request: {exc}") from exc
     try:
-        answer = enroll(central_url, request, transport=transport)
+        answer = enroll(central_url, request, transport=transport, ca_bundle=ca_bundle)
+    except CentralUntrusted as exc:
+        advice = (
+            "--central must name a host that central's certificate is issued for"
+            if exc.wrong_host
+            else "pass --ca-bundle with the PEM file of the CA that issued central's certificate"
+        )
+        raise ProvisionError(f"{exc}; {advice}") from exc
     except CentralUnavailable as exc:
         raise ProvisionError(f"cannot reach central at {central_url}: {exc}") from exc
     except CentralRefused as exc:
@@ -106,16 +119,34 @@ def provision(
         ),
     )
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(config_path, config_text(answer, central_url, data_dir_text))
+    write_atomically(config_path, config_text(answer, central_url, data_dir_text, ca_bundle))
     return Provisioned(answer.node_id, config_path, key_path, answer)
 
 
-def config_text(answer: EnrollmentResponse, central_url: str, data_dir: str) -> str:
+def _usable_ca_bundle(central_url: str, ca_bundle: Path | None) -> Path | None:
+    """The bundle as an absolute path, checked before the one-time token is spent."""
+    if ca_bundle is None:
+        return None
+    if not central_url.startswith("https://"):
+        raise ProvisionError("--ca-bundle is for an https:// central URL only")
+    try:
+        return check_ca_bundle(ca_bundle.absolute())
+    except ValueError as exc:
+        raise ProvisionError(f"--ca-bundle {exc}") from exc
+
+
+def config_text(
+    answer: EnrollmentResponse,
+    central_url: str,
+    data_dir: str,
+    ca_bundle: Path | None = None,
+) -> str:
     """The node config for the enrolled bank: a simulated board until the installer wires one."""
     locks = min(MAX_SIMULATED_LOCKS, max(1, len(answer.compartments)))
     lines = [
         f"bank_id = {json.dumps(answer.bank_id)}",
         f"central_url = {json.dumps(central_url)}",
+        *([f"ca_bundle = {json.dumps(str(ca_bundle))}"] if ca_bundle is not None else []),
         f"data_dir = {json.dumps(data_dir)}",
         "",
         "# A simulated board sized to the bank: replace it with the real [[boards]] wiring.",

@@ -19,7 +19,12 @@ from locker_node.flows.facade import LockerFlows
 from locker_node.store import outbox
 from locker_node.store.database import transaction
 from locker_node.store.keys import NodeKeys
-from locker_node.sync.client import CentralClient, CentralError, CentralUnavailable
+from locker_node.sync.client import (
+    CentralClient,
+    CentralError,
+    CentralUnavailable,
+    CentralUntrusted,
+)
 from locker_node.sync.identity import NodeIdentity, write_atomically
 from locker_wire.schemas import Command, CommandAck, DepositedData, Heartbeat
 from locker_wire.sealing import seal, seal_context
@@ -65,7 +70,9 @@ class SyncService:
         self._thread: threading.Thread | None = None
         self._last_heartbeat: float | None = None
         self._last_codes: float | None = None
-        self._unavailable = False
+        # What the last failed pass logged (None after a good one): each problem is logged
+        # once when it starts, not on every pass while it lasts.
+        self._problem: str | None = None
 
     # Outbox -----------------------------------------------------------------------------------
 
@@ -226,14 +233,24 @@ class SyncService:
                 self.send_heartbeat()
             self.deliver_outbox()
             self.pull_feed()
-        except CentralUnavailable as exc:
-            if not self._unavailable:
-                logger.warning("central unavailable, the node carries on: %s", exc)
-            self._unavailable = True
+        except CentralUntrusted as exc:
+            if self._problem != str(exc):
+                logger.error(
+                    "%s; %s. The node carries on and tries again every %s s",
+                    exc,
+                    untrusted_advice(exc),
+                    self.config.interval_s,
+                )
+            self._problem = str(exc)
             return False
-        if self._unavailable:
+        except CentralUnavailable as exc:
+            if self._problem != "unavailable":
+                logger.warning("central unavailable, the node carries on: %s", exc)
+            self._problem = "unavailable"
+            return False
+        if self._problem is not None:
             logger.info("central reachable again")
-        self._unavailable = False
+        self._problem = None
         return True
 
     def start(self) -> None:
@@ -260,3 +277,13 @@ class SyncService:
                 # A bad pass is tried again next tick; the kiosk must not depend on sync.
                 logger.exception("sync pass failed")
             self._stopping.wait(self.config.interval_s)
+
+
+def untrusted_advice(exc: CentralUntrusted) -> str:
+    """What an operator can do about a certificate the node does not trust."""
+    if exc.wrong_host:
+        return "central_url must name a host that central's certificate is issued for"
+    return (
+        "set ca_bundle in the node config (top level, beside central_url) to the PEM file "
+        "of the CA that issued central's certificate"
+    )

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trustme
 
 from locker_node.config import (
     ConfigError,
     GpioBoardConfig,
+    NodeConfig,
     SerialBoardConfig,
     SimulatedBoardConfig,
     load_config,
@@ -205,3 +207,41 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load(tmp_path, "bank_id = ")
     with pytest.raises(ConfigError, match="cannot read the node config"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_ca_bundle_is_taken_relative_to_the_file_and_checked_when_it_loads(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    (tmp_path / "certs").mkdir()
+    ca.cert_pem.write_to_path(str(tmp_path / "certs" / "central-ca.pem"))
+    (tmp_path / "key.pem").write_bytes(ca.issue_cert("central.example.net").private_key_pem.bytes())
+    (tmp_path / "broken.pem").write_text(
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    )
+    https = 'central_url = "https://central.example.net"\n'
+
+    config = load(tmp_path, https + 'ca_bundle = "certs/central-ca.pem"\n' + MINIMAL + CU16)
+    assert isinstance(config, NodeConfig)
+    assert config.ca_bundle == tmp_path / "certs" / "central-ca.pem"
+    unset = load(tmp_path, https + MINIMAL + CU16)
+    assert isinstance(unset, NodeConfig) and unset.ca_bundle is None
+
+    for text, message in (
+        (
+            https + 'ca_bundle = "missing.pem"\n',
+            f"ca_bundle: {tmp_path / 'missing.pem'}: cannot read it: No such file or directory",
+        ),
+        (https + 'ca_bundle = "certs"\n', "certs: cannot read it: Is a directory"),
+        (https + 'ca_bundle = "key.pem"\n', "key.pem: holds no PEM certificate"),
+        (https + 'ca_bundle = "broken.pem"\n', "broken.pem: not a usable PEM CA bundle"),
+        (
+            https.replace("https:", "http:") + 'ca_bundle = "certs/central-ca.pem"\n',
+            "ca_bundle is set but central_url is not an https:// URL",
+        ),
+        (
+            'ca_bundle = "certs/central-ca.pem"\n',
+            "ca_bundle is set but central_url is not an https:// URL",
+        ),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            load(tmp_path, text + MINIMAL + CU16)
+        assert message in str(raised.value)
