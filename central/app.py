@@ -22,7 +22,14 @@ from central.banks.public import router as public_banks_router
 from central.banks.service import BankDirectory
 from central.clock import Clock, utcnow
 from central.config import CentralSettings
-from central.db import async_twin, make_engine, make_sessionmaker
+from central.db import (
+    READ_POOL_SIZE,
+    LaggingReads,
+    async_twin,
+    make_engine,
+    make_read_engine,
+    make_sessionmaker,
+)
 from central.errors import install_error_handlers
 from central.keys import ServiceKeys, load_master_key
 from central.limits import BodyLimit
@@ -74,6 +81,24 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     return document
 
 
+def wire_lagging_reads(app: FastAPI, settings: CentralSettings, engine: Engine) -> None:
+    """Reads that may lag (overview, charts, reports, the public finder): on the standby at
+    `database_read_url` when set, with a small pool of their own and as many threads as it has
+    connections; unset, on the primary's sessions and threads (`central.db.LaggingReads`).
+    The read engine lives as long as the process, as the primary's does."""
+    state = app.state
+    pool_size = min(READ_POOL_SIZE, settings.db_pool_size)
+    url = settings.database_read_url
+    state.read_engine = make_read_engine(url, engine, pool_size=pool_size) if url else None
+    if state.read_engine is None:
+        state.read_sessions = state.sessions
+        state.read_limiter = state.db_limiter
+    else:
+        state.read_sessions = make_sessionmaker(state.read_engine)
+        state.read_limiter = CapacityLimiter(pool_size)
+    state.lagging_reads = LaggingReads(state.read_sessions, state.sessions)
+
+
 def create_app(
     settings: CentralSettings | None = None,
     *,
@@ -110,6 +135,7 @@ def create_app(
     # As many database threads as pooled connections: more would only queue for a connection
     # while contending for the GIL; waiting requests cost nothing on the event loop instead.
     app.state.db_limiter = CapacityLimiter(settings.db_pool_size)
+    wire_lagging_reads(app, settings, engine)
     app.state.reservation_intake = ReservationIntake(
         app.state.sessions,
         app.state.keys,

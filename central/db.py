@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
@@ -28,6 +31,17 @@ _COMMITTED = "central.db.wiped_committed"
 # job) is done already and should not wait the full busy_timeout for it.
 CHECKPOINT_WAIT_MS = 250
 BUSY_TIMEOUT_MS = 30000
+# The read standby: a small pool (its reads are few and cached), a connect that gives up soon
+# (reads then go to the primary), how long reads stay on the primary after a failed connect, and
+# how often that is logged.
+READ_POOL_SIZE = 4
+READ_CONNECT_TIMEOUT_S = 3
+STANDBY_RETRY_S = 10.0
+STANDBY_WARN_EVERY_S = 60.0
+
+
+class ReadReplicaConfigError(ValueError):
+    """A read URL that cannot be a streaming standby of the primary."""
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -85,6 +99,128 @@ def async_twin(engine: Engine, pool_size: int) -> Callable[[], AsyncEngine] | No
         pool_pre_ping=False,
         isolation_level="AUTOCOMMIT",
     )
+
+
+def make_read_engine(url: str, primary: Engine, *, pool_size: int = READ_POOL_SIZE) -> Engine:
+    """An engine on a streaming standby of `primary`, for reads that may lag a little.
+
+    Every transaction on it is read only twice over: `default_transaction_read_only` is set on
+    each new connection and psycopg begins each transaction READ ONLY (`postgresql_readonly`),
+    so a write sent here by mistake fails loudly, also on a standby that has been promoted.
+    Refused at start unless both URLs are PostgreSQL: SQLite has no standbys.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend != primary.dialect.name:
+        raise ReadReplicaConfigError(
+            f"the read URL (LOCKER_DATABASE_READ_URL) is {backend} but the primary "
+            f"(LOCKER_DATABASE_URL) is {primary.dialect.name}: it must be a streaming standby "
+            "of the primary"
+        )
+    if backend != "postgresql":
+        raise ReadReplicaConfigError(
+            f"a read URL (LOCKER_DATABASE_READ_URL) needs PostgreSQL, not {backend}: it names a "
+            "streaming standby, which SQLite does not have; leave it unset"
+        )
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = READ_CONNECT_TIMEOUT_S
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,  # its users hold a limiter of pool_size: none waits in the pool
+        pool_pre_ping=True,  # a standby restarted: its dead connections are replaced, not used
+        connect_args=connect_args,
+        execution_options={"postgresql_readonly": True},
+    )
+    event.listen(engine, "connect", _default_read_only)
+    return engine
+
+
+def _default_read_only(dbapi_connection: Any, _record: Any) -> None:
+    # In autocommit: a SET inside the connection's first transaction would be undone when the
+    # pool rolls that transaction back.
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET default_transaction_read_only = on")
+        cursor.close()
+    finally:
+        dbapi_connection.autocommit = autocommit
+
+
+class LaggingReads:
+    """Transactions for reads that may lag a little: on the read standby, or on the primary when
+    there is none or it cannot be connected to.
+
+    The standby down is not the reader's failure: these reads ran on the primary before there was
+    a standby, and their callers bound how many run at once. After a failed connect, reads go to
+    the primary for `retry_after_s` (none waits for a connect timeout meanwhile) and the standby
+    is then tried again; a warning is logged at most once every `warn_every_s`. Only the connect
+    falls back: an error once connected is the caller's.
+    """
+
+    def __init__(
+        self,
+        standby: sessionmaker[Session],
+        primary: sessionmaker[Session],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        retry_after_s: float = STANDBY_RETRY_S,
+        warn_every_s: float = STANDBY_WARN_EVERY_S,
+    ) -> None:
+        self.standby = standby
+        self.primary = primary
+        self._monotonic = monotonic
+        self._retry_after_s = retry_after_s
+        self._warn_every_s = warn_every_s
+        self._lock = threading.Lock()
+        self._skip_until = float("-inf")
+        self._warned_at = float("-inf")
+        self._down = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in a transaction; closing rolls it back (a read has nothing to keep)."""
+        with self._session() as session:
+            yield session
+
+    def _session(self) -> Session:
+        if self.standby is self.primary:
+            return self.primary()
+        with self._lock:
+            skip = self._monotonic() < self._skip_until
+        if skip:
+            return self.primary()
+        session = self.standby()
+        try:
+            session.connection()  # connect now, where a standby that is down can be told apart
+        except OperationalError as exc:
+            session.close()
+            self._standby_failed(exc)
+            return self.primary()
+        with self._lock:
+            back, self._down = self._down, False
+        if back:
+            log.info("the read standby answers again; reads that may lag go to it")
+        return session
+
+    def _standby_failed(self, exc: OperationalError) -> None:
+        now = self._monotonic()
+        with self._lock:
+            self._down = True
+            self._skip_until = now + self._retry_after_s
+            warn = now - self._warned_at >= self._warn_every_s
+            if warn:
+                self._warned_at = now
+        if warn:
+            log.warning(
+                "the read standby cannot be connected to (%s); reads that may lag go to the "
+                "primary, and the standby is tried again every %.0f s",
+                " ".join(str(exc.orig or exc).split()),  # libpq's message spans lines
+                self._retry_after_s,
+            )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -14,6 +14,9 @@ Checkout pages call it from shoppers' browsers, so it is open to anyone and buil
   request": browsers send no preflight for it, so no OPTIONS route is needed.
 - Free capacity is shown as a yes/no per size class, never as counts: counts would tell
   competitors and thieves how busy a bank is.
+- It reads the read standby when there is one (`central.db.LaggingReads`, the primary when
+  there is none or it is down): its answers are cached for half a minute anyway, a few seconds
+  of replication lag change nothing, and its traffic, the public's, stays off the primary.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException
 
 from central.banks import service
 from central.banks.endpoints import _parse_near
 from central.banks.schemas import Location, PublicBank, PublicBankList
 from central.clock import Clock
+from central.db import LaggingReads
 from central.errors import ApiError, error_responses
 from central.models import Bank, BankCapacity, SizeClass
 from central.ratelimit import TokenBuckets, client_address
@@ -275,16 +278,16 @@ async def find_banks(
 
     async def load() -> bytes:
         return await anyio.to_thread.run_sync(
-            read_answer, state.sessions, query, limiter=state.db_limiter
+            read_answer, state.lagging_reads, query, limiter=state.read_limiter
         )
 
     body = await finder_of(request.app).cache.get(query, load)
     return Response(body, media_type="application/json", headers={"Cache-Control": CACHE_CONTROL})
 
 
-def read_answer(sessions: sessionmaker[Session], query: FinderQuery) -> bytes:
+def read_answer(reads: LaggingReads, query: FinderQuery) -> bytes:
     """The answer to `query`, rendered, read in one transaction (the request owns it)."""
-    with sessions() as session, session.begin():
+    with reads.transaction() as session:
         found = service.banks_near(session, query.lat, query.lon, query.radius_m / 1000)
         items = [describe_public(bank, capacity, km) for bank, km, capacity in found[: query.limit]]
     return PublicBankList(items=items).model_dump_json().encode()

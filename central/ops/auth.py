@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.config import CentralSettings
 from central.context import Ctx
+from central.db import LaggingReads
 from central.errors import ApiError
 from central.keys import ServiceKeys
 from central.ops.accounts import Passwords, SignedIn, csrf_token, resolve_session
@@ -92,6 +93,26 @@ async def run_unit(request: Request, work: Callable[[Ctx], T]) -> T:
     limiter: CapacityLimiter = state.db_limiter
     return await anyio.to_thread.run_sync(
         _run_unit, state.sessions, state.keys, state.clock(), work, limiter=limiter
+    )
+
+
+def _run_lagging_read(
+    reads: LaggingReads, keys: ServiceKeys, now: datetime, work: Callable[[Ctx], T]
+) -> T:
+    with reads.transaction() as session:
+        return work(Ctx(session=session, keys=keys, now=now))
+
+
+async def run_lagging_read(request: Request, work: Callable[[Ctx], T]) -> T:
+    """Run read-only `work` like `run_unit`, on the read standby (`database_read_url`), whose
+    data may be a little behind the primary's; on the primary when there is no standby or it
+    cannot be reached (`central.db.LaggingReads`). For figures an operator reads, never for
+    what an operator acts on. The operator's session is still checked on the primary
+    (`current_operator`): checking it writes."""
+    state = request.app.state
+    limiter: CapacityLimiter = state.read_limiter
+    return await anyio.to_thread.run_sync(
+        _run_lagging_read, state.lagging_reads, state.keys, state.clock(), work, limiter=limiter
     )
 
 

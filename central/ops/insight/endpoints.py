@@ -1,5 +1,16 @@
 """Insight JSON API under /ops/api: overview, bank, parcels and their notices, charts, reports
-(any operator; read only)."""
+(any operator; read only).
+
+Where each reads (the operator's session is always checked on the primary: checking writes):
+
+- on the read standby, data that may be a few seconds behind (`run_lagging`): the overview and
+  its notice health, the charts, the daily reports. Figures over the whole network or over days,
+  the heaviest reads of the dashboard, that nobody acts on within seconds.
+- on the primary, exact (`run_read`): the bank page (its live compartment grid and alerts are
+  what an operator opens doors and resolves alerts from), the parcel search and a parcel's
+  notices (looked up for a recipient on the phone, right after something happened, and what a
+  resend or an action is decided on).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +23,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
-from central.ops.auth import current_operator, run_unit
+from central.ops.auth import current_operator, run_lagging_read, run_unit
 from central.ops.insight import charts, notices, reports, service
 
 T = TypeVar("T")
@@ -30,6 +41,11 @@ async def run_read(request: Request, work: Callable[[Session, datetime], T]) -> 
     return await run_unit(request, lambda ctx: work(ctx.session, ctx.now))
 
 
+async def run_lagging(request: Request, work: Callable[[Session, datetime], T]) -> T:
+    """As `run_read`, on the read standby: for figures that may be a little behind."""
+    return await run_lagging_read(request, lambda ctx: work(ctx.session, ctx.now))
+
+
 def _json(content: Any) -> JSONResponse:
     # Already JSON-shaped: skipping FastAPI's encoder matters for 2,000 banks.
     return JSONResponse(content)
@@ -44,7 +60,7 @@ async def get_overview(
     order: service.Order = "asc",
 ) -> JSONResponse:
     return _json(
-        await run_read(
+        await run_lagging(
             request,
             lambda session, now: service.overview(
                 session, now, q=q, status=status, sort=sort, order=order
@@ -57,7 +73,7 @@ async def get_overview(
 async def get_notice_health(request: Request) -> JSONResponse:
     """Notices failed in the last 24 h and those waiting after an attempt, network-wide: apart
     from /overview, whose totals cover only the banks a filter shows."""
-    return _json(await run_read(request, notices.health))
+    return _json(await run_lagging(request, notices.health))
 
 
 @router.get("/banks/{bank_id}")
@@ -94,7 +110,9 @@ async def get_occupancy_chart(
     hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
 ) -> JSONResponse:
     return _json(
-        await run_read(request, lambda session, now: charts.occupancy(session, now, bank_id, hours))
+        await run_lagging(
+            request, lambda session, now: charts.occupancy(session, now, bank_id, hours)
+        )
     )
 
 
@@ -105,7 +123,7 @@ async def get_dwell_chart(
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> JSONResponse:
     return _json(
-        await run_read(request, lambda session, now: charts.dwell(session, now, bank_id, days))
+        await run_lagging(request, lambda session, now: charts.dwell(session, now, bank_id, days))
     )
 
 
@@ -116,7 +134,7 @@ async def get_throughput_chart(
     hours: Annotated[int, Query(ge=1, le=24 * 14)] = 48,
 ) -> JSONResponse:
     return _json(
-        await run_read(
+        await run_lagging(
             request, lambda session, now: charts.throughput(session, now, bank_id, hours)
         )
     )
@@ -129,7 +147,7 @@ async def get_faults_chart(
     days: Annotated[int, Query(ge=1, le=365)] = 14,
 ) -> JSONResponse:
     return _json(
-        await run_read(request, lambda session, now: charts.faults(session, now, bank_id, days))
+        await run_lagging(request, lambda session, now: charts.faults(session, now, bank_id, days))
     )
 
 
@@ -145,14 +163,14 @@ def _report(bank_id: str | None, day: date | None) -> Callable[[Session, datetim
 async def get_daily_report(
     request: Request, bank_id: BankParam = None, date: date | None = None
 ) -> JSONResponse:
-    return _json(await run_read(request, _report(bank_id, date)))
+    return _json(await run_lagging(request, _report(bank_id, date)))
 
 
 @router.get("/reports/daily.csv")
 async def get_daily_report_csv(
     request: Request, bank_id: BankParam = None, date: date | None = None
 ) -> Response:
-    report = await run_read(request, _report(bank_id, date))
+    report = await run_lagging(request, _report(bank_id, date))
     name = f"daily-report-{report['date']}"
     if bank_id is not None and _SAFE_NAME.fullmatch(bank_id):
         name += f"-{bank_id}"
