@@ -29,6 +29,7 @@ from locker_node.store import repository as repo
 from locker_node.store.database import database_path, ensure_schema, make_engine, transaction
 from locker_node.store.journal import SqliteCommandJournal
 from locker_node.store.keys import NodeKeys
+from locker_node.systemd import NodeHealth, WatchdogFeeder
 
 if TYPE_CHECKING:
     import httpx
@@ -306,6 +307,9 @@ def run_node(config: NodeConfig) -> None:
         except OSError:
             sock.close()
             raise
+        # Under systemd (Type=notify) the watchdog is fed only while the kiosk's event loop
+        # beats (uvicorn's callback_notify, about once a second) and the doors answer.
+        health = NodeHealth(node.doors)
         # asyncio and h11 rather than uvloop and httptools: a kiosk has one client, and the
         # pure-Python stack keeps several megabytes out of a node that runs for months.
         server = uvicorn.Server(
@@ -318,6 +322,8 @@ def run_node(config: NodeConfig) -> None:
                 log_level="info",
                 access_log=False,
                 server_header=False,
+                callback_notify=health.kiosk_beat,
+                timeout_notify=0,
             )
         )
         host, port = sock.getsockname()[:2]
@@ -329,7 +335,8 @@ def run_node(config: NodeConfig) -> None:
         # the boards and closes the store.
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            server.run(sockets=[sock])
+            with WatchdogFeeder(health, status=f"kiosk on http://{host}:{port}"):
+                server.run(sockets=[sock])
         finally:
             signal.signal(signal.SIGTERM, previous)
             sock.close()
