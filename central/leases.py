@@ -76,9 +76,27 @@ _FENCE = select(_LEASES.c.token).where(
 _FENCE_LOCKED = _FENCE.with_for_update(read=True)
 
 
-def check_fence(connection: Connection, name: str, holder: str, token: int, now: datetime) -> None:
-    """Raise LeaseLost unless `holder` holds the lease `name` with `token`, unexpired."""
-    stmt = _FENCE_LOCKED if connection.dialect.name == "postgresql" else _FENCE
+def check_fence(
+    connection: Connection,
+    name: str,
+    holder: str,
+    token: int,
+    now: datetime,
+    *,
+    idle_limit: timedelta | None = None,
+) -> None:
+    """Raise LeaseLost unless `holder` holds the lease `name` with `token`, unexpired.
+
+    `idle_limit` (PostgreSQL): the longest this transaction may sit idle while it holds the
+    lease row's lock. A holder frozen or cut off inside a fenced transaction would otherwise
+    block every takeover until the server notices the connection is gone (hours, with TCP's
+    defaults); past the limit PostgreSQL ends the transaction and its lock.
+    """
+    postgresql = connection.dialect.name == "postgresql"
+    if postgresql and idle_limit is not None:
+        limit_ms = max(1000, int(idle_limit.total_seconds() * 1000))
+        connection.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {limit_ms}")
+    stmt = _FENCE_LOCKED if postgresql else _FENCE
     params = {"p_name": name, "p_holder": holder, "p_token": token, "p_now": now}
     if connection.execute(stmt, params).first() is None:
         raise LeaseLost(f"the {name} lease is no longer {holder}'s with token {token}")

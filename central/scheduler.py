@@ -116,7 +116,14 @@ class Jobs:
             return  # called directly (tests, `jobs run`): no lease to answer to
         if self.token is None:
             raise leases.LeaseLost(f"{self.holder} does not hold the {LEASE_NAME} lease")
-        leases.check_fence(connection, LEASE_NAME, self.holder, self.token, self.clock())
+        leases.check_fence(
+            connection,
+            LEASE_NAME,
+            self.holder,
+            self.token,
+            self.clock(),
+            idle_limit=2 * self.lease_ttl,
+        )
 
     def step_down(self) -> None:
         """Give the lease up at once, for another scheduler to take at its next tick."""

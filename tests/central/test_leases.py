@@ -156,3 +156,23 @@ def test_the_lease_time_is_a_setting(app: FastAPI, clock: FakeClock) -> None:
         settings.model_copy(update={"scheduler_lease_s": 5.0}),
     )
     assert jobs.lease_ttl == timedelta(seconds=5)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_fenced_transaction_may_sit_idle_two_lease_times_at_most(
+    app: FastAPI, clock: FakeClock
+) -> None:
+    settings: CentralSettings = app.state.settings
+    jobs = Jobs(
+        app.state.sessions,
+        app.state.keys,
+        clock,
+        httpx.Client(),
+        settings.model_copy(update={"scheduler_lease_s": 1.0}),
+    )
+    jobs.fence()
+    assert jobs.is_leader()
+    with jobs.led_sessions() as session:
+        session.begin()
+        limit = session.execute(select(func.current_setting("idle_in_transaction_session_timeout")))
+        assert limit.scalar() == "2s"

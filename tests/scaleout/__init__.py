@@ -1,0 +1,1 @@
+"""Central on several hosts behind a real HAProxy, on one PostgreSQL database."""
