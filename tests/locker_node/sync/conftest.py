@@ -139,7 +139,8 @@ def make_node(
 ) -> Iterator[Callable[..., SyncedNode]]:
     made: list[SyncedNode] = []
 
-    def make(**sync_settings: Any) -> SyncedNode:
+    def make(*, deposit: dict[str, Any] | None = None, **sync_settings: Any) -> SyncedNode:
+        """A node enrolled with central; `deposit` and `sync_settings` override its config."""
         transport = CentralTransport(client)
         config_path = tmp_path / f"node{len(made)}" / "node.toml"
         done = provision(
@@ -156,6 +157,7 @@ def make_node(
                     update={"confirm_window_ms": 150, "confirm_poll_ms": 10}
                 ),
                 "sync": loaded.sync.model_copy(update=sync_settings),
+                "deposit": loaded.deposit.model_copy(update=deposit or {}),
             }
         )
         board = SimulatedLockBoard(name="main", lock_count=16, door_delay_s=0.0)

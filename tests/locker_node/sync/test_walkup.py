@@ -3,8 +3,7 @@ that comes back down the feed leaves the node's own reservation as it is."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,72 +13,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.models import BankCapacity, Reservation
-from locker_node.app import build_node
-from locker_node.config import load_config
-from locker_node.hardware.simulated import SimulatedLockBoard
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
 from locker_node.store.schema import reservations
-from locker_node.sync.provision import provision
 from locker_wire.schemas import FeedReservation, FeedResponse
 from tests.central.conftest import World
-from tests.central.nodes.support import issue_token
 from tests.clock import FakeClock
-from tests.locker_node.sync.conftest import CentralTransport, SyncedNode, courier_code
+from tests.locker_node.sync.conftest import SyncedNode, courier_code
 from tests.locker_node.sync.test_delivery import CarrierReceiver, dispatch, subscribe
 
 
 @pytest.fixture
-def node(
-    client: TestClient,
-    sessions: sessionmaker[Session],
-    clock: FakeClock,
-    world: World,
-    tmp_path: Path,
-) -> Iterator[SyncedNode]:
+def node(make_node: Callable[..., SyncedNode]) -> SyncedNode:
     """A node of bank NYC-1 that takes parcels with no reservation (`allow_walk_up`)."""
-    transport = CentralTransport(client)
-    config_path = tmp_path / "node" / "node.toml"
-    done = provision(
-        central_url="http://central",
-        bank_id="NYC-1",
-        token=issue_token(sessions, clock),
-        config_path=config_path,
-        transport=transport,
-    )
-    loaded = load_config(config_path)
-    config = loaded.model_copy(
-        update={
-            "doors": loaded.doors.model_copy(
-                update={"confirm_window_ms": 150, "confirm_poll_ms": 10}
-            ),
-            "deposit": loaded.deposit.model_copy(update={"allow_walk_up": True}),
-        }
-    )
-    board = SimulatedLockBoard(name="main", lock_count=16, door_delay_s=0.0)
-    built = build_node(
-        config,
-        boards={"main": board},
-        clock=clock,
-        migrate_in_process=True,
-        central_transport=transport,
-    )
-    service, built.sync = built.sync, None  # driven pass by pass from the test
-    assert service is not None
-    built.start()
-    synced = SyncedNode(
-        node=built,
-        sync=service,
-        board=board,
-        config=config,
-        transport=transport,
-        node_id=done.node_id,
-        kiosk=TestClient(built.app, raise_server_exceptions=True),
-    )
-    yield synced
-    synced.kiosk.close()
-    synced.sync.stop()
-    built.stop()
+    return make_node(deposit={"allow_walk_up": True})
 
 
 def walk_up(node: SyncedNode, tracking: str, size: str, headers: dict[str, str]) -> str:
