@@ -82,3 +82,29 @@ class ReservationEvent(Base):
     reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    @classmethod
+    def note(
+        cls,
+        reservation: Reservation,
+        kind: str,
+        *,
+        actor: str,
+        actor_id: str | None = None,
+        reason: str | None = None,
+        data: dict[str, Any] | None = None,
+        at: datetime,
+    ) -> ReservationEvent:
+        """A fact in the reservation's history that changes no status: an extension, a
+        reminder, a reissued code, new contact details, a recipient's request."""
+        return cls(
+            reservation_id=reservation.id,
+            type=kind,
+            from_status=reservation.status,
+            to_status=reservation.status,
+            actor=actor,
+            actor_id=actor_id,
+            reason=reason,
+            data=data,
+            at=at,
+        )

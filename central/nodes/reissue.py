@@ -59,13 +59,10 @@ def on_code_reissued(
     history: dict[str, str] = {"node_event_id": str(event.id), "compartment": compartment.label}
     if command_id is not None:
         history["command_id"] = command_id
-    entry = ReservationEvent(
-        reservation_id=reservation.id,
-        type=HISTORY_TYPE,
-        from_status=reservation.status,
-        to_status=reservation.status,
+    entry = ReservationEvent.note(
+        reservation,
+        HISTORY_TYPE,
         actor=(Actor.OPERATOR if command_id is not None else Actor.SYSTEM).value,
-        actor_id=None,
         reason=_BY_OPERATOR if command_id is not None else _BY_NODE,
         data=history,
         at=ctx.now,

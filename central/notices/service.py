@@ -63,15 +63,11 @@ def recipient_added(ctx: Ctx, reservation: Reservation, entry_id: int) -> int:
 
 
 def _history(ctx: Ctx, reservation: Reservation, kind: str, reason: str) -> ReservationEvent:
-    entry = ReservationEvent(
-        reservation_id=reservation.id,
-        type=kind,
-        from_status=reservation.status,
-        to_status=reservation.status,
+    entry = ReservationEvent.note(
+        reservation,
+        kind,
         actor=Actor.RECIPIENT.value,
-        actor_id=None,
         reason=reason,
-        data=None,
         at=ctx.now,
     )
     ctx.session.add(entry)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import quote
 
 import httpx
 
+from carrier_adapters.http import parse_retry_after
 from central.notices.errors import PermanentSendError, SendError, TransientSendError
 
 __all__ = ["SmsSender", "TwilioSms", "mask_phone", "normalize_phone"]
@@ -180,10 +180,10 @@ def _refusal(response: httpx.Response, number: str) -> SendError:
     code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
     said = _twilio_said(status, code, payload)
     if status == 429 or code == _TOO_MANY_REQUESTS:
-        retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
         return TransientSendError(f"Twilio is rate limiting: {said}", retry_after_s=retry_after)
     if status >= 500:
-        retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
         return TransientSendError(f"Twilio failed: {said}", retry_after_s=retry_after)
     if status in (401, 403):
         return TransientSendError(f"Twilio refused the credentials: {said}: {_CHECK_CREDENTIALS}")
@@ -208,19 +208,3 @@ def _twilio_said(status: int, code: int | None, payload: dict[str, object]) -> s
     if isinstance(more_info, str) and more_info.startswith("https://"):
         text += f" ({more_info})"
     return text
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds from an HTTP Retry-After header: delay-seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

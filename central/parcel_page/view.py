@@ -231,13 +231,10 @@ def report_problem(ctx: Ctx, reservation: Reservation, reason: str, message: str
         detail=problem_detail(reservation, reason, text, ctx.now, previous),
         now=ctx.now,
     )
-    entry = ReservationEvent(
-        reservation_id=reservation.id,
-        type=PROBLEM_HISTORY_TYPE,
-        from_status=reservation.status,
-        to_status=reservation.status,
+    entry = ReservationEvent.note(
+        reservation,
+        PROBLEM_HISTORY_TYPE,
         actor=Actor.RECIPIENT.value,
-        actor_id=None,
         reason=f"reported on the parcel page: {reason}",
         data={"reason": reason},
         at=ctx.now,

@@ -45,11 +45,9 @@ def set_recipient(
     if replaced:
         # The details given before are personal data nobody needs any more: out of the files too.
         scrub_after_commit(ctx.session, [Reservation.__tablename__])
-    entry = ReservationEvent(
-        reservation_id=reservation.id,
-        type=HISTORY_TYPE,
-        from_status=reservation.status,
-        to_status=reservation.status,
+    entry = ReservationEvent.note(
+        reservation,
+        HISTORY_TYPE,
         actor=Actor.CARRIER.value,
         actor_id=carrier_id,
         reason=_reason(replaced, contact),

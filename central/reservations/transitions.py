@@ -154,11 +154,9 @@ def extend(
     repo.update_fields(ctx.session, reservation.id, {field: new_deadline, "updated_at": ctx.now})
     setattr(reservation, field, new_deadline)
     reservation.updated_at = ctx.now
-    entry = ReservationEvent(
-        reservation_id=reservation.id,
-        type="extended",
-        from_status=reservation.status,
-        to_status=reservation.status,
+    entry = ReservationEvent.note(
+        reservation,
+        "extended",
         actor=actor.value,
         actor_id=actor_id,
         reason=reason,
@@ -212,15 +210,11 @@ def send_reminders(ctx: Ctx, *, limit: int = 500) -> int:
             raise ValueError(f"reservation {reservation.id} has no pickup deadline")
         if reservation.pickup_deadline - timedelta(hours=bank.reminder_hours) > ctx.now:
             continue
-        entry = ReservationEvent(
-            reservation_id=reservation.id,
-            type="reminder",
-            from_status=reservation.status,
-            to_status=reservation.status,
+        entry = ReservationEvent.note(
+            reservation,
+            "reminder",
             actor=Actor.SYSTEM.value,
-            actor_id=None,
             reason=f"{bank.reminder_hours} h before the pickup deadline",
-            data=None,
             at=ctx.now,
         )
         repo.add(ctx.session, entry)
