@@ -155,6 +155,18 @@ class Node:
         self.stop()
 
 
+def kiosk_ui(config: NodeConfig) -> KioskUi:
+    """What the kiosk's pages show of the node's config: the bank, texts, code length, and the
+    compartments' sizes for the drawing of the bank after a door opens."""
+    return KioskUi(
+        bank_id=config.bank_id,
+        idle_timeout_s=config.kiosk.idle_timeout_s,
+        language=config.kiosk.language,
+        code_digits=config.pickup.code_digits,
+        compartment_sizes={c.label: c.size for c in config.compartments},
+    )
+
+
 def build_node(
     config: NodeConfig,
     *,
@@ -210,12 +222,7 @@ def build_node(
     flows = LockerFlows(ports)
     app = create_kiosk_app(
         flows,
-        KioskUi(
-            bank_id=config.bank_id,
-            idle_timeout_s=config.kiosk.idle_timeout_s,
-            language=config.kiosk.language,
-            code_digits=config.pickup.code_digits,
-        ),
+        kiosk_ui(config),
     )
     install_metrics(app, build_registry(engine, doors, config.bank_id))
     sync = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from locker_node.flows.deposit import DepositView
 from locker_node.flows.facade import LockerFlows
 from locker_node.kiosk import schemas
 from locker_node.kiosk.i18n import STRINGS
+from locker_node.kiosk.layout import bank_columns
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,9 @@ class KioskUi:
     idle_timeout_s: int = 60
     language: str = "en"
     code_digits: int = 10
+    # Size class of each compartment label, for the door map; a label missing here is drawn
+    # as a small door.
+    compartment_sizes: Mapping[str, str] = field(default_factory=dict)
 
 
 class SecurityHeaders:
@@ -225,6 +230,24 @@ def _add_recipient_routes(app: FastAPI, flows: LockerFlows, ui: KioskUi) -> None
     def pickup_qr(body: schemas.QrPickupIn) -> schemas.DoorOut:
         result = flows.pickup_with_qr(body.token)
         return schemas.DoorOut(compartment=result.compartment, door=result.door)
+
+    @app.get("/api/layout")
+    def layout() -> schemas.LayoutOut:
+        """The bank's columns and doors, for the door map: labels and sizes, nothing else."""
+        labels = [status.label for status in flows.ports.doors.statuses()]
+        return schemas.LayoutOut(
+            bank_id=ui.bank_id,
+            columns=[
+                schemas.LayoutColumnOut(
+                    name=column.name,
+                    compartments=[
+                        schemas.LayoutDoorOut(label=door.label, size=door.size, height=door.height)
+                        for door in column.doors
+                    ],
+                )
+                for column in bank_columns(labels, ui.compartment_sizes)
+            ],
+        )
 
 
 def _door_state(flows: LockerFlows, label: str) -> schemas.DoorStateOut | None:

@@ -122,3 +122,19 @@ class StatusOut(BaseModel):
         description="the door asked for with `?door=<label>`, so that the open-door screen can "
         "go home once it is shut; null when not asked for or not a compartment of this bank",
     )
+
+
+class LayoutDoorOut(BaseModel):
+    label: str
+    size: str | None = Field(description="size class; null when the kiosk was not told")
+    height: int = Field(description="relative height on screen: S 1, M 2, L 3, XL 4")
+
+
+class LayoutColumnOut(BaseModel):
+    name: str
+    compartments: list[LayoutDoorOut] = Field(description="from the top of the column down")
+
+
+class LayoutOut(BaseModel):
+    bank_id: str
+    columns: list[LayoutColumnOut]

@@ -21,8 +21,13 @@
     pendingTracking: null,
     lockedUntil: 0,
     afterLock: "pickup",
-    lastPickup: null
+    lastPickup: null,
+    a11y: false,
+    layout: null,
+    mapDoor: null
   };
+  // Screens whose heading is news (a door opened, a door failed, a lockout): read out at once.
+  var ANNOUNCED = ["door-open", "door-problem", "deposit", "deposit-done", "locked"];
 
   function $(id) { return document.getElementById(id); }
 
@@ -55,6 +60,30 @@
       var vars = element.dataset.i18nVars ? JSON.parse(element.dataset.i18nVars) : {};
       element.textContent = t(element.dataset.i18n, vars);
     });
+    document.querySelectorAll("[data-i18n-label]").forEach(function (element) {
+      element.setAttribute("aria-label", t(element.dataset.i18nLabel));
+    });
+    var other = state.lang === "en" ? "es" : "en";
+    $("lang-toggle").lang = other;
+    if (state.mapDoor) { renderDoorMap(state.mapDoor); }
+  }
+
+  // Accessibility mode: large text, high contrast, and on a portrait display every control in
+  // the lower part of the screen, within reach from a wheelchair. It stays on from screen to
+  // screen until the person switches it off or walks away.
+
+  function setA11y(on, quietly) {
+    state.a11y = on;
+    document.documentElement.classList.toggle("a11y", on);
+    $("a11y-toggle").setAttribute("aria-pressed", on ? "true" : "false");
+    if (!quietly) { announce(t(on ? "a11y.on" : "a11y.off")); }
+  }
+
+  function announce(text) {
+    var region = $("announce");
+    region.textContent = "";
+    // A fresh text node after a beat, so that a repeated message is read again.
+    setTimeout(function () { region.textContent = text; }, 50);
   }
 
   function setLanguage(lang) {
@@ -68,9 +97,14 @@
     document.querySelectorAll(".screen").forEach(function (screen) {
       screen.hidden = screen.dataset.name !== name;
     });
-    if (name !== "door-open") { stopDoorWatch(); }
+    if (name !== "door-open") { stopDoorWatch(); state.mapDoor = null; }
     state.screen = name;
     document.body.dataset.screen = name;
+    // Focus starts at the new screen's heading, so a screen reader reads where the person is
+    // and Tab goes on from the top of this screen, not from a button that has disappeared.
+    var heading = document.querySelector("#screen-" + name + " h1");
+    if (heading) { heading.focus({ preventScroll: true }); }
+    if (heading && ANNOUNCED.indexOf(name) >= 0) { announce(heading.textContent); }
     var enter = ENTER[name];
     if (enter) { enter(); }
   }
@@ -127,6 +161,9 @@
   setInterval(function () {
     if (state.screen !== "home" && Date.now() - state.lastActivity > config.idleTimeoutS * 1000) {
       goHome();
+      // Whoever walks up next may not need large text or the controls low down, and would
+      // have to find the switch to get the usual screen back: the mode ends with the visit.
+      setA11y(false, true);
     }
     if (state.screen === "locked") { renderCountdown(); }
   }, 250);
@@ -201,8 +238,62 @@
   function showDoorOpen(label) {
     $("door-open-label").textContent = label;
     setText($("door-open-title"), "door.title", { label: label });
+    renderDoorMap(label);
     show("door-open");
     watchDoor(label);
+  }
+
+  // The door map: the bank's columns from /api/layout, drawn as a grid, the open door marked
+  // by colour, a stripe pattern and the word OPEN. Fetched once; without it the map stays hidden.
+
+  function loadLayout() {
+    return fetch("/api/layout", { headers: { "Accept": "application/json" }, credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(null, function () { return null; })
+      .then(function (data) {
+        if (data && data.columns && data.columns.length) { state.layout = data; }
+        if (state.mapDoor) { renderDoorMap(state.mapDoor); }
+      });
+  }
+
+  function renderDoorMap(label) {
+    var map = $("door-map");
+    state.mapDoor = label;
+    map.textContent = "";
+    map.hidden = !state.layout;
+    if (!state.layout) { loadLayout(); return; }
+    var columns = state.layout.columns;
+    map.style.setProperty("--columns", String(columns.length));
+    columns.forEach(function (column) {
+      var drawn = document.createElement("div");
+      drawn.className = "map-column";
+      column.compartments.forEach(function (door) {
+        drawn.appendChild(mapDoor(door, door.label === label));
+      });
+      map.appendChild(drawn);
+    });
+  }
+
+  function mapDoor(door, open) {
+    var cell = document.createElement("div");
+    cell.className = open ? "map-door open" : "map-door";
+    cell.style.flexGrow = String(door.height || 1);
+    cell.dataset.door = door.label;
+    var name = document.createElement("span");
+    name.className = "map-name";
+    name.textContent = door.label;
+    cell.appendChild(name);
+    if (open) {
+      cell.setAttribute("role", "img");
+      cell.setAttribute("aria-label", t("map.door_open", { label: door.label }));
+      var badge = document.createElement("span");
+      badge.className = "map-badge";
+      badge.textContent = t("map.open");
+      cell.appendChild(badge);
+    } else {
+      cell.setAttribute("aria-hidden", "true");
+    }
+    return cell;
   }
 
   var doorWatch = null;
@@ -607,6 +698,8 @@
     setLanguage(state.lang === "en" ? "es" : "en");
   });
 
+  $("a11y-toggle").addEventListener("click", function () { setA11y(!state.a11y); });
+
   document.addEventListener("keydown", function (event) {
     if (state.screen !== "pickup") { return; }
     if (/^[0-9]$/.test(event.key)) {
@@ -614,6 +707,8 @@
     } else if (event.key === "Backspace") {
       state.pickupCode = edit(state.pickupCode, "back", config.codeDigits);
     } else if (event.key === "Enter") {
+      // Enter on a focused button presses that button (a key of the keypad, Back), not Open.
+      if (event.target.closest && event.target.closest("button")) { return; }
       $("pickup-submit").click();
       return;
     } else {
@@ -624,4 +719,5 @@
 
   applyLanguage();
   show("home");
+  loadLayout();
 })();

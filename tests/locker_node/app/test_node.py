@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from locker_node.app import build_node, crash_points_from_env, flow_policy
 from locker_node.config import ConfigError, parse_config
@@ -113,3 +114,18 @@ def test_crash_points_are_off_unless_asked_for() -> None:
     assert crash_points_from_env({"LOCKER_NODE_CRASH_AT": "deposit.bound@1Z"}).armed == (
         "deposit.bound"
     )
+
+
+def test_the_kiosks_door_map_knows_each_compartments_size(tmp_path: Path, template: Path) -> None:
+    config = parse_config(node_config_data(data_dir(tmp_path, template)))
+    board = SimulatedLockBoard(name="main", lock_count=16, door_delay_s=0.0)
+    node = build_node(config, boards={"main": board}, migrate_in_process=True)
+    node.start()
+    try:
+        with TestClient(node.app) as kiosk:
+            columns = kiosk.get("/api/layout").json()["columns"]
+    finally:
+        node.stop()
+
+    sizes = {door["label"]: door["size"] for column in columns for door in column["compartments"]}
+    assert sizes == {label: size for label, size, _ in LAYOUT}
