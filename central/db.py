@@ -14,11 +14,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
 
@@ -320,9 +321,30 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+# The advisory lock `db upgrade` holds on PostgreSQL (any fixed number the project owns).
+MIGRATION_LOCK = 0x10CC_E2_0001
+
+
 def upgrade_database(url: str) -> None:
-    """Bring the schema to the newest migration (`alembic upgrade head`)."""
-    command.upgrade(alembic_config(url), "head")
+    """Bring the schema to the newest migration (`alembic upgrade head`).
+
+    On PostgreSQL under an advisory lock: hosts that start together (each unit's `ExecStartPre`,
+    a rolling restart) upgrade one after the other, and the later ones find nothing to do,
+    instead of racing to create the same tables.
+    """
+    if make_url(url).get_backend_name() != "postgresql":
+        command.upgrade(alembic_config(url), "head")
+        return
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with engine.connect() as lock:
+            lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            try:
+                command.upgrade(alembic_config(url), "head")
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+    finally:
+        engine.dispose()
 
 
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
