@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.analytics import repository as repo
 from central.analytics import service
+from central.backoff import backoff
 from central.clock import Clock
 from central.config import CentralSettings
 from central.keys import ServiceKeys
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 50  # Mixpanel's /track takes at most 50 events per request
 MAX_BATCHES_PER_FLUSH = 40
 FIRST_RETRY = timedelta(seconds=60)
-MAX_RETRY_INTERVAL = timedelta(hours=1)
 # /track silently drops events older than five days; an hour of margin for clocks and queues.
 TRACK_WINDOW = timedelta(days=5) - timedelta(hours=1)
 
@@ -96,8 +96,7 @@ def message_properties(row: AnalyticsEvent) -> dict[str, Any]:
 
 
 def retry_delay(attempts: int, jitter: Callable[[], float] = random.random) -> timedelta:
-    base = min(FIRST_RETRY * (2 ** max(0, attempts - 1)), MAX_RETRY_INTERVAL)
-    return timedelta(seconds=base.total_seconds() * (1 + 0.1 * jitter()))
+    return backoff(attempts, FIRST_RETRY, jitter=jitter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from central.backoff import backoff
 from central.clock import Clock
 from central.keys import ServiceKeys
 from central.models import Bank, Carrier, Notice
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 _Row = TypeVar("_Row", Bank, Carrier)
 
 CLAIM_TIMEOUT = timedelta(minutes=5)
-MAX_RETRY_INTERVAL = timedelta(hours=1)
 NOT_CONFIGURED = {
     "email": "email is not configured (LOCKER_SMTP_URL)",
     "sms": "SMS is not configured (LOCKER_TWILIO_*)",
@@ -62,14 +61,6 @@ class Channels:
 
     def configured(self, channel: str) -> bool:
         return (self.mailer_factory if channel == "email" else self.sms) is not None
-
-
-def retry_delay(
-    attempts: int, first: timedelta, jitter: Callable[[], float] = random.random
-) -> timedelta:
-    """`first`, twice that, four times ... capped at an hour, with up to 10 % jitter."""
-    base = min(first * (2 ** max(0, attempts - 1)), MAX_RETRY_INTERVAL)
-    return timedelta(seconds=base.total_seconds() * (1 + 0.1 * jitter()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +267,7 @@ class NoticeDispatcher:
                     log.warning("notice %s failed: %s", notice.key, error.detail)
 
     def _later(self, notice: Notice, error: TransientSendError, now: datetime) -> None:
-        delay = retry_delay(notice.attempts, self._first_retry)
+        delay = backoff(notice.attempts, self._first_retry)
         if error.retry_after_s is not None:
             delay = max(delay, timedelta(seconds=error.retry_after_s))
         if now + delay - notice.created_at > self._retry_for:

@@ -15,6 +15,7 @@ from typing import Protocol
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from central.backoff import backoff
 from central.clock import Clock
 from central.keys import ServiceKeys
 from central.models import WebhookAttempt, WebhookDelivery
@@ -23,7 +24,6 @@ from central.webhooks import repository, signing
 log = logging.getLogger(__name__)
 
 FIRST_RETRY = timedelta(seconds=30)
-MAX_RETRY_INTERVAL = timedelta(hours=1)
 # A claimed delivery whose worker died becomes due again after this long: at least once.
 CLAIM_TIMEOUT = timedelta(minutes=5)
 USER_AGENT = "locker-central-webhooks/1"
@@ -31,8 +31,7 @@ USER_AGENT = "locker-central-webhooks/1"
 
 def retry_delay(attempts: int, jitter: Callable[[], float] = random.random) -> timedelta:
     """30 s, 1 min, 2 min, ... capped at an hour, with up to 10 % jitter against herds."""
-    base = min(FIRST_RETRY * (2 ** max(0, attempts - 1)), MAX_RETRY_INTERVAL)
-    return timedelta(seconds=base.total_seconds() * (1 + 0.1 * jitter()))
+    return backoff(attempts, FIRST_RETRY, jitter=jitter)
 
 
 @dataclass(frozen=True, slots=True)
