@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from central.config import CentralSettings
 from central.leases import LeaseLost
@@ -104,6 +104,17 @@ def test_sending_jobs_run_on_every_host_the_rest_on_the_leader_only(
     assert {"deliver_webhooks", "deliver_notices"} == SHARED_JOBS
 
 
+def waiting_on_a_lock(app: FastAPI) -> bool:
+    with app.state.engine.connect() as conn:
+        waiting = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE leases%'"
+            )
+        ).scalar()
+    return bool(waiting)
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_takeover_waits_for_the_fenced_transaction_under_way(
     client: TestClient, world: World, app: FastAPI, clock: FakeClock
@@ -117,8 +128,12 @@ def test_a_takeover_waits_for_the_fenced_transaction_under_way(
     outcome: list[bool] = []
     takeover = threading.Thread(target=lambda: outcome.append(fresh.is_leader()))
     takeover.start()
-    time.sleep(0.5)
-    assert takeover.is_alive() and outcome == []  # waiting on the lease row
+    # The takeover's UPDATE waits on the lease row's lock: PostgreSQL says so.
+    deadline = time.monotonic() + 10
+    while not waiting_on_a_lock(app):
+        assert time.monotonic() < deadline, "the takeover never waited on the lease row"
+        time.sleep(0.02)
+    assert takeover.is_alive() and outcome == []
     transaction.commit()
     session.close()
     takeover.join(timeout=10)
