@@ -30,6 +30,7 @@ from central.db import (
     make_read_engine,
     make_sessionmaker,
 )
+from central.dropoffs.endpoints import router as dropoffs_router
 from central.errors import install_error_handlers
 from central.keys import ServiceKeys, load_master_key
 from central.limits import BodyLimit
@@ -99,6 +100,21 @@ def wire_lagging_reads(app: FastAPI, settings: CentralSettings, engine: Engine) 
     state.lagging_reads = LaggingReads(state.read_sessions, state.sessions)
 
 
+# In the order routes are tried: reservations first, the hot path.
+ROUTERS = (
+    reservations_router,
+    dropoffs_router,
+    banks_router,
+    public_banks_router,
+    webhooks_router,
+    carrier_webhooks_router,
+    nodes_router,
+    ops_router,
+    ops_insight_router,
+    ops_pages.router,
+)
+
+
 def create_app(
     settings: CentralSettings | None = None,
     *,
@@ -150,16 +166,8 @@ def create_app(
         build_carrier_adapters() if carrier_adapters is None else carrier_adapters
     )
     install_error_handlers(app)
-    # Reservations first: routes are tried in order, and this is the hot path.
-    app.include_router(reservations_router)
-    app.include_router(banks_router)
-    app.include_router(public_banks_router)
-    app.include_router(webhooks_router)
-    app.include_router(carrier_webhooks_router)
-    app.include_router(nodes_router)
-    app.include_router(ops_router)
-    app.include_router(ops_insight_router)
-    app.include_router(ops_pages.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount(ops_pages.STATIC_PATH, ops_pages.static_files(), name="ops-static")
     app.include_router(parcel_page_router)
     app.mount(parcel_page.STATIC_PATH, parcel_page.static_files(), name="parcel-page-static")

@@ -112,6 +112,31 @@ class ParcelReturned(_ParcelEvent):
     returned_at: AwareDatetime
 
 
+# Drop-offs ------------------------------------------------------------------------------------
+
+
+class DropoffDeposited(_ParcelEvent):
+    """A sender's parcel is in its compartment (the door read closed after it opened), waiting
+    for the carrier's courier."""
+
+    event_type: ClassVar[str] = "dropoff.deposited"
+    action: ClassVar[str] = "dropped_off"
+    wire: ClassVar[str | None] = "DropoffEventData"
+
+    via: str = Field(max_length=8, description="how the sender opened the door: code or qr")
+    deposited_at: AwareDatetime
+
+
+class DropoffCollected(_ParcelEvent):
+    """The carrier's courier took a drop-off away."""
+
+    event_type: ClassVar[str] = "dropoff.collected"
+    action: ClassVar[str] = "dropoff_collected"
+    wire: ClassVar[str | None] = "DropoffEventData"
+
+    collected_at: AwareDatetime
+
+
 # Compartments and doors -----------------------------------------------------------------------
 
 
@@ -206,6 +231,8 @@ EVENT_MODELS: dict[str, type[NodeEventModel]] = {
         ParcelPickedUp,
         ParcelExpired,
         ParcelReturned,
+        DropoffDeposited,
+        DropoffCollected,
         CompartmentOutOfService,
         CompartmentInService,
         DoorForcedOpen,
@@ -232,6 +259,8 @@ __all__ = [
     "CompartmentOutOfService",
     "DoorForcedOpen",
     "DoorLeftOpen",
+    "DropoffCollected",
+    "DropoffDeposited",
     "KioskCodeFailed",
     "KioskLockedOut",
     "KioskSession",

@@ -22,6 +22,8 @@ Size = Literal["S", "M", "L", "XL"]
 MAX_EVENTS_PER_BATCH = 500
 EventType = Literal[
     "parcel.deposited",
+    "dropoff.deposited",
+    "dropoff.collected",
     "parcel.code_reissued",
     "parcel.picked_up",
     "parcel.returned",
@@ -56,6 +58,7 @@ class _Strict(BaseModel):
 class ReportedCompartment(_Strict):
     label: str = Field(min_length=1, max_length=16)
     size: Size
+    accessible: bool = Field(default=False, description="within reach from a wheelchair")
 
 
 class EnrollmentRequest(_Strict):
@@ -73,6 +76,7 @@ class CompartmentInfo(BaseModel):
     width_mm: int
     height_mm: int
     state: str
+    accessible: bool = False
 
 
 class NodePolicy(BaseModel):
@@ -123,6 +127,9 @@ class DepositedData(_Strict):
     carrier_id: str | None = Field(default=None, max_length=32)
     tracking_number: str | None = Field(default=None, min_length=1, max_length=64)
     reserved_size: Size | None = Field(default=None, description="the class the node reserved")
+    # A parcel that joined a group-mate's pickup code: that parcel's reservation. Its sealed
+    # code fields are then empty (the node never knew the code in clear a second time).
+    shares_code_with: str | None = Field(default=None, max_length=32)
 
     @model_validator(mode="after")
     def _walk_up_says_what_it_is(self) -> Self:
@@ -144,6 +151,8 @@ class DepositedData(_Strict):
         if not self.walk_up:
             for name in WALK_UP_FIELDS:
                 data.pop(name, None)
+        if self.shares_code_with is None:
+            data.pop("shares_code_with", None)
         return data
 
 
@@ -161,6 +170,13 @@ class CodeReissuedData(DepositedData):
 
 class ReservationEventData(_Strict):
     reservation_id: str = Field(max_length=32)
+
+
+class DropoffEventData(_Strict):
+    """A drop-off put in (`dropoff.deposited`) or collected (`dropoff.collected`) at the node."""
+
+    reservation_id: str = Field(max_length=32)
+    compartment: str = Field(max_length=16)
 
 
 class CompartmentEventData(_Strict):
@@ -188,6 +204,18 @@ class EventBatchResult(BaseModel):
 # Feed down --------------------------------------------------------------------------------------
 
 
+class DropoffCodeHash(BaseModel):
+    """A drop-off's code as the node checks it: scrypt with the bank's salt (one hash per typed
+    code whatever the number of drop-offs), and the SHA-256 of its QR payload."""
+
+    code_hash: str = Field(description="hex scrypt(code, salt, n, r, p, dklen=32)")
+    salt: str = Field(description="hex, the bank's drop-off salt")
+    n: int
+    r: int
+    p: int
+    qr_hash: str = Field(description="hex SHA-256 of the QR payload")
+
+
 class FeedReservation(BaseModel):
     id: str
     carrier: str
@@ -198,6 +226,11 @@ class FeedReservation(BaseModel):
     reserved_until: datetime
     pickup_deadline: datetime | None
     updated_at: datetime
+    # Added later, all with defaults: a node of an earlier version ignores them.
+    kind: Literal["delivery", "dropoff"] = "delivery"
+    accessible: bool = False
+    group_id: str | None = None
+    dropoff_code: DropoffCodeHash | None = None
 
 
 class Command(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from central.models.base import Base, UtcDateTime
@@ -49,6 +49,10 @@ class BankCapacity(Base):
     height_mm: Mapped[int] = mapped_column(Integer)
     total: Mapped[int] = mapped_column(Integer, default=0)  # working compartments of this class
     available: Mapped[int] = mapped_column(Integer, default=0)  # total minus active holds
+    # Of those, the accessible ones (ADA height): kept for reservations that ask for one, and
+    # given to others only when no other unit of the class is free.
+    accessible_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    accessible_available: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     bank: Mapped[Bank] = relationship(back_populates="capacity", lazy="raise")
 
@@ -65,5 +69,7 @@ class Compartment(Base):
     width_mm: Mapped[int] = mapped_column(Integer)
     height_mm: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="free")
+    # Within reach from a wheelchair (ADA height).
+    accessible: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
     bank: Mapped[Bank] = relationship(back_populates="compartments", lazy="raise")

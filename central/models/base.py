@@ -77,6 +77,14 @@ class ReservationStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     RETURNED = "returned"
+    COLLECTED = "collected"  # a drop-off taken away by its carrier's courier
+
+
+class ReservationKind(enum.StrEnum):
+    """What a reservation holds a unit for."""
+
+    DELIVERY = "delivery"  # a courier puts a parcel in, its recipient takes it out
+    DROPOFF = "dropoff"  # a sender puts a parcel in, the carrier's courier takes it away
 
 
 ACTIVE_STATUSES = (ReservationStatus.RESERVED, ReservationStatus.DEPOSITED)

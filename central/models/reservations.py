@@ -31,6 +31,7 @@ class Reservation(Base):
         Index("ix_reservations_carrier_tracking", "carrier_id", "tracking_number"),
         # The node feed reads one bank's changes in (updated_at, id) order.
         Index("ix_reservations_bank_updated", "bank_id", "updated_at", "id"),
+        Index("ix_reservations_group", "group_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -59,6 +60,20 @@ class Reservation(Base):
     # What the carrier last said (a carrier_adapters TrackingStatus) and when it was last asked.
     tracking_status: Mapped[str | None] = mapped_column(String(24), nullable=True)
     tracking_checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # `delivery` or `dropoff` (a ReservationKind).
+    kind: Mapped[str] = mapped_column(String(16), default="delivery", server_default="delivery")
+    # The recipient asked for an accessible compartment; `accessible_unit`: the unit it holds
+    # is one of the bank's accessible ones (asked for, or the last free of its class).
+    accessible: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    accessible_unit: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    # Parcels of one carrier for one recipient at one bank share a group (and at the node, a
+    # pickup code); derived from the bank, carrier and a keyed hash of the contact.
+    group_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # A drop-off's code as the node checks it ($scrypt$ string, salted per bank) and the SHA-256
+    # of its QR payload: what travels in the node's feed. The code itself is only sealed
+    # (pickup_secret_sealed) for the sender's notice.
+    dropoff_code_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    dropoff_qr_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     history: Mapped[list[ReservationEvent]] = relationship(
         lazy="raise", order_by="ReservationEvent.id"

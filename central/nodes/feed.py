@@ -16,10 +16,11 @@ from zoneinfo import ZoneInfo
 from central.banks import repository as banks_repository
 from central.context import Ctx
 from central.errors import ApiError
-from central.models import Bank, Node
+from central.models import Bank, Node, Reservation
+from central.models.base import ReservationKind, ReservationStatus
 from central.nodes import repository as repo
 from central.nodes.commands import describe_command
-from locker_wire.schemas import CourierCodeHash, FeedReservation, FeedResponse
+from locker_wire.schemas import CourierCodeHash, DropoffCodeHash, FeedReservation, FeedResponse
 
 # A change is delivered again for this long after it was made: a transaction that took its
 # `updated_at` before a feed read but committed after it is still picked up by the next read.
@@ -88,6 +89,10 @@ def feed(
                 reserved_until=r.reserved_until,
                 pickup_deadline=r.pickup_deadline,
                 updated_at=r.updated_at,
+                kind=r.kind,
+                accessible=r.accessible,
+                group_id=r.group_id,
+                dropoff_code=_dropoff_code(r),
             )
             for r in rows
         ],
@@ -102,6 +107,27 @@ def feed(
         return response, []
     bank = banks_repository.get_referenced_bank(ctx.session, node.bank_id)
     return response, _courier_codes(ctx, bank)
+
+
+def _dropoff_code(reservation: Reservation) -> DropoffCodeHash | None:
+    """A waiting drop-off's code hashes, stored at creation as `$scrypt$n=,r=,p=$salt$hash`."""
+    if (
+        reservation.kind != ReservationKind.DROPOFF
+        or reservation.status != ReservationStatus.RESERVED
+        or reservation.dropoff_code_hash is None
+        or reservation.dropoff_qr_hash is None
+    ):
+        return None
+    _, _, params, salt, digest = reservation.dropoff_code_hash.split("$")
+    cost = dict(item.split("=", 1) for item in params.split(","))
+    return DropoffCodeHash(
+        code_hash=digest,
+        salt=salt,
+        n=int(cost["n"]),
+        r=int(cost["r"]),
+        p=int(cost["p"]),
+        qr_hash=reservation.dropoff_qr_hash,
+    )
 
 
 def hash_courier_code(code: str, salt: bytes) -> str:

@@ -250,6 +250,7 @@ _MANY_FIELDS = (
     "recipient",
     "reserved_until",
     "created_at",
+    "group_id",
 )
 
 
@@ -282,8 +283,8 @@ WITH input AS (
     SELECT * FROM json_to_recordset(%(requests)s::json) AS r(
         ord int, key_id int, id varchar, carrier_id varchar, tracking_number varchar,
         bank_id varchar, size varchar, length_mm int, width_mm int, height_mm int, weight_g int,
-        recipient json, reserved_until timestamptz, created_at timestamptz, data json,
-        event_id varchar, sealed text
+        recipient json, reserved_until timestamptz, created_at timestamptz, group_id varchar,
+        data json, event_id varchar, sealed text
     )
 ),
 revoked AS MATERIALIZED (
@@ -326,11 +327,11 @@ created AS (
     INSERT INTO reservations (
         id, carrier_id, tracking_number, bank_id, size, status, compartment_label, length_mm,
         width_mm, height_mm, weight_g, recipient, reserved_until, pickup_deadline, deposited_at,
-        closed_at, created_at, updated_at, tracking_status, tracking_checked_at
+        closed_at, created_at, updated_at, tracking_status, tracking_checked_at, group_id
     )
     SELECT id, carrier_id, tracking_number, bank_id, size, 'reserved', NULL, length_mm,
            width_mm, height_mm, weight_g, recipient, reserved_until, NULL, NULL,
-           NULL, created_at, created_at, NULL, NULL
+           NULL, created_at, created_at, NULL, NULL, group_id
     FROM granted ORDER BY ord
     ON CONFLICT (carrier_id, tracking_number) WHERE status IN ('reserved', 'deposited')
     DO NOTHING

@@ -349,6 +349,10 @@ class _NewReservation:
     compartment_label: str | None = None
     pickup_deadline: datetime | None = None
     tracking_status: str | None = None
+    kind: str = "delivery"
+    accessible: bool = False
+    accessible_unit: bool = False
+    group_id: str | None = None
 
     @property
     def updated_at(self) -> datetime:
@@ -378,6 +382,12 @@ class _NewReservation:
             "updated_at": self.created_at,
             "tracking_status": None,
             "tracking_checked_at": None,
+            "kind": self.kind,
+            "accessible": self.accessible,
+            "accessible_unit": self.accessible_unit,
+            "group_id": self.group_id,
+            "dropoff_code_hash": None,
+            "dropoff_qr_hash": None,
         }
 
 

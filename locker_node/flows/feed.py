@@ -32,6 +32,9 @@ class ReservationIn:
     tracking_number: str
     size: str
     reserved_until: datetime
+    kind: str = "delivery"
+    accessible: bool = False
+    group_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,10 @@ def apply_reservation(conn: Connection, reservation: ReservationIn, now: datetim
         raise Refused(f"not a carrier id: {reservation.carrier_id!r}")
     if reservation.size not in SIZE_CLASSES:
         raise Refused(f"size must be one of {', '.join(SIZE_CLASSES)}")
+    if reservation.kind not in ("delivery", "dropoff"):
+        raise Refused(f"unknown reservation kind {reservation.kind!r}")
+    if reservation.group_id is not None and not 1 <= len(reservation.group_id) <= 32:
+        raise Refused("a group id is 1-32 characters")
     if reservation.reserved_until.tzinfo is None:
         raise Refused("reserved_until must carry a time zone")
     existing = repo.get_reservation(conn, reservation.id)
@@ -93,6 +100,9 @@ def apply_reservation(conn: Connection, reservation: ReservationIn, now: datetim
                 pickup_deadline=None,
                 created_at=now,
                 updated_at=now,
+                kind=reservation.kind,
+                accessible=reservation.accessible,
+                group_id=reservation.group_id,
             ),
         )
     elif (
@@ -107,6 +117,8 @@ def apply_reservation(conn: Connection, reservation: ReservationIn, now: datetim
             tracking_number=tracking,
             size=reservation.size,
             reserved_until=reservation.reserved_until,
+            accessible=reservation.accessible,
+            group_id=reservation.group_id,
         )
 
 
@@ -187,6 +199,9 @@ def apply_page(ports: Ports, page: FeedResponse) -> None:
                             tracking_number=reservation.tracking_number,
                             size=reservation.size,
                             reserved_until=reservation.reserved_until,
+                            kind=reservation.kind,
+                            accessible=reservation.accessible,
+                            group_id=reservation.group_id,
                         ),
                         now,
                     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -19,17 +19,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from locker_node.flows import errors
-from locker_node.flows.courier import Courier
 from locker_node.flows.deposit import DepositView
 from locker_node.flows.facade import LockerFlows
-from locker_node.kiosk import schemas
+from locker_node.kiosk import dropoff_routes, overflow_routes, schemas
+from locker_node.kiosk.deps import SESSION_COOKIE, CourierDep
 from locker_node.kiosk.i18n import STRINGS
 from locker_node.kiosk.layout import bank_columns
 
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-SESSION_COOKIE = "courier_session"
 
 # Every refusal of a flow, as the kiosk answers it: the one place a flow error meets HTTP.
 FLOW_ERROR_STATUS: dict[type[errors.FlowError], int] = {
@@ -111,17 +110,6 @@ def flow_error_status(exc: errors.FlowError) -> int:
     return 400
 
 
-def current_courier(request: Request) -> Courier:
-    """The courier session from `Authorization: Bearer` or the HttpOnly cookie."""
-    flows: LockerFlows = request.app.state.flows
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else None
-    return flows.authenticate(token or request.cookies.get(SESSION_COOKIE))
-
-
-CourierDep = Annotated[Courier, Depends(current_courier)]
-
-
 def create_kiosk_app(flows: LockerFlows, ui: KioskUi) -> FastAPI:
     app = FastAPI(
         title="Locker node kiosk",
@@ -136,6 +124,8 @@ def create_kiosk_app(flows: LockerFlows, ui: KioskUi) -> FastAPI:
     _add_page(app, ui)
     _add_recipient_routes(app, flows, ui)
     _add_courier_routes(app, flows)
+    dropoff_routes.add_routes(app, flows)
+    overflow_routes.add_routes(app, flows)
     return app
 
 

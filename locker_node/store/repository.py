@@ -51,6 +51,7 @@ class Compartment:
     service_note: str
     configured: bool
     updated_at: datetime
+    accessible: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,9 @@ class Reservation:
     pickup_deadline: datetime | None
     created_at: datetime
     updated_at: datetime
+    kind: str = "delivery"
+    accessible: bool = False
+    group_id: str | None = None
 
 
 def get_reservation(conn: Connection, reservation_id: str) -> Reservation | None:
@@ -359,6 +363,7 @@ class PickupCode:
     expires_at: datetime
     created_at: datetime
     finished_at: datetime | None
+    joins: str | None = None
 
 
 def active_pickup_code(

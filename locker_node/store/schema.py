@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 
@@ -76,6 +77,8 @@ compartments = Table(
     Column("service_note", String(200), nullable=False),
     Column("configured", Boolean, nullable=False),  # False: dropped from the config file
     _at("updated_at"),
+    # Within reach from a wheelchair (ADA height), from the config file.
+    Column("accessible", Boolean, nullable=False, server_default=false()),
 )
 
 reservations = Table(
@@ -91,7 +94,26 @@ reservations = Table(
     _at("pickup_deadline", nullable=True),
     _at("created_at"),
     _at("updated_at"),
+    # `delivery` or `dropoff` (a sender's parcel for the carrier's courier to collect).
+    Column("kind", String(16), nullable=False, server_default="delivery"),
+    # The recipient asked for an accessible compartment.
+    Column("accessible", Boolean, nullable=False, server_default=false()),
+    # Parcels of one group (one carrier, one recipient) share a pickup code here.
+    Column("group_id", String(32), nullable=True),
     Index("ix_reservations_carrier_tracking", "carrier_id", "tracking_number"),
+)
+
+# A drop-off's code as central hashed it: `$scrypt$` with the bank's salt (the node hashes a
+# typed code once per salt and looks it up), and the SHA-256 of its QR payload.
+dropoff_codes = Table(
+    "dropoff_codes",
+    metadata,
+    Column("reservation_id", String(64), ForeignKey("reservations.id"), primary_key=True),
+    Column("code_hash", String(255), nullable=True, index=True),
+    Column("qr_hash", String(64), nullable=True, unique=True),
+    Column("status", String(16), nullable=False),  # a CodeStatus
+    _at("created_at"),
+    _at("finished_at", nullable=True),
 )
 
 courier_sessions = Table(
@@ -147,6 +169,9 @@ pickup_codes = Table(
     _at("expires_at"),
     _at("created_at"),
     _at("finished_at", nullable=True),
+    # A parcel that joined a group-mate's code: the parcel whose row holds the hashes. Such a
+    # row has no hashes of its own; the code opens every live parcel that joined it.
+    Column("joins", String(64), nullable=True, index=True),
 )
 
 # scrypt hashes (`$scrypt$...` strings) of the carriers' daily courier access codes.

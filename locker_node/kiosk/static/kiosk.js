@@ -717,6 +717,15 @@
     renderCode();
   });
 
+  // What the other screens' scripts (dropoff.js, overflow.js, loaded after this one) build on.
+  window.Kiosk = {
+    $: $, t: t, api: api, show: show, goHome: goHome, setText: setText, clearText: clearText,
+    announce: announce, state: state, config: config, enter: ENTER, announced: ANNOUNCED,
+    courierScreens: COURIER_SCREENS, showProblem: showProblem, showLocked: showLocked,
+    courierExpired: courierExpired, bindKeypad: bindKeypad, edit: edit,
+    showDoorOpen: showDoorOpen, renderDoorMap: renderDoorMap
+  };
+
   applyLanguage();
   show("home");
   loadLayout();
