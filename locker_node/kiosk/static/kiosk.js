@@ -65,7 +65,7 @@
     });
     var other = state.lang === "en" ? "es" : "en";
     $("lang-toggle").lang = other;
-    if (state.mapDoor) { renderDoorMap(state.mapDoor); }
+    if (state.mapDoor) { renderDoorMap(state.mapDoor.labels, state.mapDoor.mapId); }
   }
 
   // Accessibility mode: large text, high contrast, and on a portrait display every control in
@@ -97,7 +97,10 @@
     document.querySelectorAll(".screen").forEach(function (screen) {
       screen.hidden = screen.dataset.name !== name;
     });
-    if (name !== "door-open") { stopDoorWatch(); state.mapDoor = null; }
+    if (name !== "door-open") { stopDoorWatch(); }
+    // A map is kept (and redrawn in the other language) only while its screen shows.
+    var drawn = state.mapDoor && $(state.mapDoor.mapId || "door-map");
+    if (drawn && !drawn.closest("#screen-" + name)) { state.mapDoor = null; }
     state.screen = name;
     document.body.dataset.screen = name;
     // Focus starts at the new screen's heading, so a screen reader reads where the person is
@@ -252,13 +255,16 @@
       .then(null, function () { return null; })
       .then(function (data) {
         if (data && data.columns && data.columns.length) { state.layout = data; }
-        if (state.mapDoor) { renderDoorMap(state.mapDoor); }
+        if (state.mapDoor) { renderDoorMap(state.mapDoor.labels, state.mapDoor.mapId); }
       });
   }
 
-  function renderDoorMap(label) {
-    var map = $("door-map");
-    state.mapDoor = label;
+  // `labels`: the open door, or every door a code opened; `mapId`: the map element to draw in
+  // (the recipient's door screen by default, or another screen's, e.g. the courier's).
+  function renderDoorMap(labels, mapId) {
+    var open = [].concat(labels || []);
+    var map = $(mapId || "door-map");
+    state.mapDoor = { labels: open, mapId: mapId };
     map.textContent = "";
     map.hidden = !state.layout;
     if (!state.layout) { loadLayout(); return; }
@@ -268,7 +274,7 @@
       var drawn = document.createElement("div");
       drawn.className = "map-column";
       column.compartments.forEach(function (door) {
-        drawn.appendChild(mapDoor(door, door.label === label));
+        drawn.appendChild(mapDoor(door, open.indexOf(door.label) >= 0));
       });
       map.appendChild(drawn);
     });
@@ -442,12 +448,27 @@
     state.carrier = carrier;
     document.querySelectorAll("#carrier-list [data-carrier]").forEach(function (button) {
       button.setAttribute("aria-checked", button.dataset.carrier === carrier ? "true" : "false");
+      // Tab reaches the group once, at its chosen carrier; the arrows move within it.
+      button.tabIndex = button.dataset.carrier === carrier ? 0 : -1;
     });
   }
 
   $("carrier-list").addEventListener("click", function (event) {
     var button = event.target.closest("[data-carrier]");
     if (button) { selectCarrier(button.dataset.carrier); }
+  });
+
+  // A radio group moves with the arrow keys: the next or previous carrier is chosen and focused.
+  var ARROWS = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 };
+  $("carrier-list").addEventListener("keydown", function (event) {
+    var step = ARROWS[event.key];
+    var buttons = Array.prototype.slice.call(document.querySelectorAll("#carrier-list [data-carrier]"));
+    var at = buttons.indexOf(event.target.closest("[data-carrier]"));
+    if (!step || at < 0) { return; }
+    event.preventDefault();
+    var next = buttons[(at + step + buttons.length) % buttons.length];
+    selectCarrier(next.dataset.carrier);
+    next.focus();
   });
 
   bindKeypad("login", function (key) {
@@ -556,6 +577,7 @@
       }
     }
     document.body.dataset.depositVariant = variant;
+    renderDoorMap(label, "deposit-map");
     show("deposit");
   }
 

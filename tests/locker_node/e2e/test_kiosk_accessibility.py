@@ -259,3 +259,43 @@ def test_the_door_map_shows_the_open_door_and_fits_the_display(
     kiosk.page.locator("#lang-toggle").click()
     expect(opened).to_have_attribute("aria-label", f"Puerta {label}, abierta")
     kiosk.screenshot(f"door-map-{viewport['width']}x{viewport['height']}")
+
+
+def test_the_courier_sees_the_door_to_fill_on_the_map(
+    open_kiosk: Callable[..., Kiosk],  # noqa: F811
+) -> None:
+    kiosk = open_kiosk()
+    kiosk.rig.add_reservation("1Z0002")
+    kiosk.courier_login()
+    kiosk.scan("1Z0002")
+    expect(kiosk.screen("deposit")).to_be_visible()
+    label = kiosk.page.locator("#deposit-label").inner_text()
+
+    opened = kiosk.page.locator("#deposit-map .map-door.open")
+    expect(opened).to_have_count(1)
+    expect(opened).to_have_attribute("data-door", label)
+    assert_fits(kiosk, "deposit")
+
+
+def test_the_arrow_keys_choose_a_carrier(open_kiosk: Callable[..., Kiosk]) -> None:  # noqa: F811
+    kiosk = open_kiosk()
+    kiosk.rig.add_courier("fedex")
+    page = kiosk.page
+    page.locator("#go-courier").click()
+    carriers = page.locator("#carrier-list [data-carrier]")
+    expect(carriers).to_have_count(2)
+    first, second = (carriers.nth(i).get_attribute("data-carrier") for i in (0, 1))
+
+    press_until_focused(kiosk, f'#carrier-list [data-carrier="{first}"]')
+    page.keyboard.press("ArrowDown")
+    expect(page.locator(f'#carrier-list [data-carrier="{second}"]')).to_be_focused()
+    expect(page.locator(f'#carrier-list [data-carrier="{second}"]')).to_have_attribute(
+        "aria-checked", "true"
+    )
+    page.keyboard.press("ArrowDown")  # round to the first again
+    expect(page.locator(f'#carrier-list [data-carrier="{first}"]')).to_have_attribute(
+        "aria-checked", "true"
+    )
+    expect(page.locator(f'#carrier-list [data-carrier="{second}"]')).to_have_attribute(
+        "aria-checked", "false"
+    )
