@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,9 +126,23 @@ class World:
             return sorted((row.type, row.status) for row in rows)
 
 
+def e2e_bank(bank_id: str = BANK, spec: str = "S:2,M:2", **fields: Any) -> NewBank:
+    """A bank in New York's time zone near the others of these tests."""
+    values: dict[str, Any] = {
+        "name": "E2E bank",
+        "address": "1 Test St",
+        "lat": 40.75,
+        "lon": -73.99,
+        "timezone": "America/New_York",
+    }
+    values.update(fields)
+    return NewBank(bank_id=bank_id, compartments=parse_compartment_spec(spec), **values)
+
+
 @contextmanager
-def create_world(tmp_path: Path) -> Iterator[World]:
-    """A migrated SQLite central with carrier `acme` (one API key) and bank BANK (S:2, M:2)."""
+def create_world(tmp_path: Path, banks: Sequence[NewBank] = ()) -> Iterator[World]:
+    """A migrated SQLite central with carrier `acme` (one API key) and `banks` (by default bank
+    BANK with S:2, M:2)."""
     url = f"sqlite:///{tmp_path / 'central.db'}"
     upgrade_database(url)
     engine = make_engine(url)
@@ -136,19 +150,8 @@ def create_world(tmp_path: Path) -> Iterator[World]:
     with make_sessionmaker(engine).begin() as session:
         add_carrier(session, "acme", None, now)
         key = create_api_key(session, "acme", now).key
-        add_bank(
-            session,
-            NewBank(
-                bank_id=BANK,
-                name="E2E bank",
-                address="1 Test St",
-                lat=40.75,
-                lon=-73.99,
-                compartments=parse_compartment_spec("S:2,M:2"),
-                timezone="America/New_York",
-            ),
-            now,
-        )
+        for bank in banks or [e2e_bank()]:
+            add_bank(session, bank, now)
     yield World(
         url=url,
         port=free_port(),
@@ -160,13 +163,14 @@ def create_world(tmp_path: Path) -> Iterator[World]:
     engine.dispose()
 
 
-def provision_node(world: World) -> tuple[Path, int]:
-    """`locker-node provision`, then the installer's edits: kiosk port, fast doors and sync."""
+def provision_node(world: World, bank: str = BANK) -> tuple[Path, int]:
+    """`locker-node provision`, then the installer's edits: kiosk port, fast doors and sync.
+    The first bank's node lives in <tmp>/node, any other's in <tmp>/node-<bank>."""
     with world.sessions.begin() as session:
-        token = issue_enrollment_token(session, BANK, datetime.now(UTC))
-    config = world.tmp / "node" / "node.toml"
+        token = issue_enrollment_token(session, bank, datetime.now(UTC))
+    config = world.tmp / ("node" if bank == BANK else f"node-{bank}") / "node.toml"
     done = subprocess.run(
-        [LOCKER_NODE, "provision", "--central", world.base, "--bank", BANK, "--token", token,
+        [LOCKER_NODE, "provision", "--central", world.base, "--bank", bank, "--token", token,
          "--config", str(config)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
