@@ -15,7 +15,13 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.app import build_carrier_adapters, build_keys, create_app
-from central.banks.service import BankError, NewBank, add_bank, parse_compartment_spec
+from central.banks.service import (
+    BankError,
+    NewBank,
+    add_bank,
+    parse_accessible_labels,
+    parse_compartment_spec,
+)
 from central.carriers.service import (
     CarrierError,
     add_carrier,
@@ -165,8 +171,15 @@ def bank_add(
     lon: Annotated[float, typer.Option(help="longitude in degrees")],
     compartments: Annotated[str, typer.Option(help='counts per class, e.g. "S:20,M:15,L:8,XL:2"')],
     timezone: Annotated[str, typer.Option(help="IANA time zone of the bank")] = "UTC",
+    accessible: Annotated[
+        str,
+        typer.Option(
+            help='labels of the compartments within reach from a wheelchair, e.g. "A01,A02"'
+        ),
+    ] = "",
 ) -> None:
-    """Add a bank with its compartments (labelled A01.. in columns of twelve)."""
+    """Add a bank with its compartments (labelled A01.. in columns of twelve, smallest class
+    first); `--accessible` names those at wheelchair height, kept for recipients who need one."""
     with _sessions(CentralSettings()).begin() as session:
         try:
             bank = add_bank(
@@ -179,6 +192,7 @@ def bank_add(
                     lon=lon,
                     compartments=parse_compartment_spec(compartments),
                     timezone=timezone,
+                    accessible=parse_accessible_labels(accessible),
                 ),
                 utcnow(),
             )

@@ -34,6 +34,7 @@ from locker_node.systemd import NodeHealth, WatchdogFeeder
 if TYPE_CHECKING:
     import httpx
 
+    from locker_node.sync.link import HttpCentralLink
     from locker_node.sync.service import SyncService
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class Node:
     housekeeper: Housekeeper
     owns_boards: bool = True
     sync: SyncService | None = None
+    central_link: HttpCentralLink | None = None  # the flows' (`ports.central`), closed here
     started: bool = field(default=False, init=False)
 
     def start(self) -> None:
@@ -139,6 +141,8 @@ class Node:
     def stop(self) -> None:
         if self.sync is not None:
             self.sync.stop()
+        if self.central_link is not None:
+            self.central_link.close()
         self.housekeeper.stop()
         self.monitor.stop()
         if self.owns_boards:
@@ -164,6 +168,7 @@ def kiosk_ui(config: NodeConfig) -> KioskUi:
         language=config.kiosk.language,
         code_digits=config.pickup.code_digits,
         compartment_sizes={c.label: c.size for c in config.compartments},
+        accessible_doors=frozenset(c.label for c in config.compartments if c.accessible),
     )
 
 
@@ -194,7 +199,7 @@ def build_node(
             repo.sync_compartments(
                 conn,
                 [
-                    repo.CompartmentSpec(c.label, c.size, c.board, c.lock)
+                    repo.CompartmentSpec(c.label, c.size, c.board, c.lock, c.accessible)
                     for c in config.compartments
                 ],
                 now,
@@ -225,9 +230,7 @@ def build_node(
         kiosk_ui(config),
     )
     install_metrics(app, build_registry(engine, doors, config.bank_id))
-    sync = None
-    if config.central_url:
-        sync = build_sync(config, flows, central_transport)
+    sync, link = connect_central(config, flows, central_transport)
     return Node(
         config=config,
         engine=engine,
@@ -241,6 +244,47 @@ def build_node(
         housekeeper=Housekeeper(flows, interval_s=housekeeping_interval_s),
         owns_boards=owns_boards,
         sync=sync,
+        central_link=link,
+    )
+
+
+def connect_central(
+    config: NodeConfig,
+    flows: LockerFlows,
+    transport: httpx.BaseTransport | None = None,
+) -> tuple[SyncService | None, HttpCentralLink | None]:
+    """For a node with a central_url and an enrollment: the sync loop, and the flows' link to
+    central (`ports.central`) for what they ask while someone waits. Neither without."""
+    if config.central_url is None:
+        return None, None
+    sync = build_sync(config, flows, transport)
+    if sync is None:
+        return None, None
+    link = build_central_link(config, flows, transport)
+    flows.ports.central = link
+    return sync, link
+
+
+def build_central_link(
+    config: NodeConfig,
+    flows: LockerFlows,
+    transport: httpx.BaseTransport | None = None,
+) -> HttpCentralLink:
+    """The flows' link to central: the node's signed client, on timeouts a courier can wait
+    out (never longer than the sync loop's)."""
+    from locker_node.sync.identity import load_identity
+    from locker_node.sync.link import LINK_TIMEOUT_S, HttpCentralLink
+
+    if config.central_url is None:
+        raise ValueError("a node without central_url has no link to central")
+    clock = flows.ports.clock
+    return HttpCentralLink(
+        config.central_url,
+        load_identity(config.data_dir),
+        transport=transport,
+        clock=lambda: clock().timestamp(),
+        timeout_s=min(LINK_TIMEOUT_S, config.sync.timeout_s),
+        ca_bundle=config.ca_bundle,
     )
 
 

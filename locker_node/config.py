@@ -12,12 +12,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from locker_node.domain.dropoffs import DROPOFF_CODE_DIGITS
 from locker_node.domain.lockout import MAX_GUESS_CHANCE_PER_DAY, LockoutPolicy
 
 # Every table forbids unknown keys: a misspelt `lock_closed_bit` or `central_url` would otherwise
@@ -247,16 +249,35 @@ BoardConfig = Annotated[
 
 
 class CompartmentConfig(BaseModel):
+    """One door of the bank::
+
+        [[compartments]]
+        label = "A01"
+        size = "S"
+        board = "main"
+        lock = 1
+        accessible = true   # optional: within reach from a wheelchair (ADA height)
+
+    An accessible compartment is kept for parcels whose recipient asked for one; other parcels
+    get it only when no other compartment fits. `locker-node provision` writes the flag as
+    central knows it, and the node reports it back when it enrolls again.
+    """
+
     model_config = _STRICT
 
     label: str = Field(min_length=1)
     size: SizeClass
     board: str
     lock: int = Field(ge=1, description="1-based, as printed on the board")
+    # Strict: TOML has real booleans; a quoted "yes" is a mistake to report, not one to guess at.
+    accessible: StrictBool = Field(
+        default=False, description="within reach from a wheelchair (ADA height)"
+    )
 
 
 class NodeConfig(BaseModel):
-    """The whole node config file (see DESIGN.md for an example)."""
+    """The whole node config file (see DESIGN.md for an example; `CompartmentConfig` for the
+    optional `accessible = true` of a door within reach from a wheelchair)."""
 
     model_config = _STRICT
 
@@ -332,7 +353,10 @@ class NodeConfig(BaseModel):
         """Refuse a keypad policy under which guessing could open a full bank too easily."""
         policy = self.pickup.keypad.policy()
         live_codes = max(1, len(self.compartments))
-        chance = policy.guess_chance_per_day(live_codes, 10**self.pickup.code_digits)
+        # Drop-off codes (10 digits, from central) are typed on the same keypad with the same
+        # budget: the shorter of the two sets how many codes there are to guess among.
+        digits = min(self.pickup.code_digits, DROPOFF_CODE_DIGITS)
+        chance = policy.guess_chance_per_day(live_codes, 10**digits)
         if chance >= MAX_GUESS_CHANCE_PER_DAY:
             raise ValueError(
                 f"pickup.keypad: {policy.max_attempts_per_day()} guesses a day at a full bank of "

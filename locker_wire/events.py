@@ -73,6 +73,9 @@ class ParcelDeposited(_ParcelEvent):
     pickup_deadline: AwareDatetime
     sealed_pickup_code: str
     sealed_qr_payload: str
+    # It joined the live pickup code of a group-mate already in the locker: that parcel's
+    # reservation. Its sealed code fields are empty then (the code is the group-mate's).
+    shares_code_with: str | None = Field(default=None, max_length=32)
 
 
 class ParcelCodeReissued(_ParcelEvent):

@@ -60,6 +60,15 @@ class ReportedCompartment(_Strict):
     size: Size
     accessible: bool = Field(default=False, description="within reach from a wheelchair")
 
+    @model_serializer(mode="wrap")
+    def _accessible_only_when_true(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A central not yet upgraded forbids unknown fields: a door that is not accessible
+        # travels in exactly the earlier shape, so an upgraded node still enrolls there.
+        data: dict[str, Any] = handler(self)
+        if not self.accessible:
+            data.pop("accessible", None)
+        return data
+
 
 class EnrollmentRequest(_Strict):
     token: str = Field(min_length=16, max_length=200)

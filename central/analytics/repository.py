@@ -53,6 +53,7 @@ class HistoryRow(NamedTuple):
     created_at: datetime
     deposited_at: datetime | None
     recipient: dict[str, Any] | None
+    kind: str = "delivery"  # a ReservationKind
 
 
 def cursor(session: Session, source: str) -> AnalyticsCursor | None:
@@ -78,6 +79,7 @@ def history_after(session: Session, last_id: int, limit: int) -> Sequence[Histor
             Reservation.created_at,
             Reservation.deposited_at,
             Reservation.recipient,
+            Reservation.kind,
         )
         .join(Reservation, Reservation.id == ReservationEvent.reservation_id)
         .where(ReservationEvent.id > last_id)

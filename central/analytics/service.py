@@ -50,6 +50,18 @@ _HISTORY_EVENTS: dict[tuple[str, str | None], str] = {
     ("returned", "expired"): "Parcel Returned",
     ("returned", "deposited"): "Parcel Returned",
 }
+# The same for drop-offs (a sender's parcel for the carrier's courier): events of their own, so
+# that they are not counted as deliveries.
+_DROPOFF_HISTORY_EVENTS: dict[tuple[str, str | None], str] = {
+    ("created", None): "Drop-off Created",
+    ("cancelled", "reserved"): "Drop-off Cancelled",
+    ("expired", "reserved"): "Drop-off Expired",
+    ("deposited", "reserved"): "Drop-off Deposited",
+    # Put in before the node heard it had closed at central (`central.nodes.dropoff_events`).
+    ("deposited", "expired"): "Drop-off Deposited",
+    ("deposited", "cancelled"): "Drop-off Deposited",
+    ("collected", "deposited"): "Drop-off Collected",
+}
 DOOR_EVENTS = ("door.fault", "door.left_open", "door.forced_open", "compartment.out_of_service")
 KIOSK_EVENTS = {
     "kiosk.code_failed": "Code Failed",
@@ -161,7 +173,7 @@ def _fill_history(session: Session, keys: ServiceKeys, now: datetime, status: st
 def _history_events(
     session: Session, keys: ServiceKeys, rows: Sequence[HistoryRow], now: datetime, status: str
 ) -> list[dict[str, Any]]:
-    wanted = [row for row in rows if (row.type, row.from_status) in _HISTORY_EVENTS]
+    wanted = [row for row in rows if (row.type, row.from_status) in _history_events_of(row)]
     # A reservation keeps the distinct id it got when it was created: its recipient is wiped
     # when it ends, and its later events must still join up with the first.
     subjects = repo.subjects_of(session, {row.reservation_id for row in wanted})
@@ -195,7 +207,7 @@ def _history_events(
         out.append(
             _outbox_row(
                 insert_id=f"re-{row.id}",
-                event=_HISTORY_EVENTS[(row.type, row.from_status)],
+                event=_history_events_of(row)[(row.type, row.from_status)],
                 distinct_id=distinct_id,
                 reservation_id=row.reservation_id,
                 properties=properties,
@@ -206,6 +218,10 @@ def _history_events(
         )
     repo.insert_subjects(session, missed)
     return out
+
+
+def _history_events_of(row: HistoryRow) -> dict[tuple[str, str | None], str]:
+    return _DROPOFF_HISTORY_EVENTS if row.kind == "dropoff" else _HISTORY_EVENTS
 
 
 def _fill_node_events(session: Session, now: datetime, status: str) -> int:

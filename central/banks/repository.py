@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, cast
+from typing import Literal, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from central.models import Bank, BankCapacity, Compartment
+from central.models import (
+    ACTIVE_STATUSES,
+    Bank,
+    BankCapacity,
+    Compartment,
+    CompartmentState,
+    Reservation,
+    ReservationStatus,
+)
 
 
 def get_bank(session: Session, bank_id: str) -> Bank | None:
@@ -106,30 +114,77 @@ _CAPACITY = cast(Table, BankCapacity.__table__)
 # Prebuilt Core statements: the ORM's statement machinery costs more than the round trip itself.
 # Taking a unit runs here on SQLite; PostgreSQL takes it inside the reservation statement of
 # `central.reservations.repository`.
+#
+# `available` counts every free unit of a class, `accessible_available` the accessible ones
+# among them. A unit that is not accessible is free while `available` exceeds the free
+# accessible units (`available > accessible_available`, and `available > 0` for when that count
+# has gone below zero); taking one leaves the accessible count alone. An accessible unit is free
+# while both counts are above zero, and taking one takes from both.
 _TAKE_UNIT = (
     update(_CAPACITY)
     .where(
         _CAPACITY.c.bank_id == bindparam("p_bank"),
         _CAPACITY.c.size == bindparam("p_size"),
         _CAPACITY.c.available > 0,
+        _CAPACITY.c.available > _CAPACITY.c.accessible_available,
     )
     .values(available=_CAPACITY.c.available - 1)
+)
+_TAKE_ACCESSIBLE_UNIT = (
+    update(_CAPACITY)
+    .where(
+        _CAPACITY.c.bank_id == bindparam("p_bank"),
+        _CAPACITY.c.size == bindparam("p_size"),
+        _CAPACITY.c.available > 0,
+        _CAPACITY.c.accessible_available > 0,
+    )
+    .values(
+        available=_CAPACITY.c.available - 1,
+        accessible_available=_CAPACITY.c.accessible_available - 1,
+    )
 )
 _RELEASE_UNIT = (
     update(_CAPACITY)
     .where(_CAPACITY.c.bank_id == bindparam("p_bank"), _CAPACITY.c.size == bindparam("p_size"))
     .values(available=_CAPACITY.c.available + 1)
 )
+_RELEASE_ACCESSIBLE_UNIT = (
+    update(_CAPACITY)
+    .where(_CAPACITY.c.bank_id == bindparam("p_bank"), _CAPACITY.c.size == bindparam("p_size"))
+    .values(
+        available=_CAPACITY.c.available + 1,
+        accessible_available=_CAPACITY.c.accessible_available + 1,
+    )
+)
+
+# Which kind of unit `take_unit` took.
+TakenUnit = Literal["plain", "accessible"]
 
 
-def take_unit(session: Session, bank_id: str, size: str) -> bool:
-    """Take one free unit in one statement: the WHERE re-checked under the row lock is the guard."""
-    result = session.connection().execute(_TAKE_UNIT, {"p_bank": bank_id, "p_size": size})
-    return result.rowcount == 1
+def take_unit(
+    session: Session, bank_id: str, size: str, *, accessible: bool = False
+) -> TakenUnit | None:
+    """Take one free unit, each try in one statement: the WHERE re-checked under the row lock
+    is the guard. None: no unit the request may take is free.
+
+    `accessible`: only an accessible unit will do. Otherwise a unit that is not accessible is
+    taken first, and an accessible one only when no other unit of the class is free.
+    """
+    params = {"p_bank": bank_id, "p_size": size}
+    connection = session.connection()
+    if not accessible and connection.execute(_TAKE_UNIT, params).rowcount == 1:
+        return "plain"
+    if connection.execute(_TAKE_ACCESSIBLE_UNIT, params).rowcount == 1:
+        return "accessible"
+    return None
 
 
-def release_unit(session: Session, bank_id: str, size: str) -> None:
-    session.connection().execute(_RELEASE_UNIT, {"p_bank": bank_id, "p_size": size})
+def release_unit(
+    session: Session, bank_id: str, size: str, *, accessible_unit: bool = False
+) -> None:
+    """Give back the unit a reservation held; `accessible_unit`: it was an accessible one."""
+    stmt = _RELEASE_ACCESSIBLE_UNIT if accessible_unit else _RELEASE_UNIT
+    session.connection().execute(stmt, {"p_bank": bank_id, "p_size": size})
 
 
 # No `available > 0` guard, unlike `_TAKE_UNIT`: see `hold_unit_regardless`.
@@ -152,3 +207,52 @@ def hold_unit_regardless(session: Session, bank_id: str, size: str) -> None:
     pickup that later releases the unit would leave the class one unit too free for good.
     """
     session.connection().execute(_HOLD_UNIT_REGARDLESS, {"p_bank": bank_id, "p_size": size})
+
+
+def recount_accessible_units(session: Session, bank_id: str) -> None:
+    """Set each class's accessible counts from the bank's compartments as they now stand: the
+    working accessible compartments, less the accessible units that reservations hold.
+
+    For when which compartments are accessible changes (a node reporting its doors at
+    enrollment). The capacity rows are locked first, so a reservation racing this one either
+    committed before the count or takes its unit from the new figures. Like `available`, the
+    free count may go below zero (more holds on accessible units than there now are).
+    """
+    session.flush()  # compartments' flags changed in this session count
+    capacity = session.scalars(
+        select(BankCapacity)
+        .where(BankCapacity.bank_id == bank_id)
+        .order_by(BankCapacity.size)
+        .with_for_update()
+    ).all()
+    working: dict[str, int] = dict(
+        session.execute(
+            select(Compartment.size, func.count())
+            .where(
+                Compartment.bank_id == bank_id,
+                Compartment.accessible.is_(True),
+                Compartment.state != CompartmentState.OUT_OF_SERVICE.value,
+            )
+            .group_by(Compartment.size)
+        ).all()
+    )
+    # The statuses in which a reservation holds its unit (`reservations.lifecycle`): until it
+    # is picked up, cancelled, returned, or expires before its deposit.
+    holding = or_(
+        Reservation.status.in_([s.value for s in ACTIVE_STATUSES]),
+        and_(
+            Reservation.status == ReservationStatus.EXPIRED.value,
+            Reservation.deposited_at.is_not(None),
+        ),
+    )
+    held: dict[str, int] = dict(
+        session.execute(
+            select(Reservation.size, func.count())
+            .where(Reservation.bank_id == bank_id, Reservation.accessible_unit.is_(True), holding)
+            .group_by(Reservation.size)
+        ).all()
+    )
+    for row in capacity:
+        row.accessible_total = working.get(row.size, 0)
+        row.accessible_available = row.accessible_total - held.get(row.size, 0)
+    session.flush()

@@ -23,6 +23,14 @@ class InnerDimensions(BaseModel):
 class ClassCapacity(BaseModel):
     total: int = Field(description="working compartments of this class")
     free: int = Field(description="units a new reservation can take now")
+    accessible_total: int = Field(
+        default=0, description="of `total`, the compartments within reach from a wheelchair"
+    )
+    accessible_free: int = Field(
+        default=0,
+        description="of `free`, the accessible units: what a reservation whose recipient asks "
+        "for an accessible compartment (`recipient.accessible`) can take now",
+    )
     inner_dimensions: InnerDimensions
 
 

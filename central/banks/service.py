@@ -30,6 +30,7 @@ from central.models import Bank, BankCapacity, Compartment, SizeClass
 
 BANK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _SPEC_ITEM = re.compile(r"^\s*(S|M|L|XL)\s*:\s*(\d{1,4})\s*$")
+_LABEL = re.compile(r"^[A-Za-z]{1,3}[0-9]{2,3}$")
 COMPARTMENTS_PER_COLUMN = 12
 
 
@@ -51,6 +52,25 @@ def parse_compartment_spec(spec: str) -> dict[SizeClass, int]:
     if sum(counts.values()) == 0:
         raise BankError("a bank needs at least one compartment")
     return counts
+
+
+def parse_accessible_labels(spec: str) -> frozenset[str]:
+    """`"A01,A02"` -> the labels of the accessible (wheelchair height) compartments; `""`: none.
+
+    Labels as printed on the doors (see `compartment_labels`), any case; each is checked against
+    the bank's compartments when the bank is added.
+    """
+    if not spec.strip():
+        return frozenset()
+    labels: list[str] = []
+    for item in spec.split(","):
+        label = item.strip().upper()
+        if not _LABEL.match(label):
+            raise BankError(f"bad compartment label {item.strip()!r}; expected like A01,A02")
+        if label in labels:
+            raise BankError(f"compartment {label} given twice as accessible")
+        labels.append(label)
+    return frozenset(labels)
 
 
 def compartment_labels(counts: dict[SizeClass, int]) -> list[tuple[str, SizeClass]]:
@@ -79,6 +99,8 @@ class NewBank:
     compartments: dict[SizeClass, int]
     timezone: str = "UTC"
     opening_hours: dict[str, list[list[str]]] | None = None
+    # Labels of the compartments within reach from a wheelchair (`parse_accessible_labels`).
+    accessible: frozenset[str] = frozenset()
 
 
 def add_bank(session: Session, new: NewBank, now: datetime) -> Bank:
@@ -109,9 +131,14 @@ def add_bank(session: Session, new: NewBank, now: datetime) -> Bank:
         allow_upsize=False,
         created_at=now,
     )
+    labels = compartment_labels(new.compartments)
+    unknown = sorted(new.accessible - {label for label, _ in labels})
+    if unknown:
+        raise BankError(f"accessible compartments not in this bank: {', '.join(unknown)}")
     capacity = []
     for size, dims in DEFAULT_CLASS_DIMENSIONS.items():
         count = new.compartments.get(size, 0)
+        accessible = sum(1 for label, s in labels if s == size and label in new.accessible)
         capacity.append(
             BankCapacity(
                 bank_id=new.bank_id,
@@ -121,6 +148,8 @@ def add_bank(session: Session, new: NewBank, now: datetime) -> Bank:
                 height_mm=dims.height_mm,
                 total=count,
                 available=count,
+                accessible_total=accessible,
+                accessible_available=accessible,
             )
         )
     compartments = [
@@ -132,8 +161,9 @@ def add_bank(session: Session, new: NewBank, now: datetime) -> Bank:
             width_mm=DEFAULT_CLASS_DIMENSIONS[size].width_mm,
             height_mm=DEFAULT_CLASS_DIMENSIONS[size].height_mm,
             state="free",
+            accessible=label in new.accessible,
         )
-        for label, size in compartment_labels(new.compartments)
+        for label, size in labels
     ]
     repository.add_bank(session, bank, capacity, compartments)
     return bank
@@ -160,6 +190,8 @@ def describe(bank: Bank, capacity: Sequence[BankCapacity], distance_km: float | 
             SizeClass(row.size): ClassCapacity(
                 total=row.total,
                 free=max(0, row.available),
+                accessible_total=max(0, row.accessible_total),
+                accessible_free=max(0, min(row.available, row.accessible_available)),
                 inner_dimensions=InnerDimensions(
                     length_mm=row.length_mm, width_mm=row.width_mm, height_mm=row.height_mm
                 ),
@@ -196,6 +228,9 @@ def option_for(
             SizeClass(row.size): ClassOption(
                 dimensions=Dimensions(row.length_mm, row.width_mm, row.height_mm),
                 available=row.total if optimistic else row.available,
+                accessible_available=row.accessible_total
+                if optimistic
+                else row.accessible_available,
             )
             for row in capacity
             if row.total > 0

@@ -57,6 +57,7 @@ class BatchState:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     changed_states: dict[int, str] = field(default_factory=dict)
     working_units: dict[str, int] = field(default_factory=dict)  # size class -> change
+    accessible_units: dict[str, int] = field(default_factory=dict)  # of those, accessible
     resolved: set[tuple[str, str]] = field(default_factory=set)  # (alert type, subject)
     bank: Bank | None = None
     notices: BatchNotices = field(default_factory=BatchNotices)
@@ -79,6 +80,10 @@ class BatchState:
             self.working_units[row.size] = self.working_units.get(row.size, 0) + (
                 -1 if leaving else 1
             )
+            if row.accessible:
+                self.accessible_units[row.size] = self.accessible_units.get(row.size, 0) + (
+                    -1 if leaving else 1
+                )
 
     def add_alert(
         self, alert_type: str, subject: str | None, detail: dict[str, Any], now: datetime
@@ -135,7 +140,7 @@ class BatchState:
 
     def finish(self, ctx: Ctx, bank_id: str) -> None:
         repo.set_compartment_states(ctx.session, self.changed_states)
-        repo.change_working_units(ctx.session, bank_id, self.working_units)
+        repo.change_working_units(ctx.session, bank_id, self.working_units, self.accessible_units)
         repo.raise_bank_alerts(ctx.session, bank_id, self.alerts)
         repo.resolve_subject_alerts(ctx.session, bank_id, sorted(self.resolved), ctx.now)
         notices_outbox.write(ctx.session, self.notices.kept)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.context import Ctx
 from central.errors import ApiError, error_responses
 from central.limits import declared_length
-from central.models import Node
-from central.nodes import auth, commands, enrollment, events, feed, health
+from central.models import Node, SizeClass
+from central.nodes import auth, commands, enrollment, events, feed, health, overflow
 from locker_wire.schemas import (
     CommandAck,
     CommandAckResult,
@@ -141,7 +141,10 @@ _SIGNED_ERRORS = error_responses(400, 401, 404, 422)
 # components, where add_body_schemas puts them (a model's own `$defs` would leave its `$ref`s
 # pointing at `#/$defs/...` of the document, which is nowhere).
 _BODY_REFS, _BODY_SCHEMAS = models_json_schema(
-    [(model, "validation") for model in (EnrollmentRequest, EventBatch, CommandAck, Heartbeat)],
+    [
+        (model, "validation")
+        for model in (EnrollmentRequest, EventBatch, CommandAck, Heartbeat, overflow.NodeRedirect)
+    ],
     ref_template="#/components/schemas/{model}",
 )
 
@@ -240,5 +243,40 @@ async def heartbeat(work: NodeWorkDep) -> HeartbeatResult:
     return await work.run(
         lambda ctx, node, body: health.record_heartbeat(
             ctx.session, node, parse_body(Heartbeat, body), ctx.now
+        )
+    )
+
+
+# Overflow: a parcel with no usable door at the node's bank goes to a nearby one
+# (`central.nodes.overflow`), asked while the courier waits at the kiosk.
+
+
+@router.get("/nearby", response_model=overflow.NearbyBanks, responses=_SIGNED_ERRORS)
+async def get_nearby(
+    work: NodeWorkDep,
+    size: SizeClass,
+    accessible: Annotated[bool, Query(description="only accessible units count")] = False,
+    limit: Annotated[int, Query(ge=1, le=20)] = 5,
+) -> overflow.NearbyBanks:
+    """The nearest other active banks with a free unit of `size`, within 10 km, nearest first."""
+    return await work.run(
+        lambda ctx, node, _body: overflow.nearby(ctx, node, size, accessible, limit)
+    )
+
+
+@router.post(
+    "/reservations/{reservation_id}/redirect",
+    response_model=overflow.NodeRedirected,
+    responses=error_responses(400, 401, 404, 409, 422),
+    openapi_extra=_json_body(overflow.NodeRedirect),
+)
+async def redirect_reservation(
+    reservation_id: Annotated[str, Path(min_length=1, max_length=64)], work: NodeWorkDep
+) -> overflow.NodeRedirected:
+    """Move a reservation of this node's bank (404 for any other) to `bank_id`: the courier
+    takes the parcel there. The node forgets it itself; asking again answers the same."""
+    return await work.run(
+        lambda ctx, node, body: overflow.redirect_from_node(
+            ctx, node, reservation_id, parse_body(overflow.NodeRedirect, body)
         )
     )

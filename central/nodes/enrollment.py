@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,13 +13,19 @@ from sqlalchemy.orm import Session
 from central.banks import repository as banks_repository
 from central.errors import ApiError, NotFound, Unprocessable
 from central.keys import ServiceKeys
-from central.models import Alert, EnrollmentToken, Node
+from central.models import Alert, Compartment, EnrollmentToken, Node
 from central.nodes import repository as repo
 from central.nodes.commands import signing_key
 from central.nodes.errors import NodeError
 from central.nodes.seals import sealing_key
 from locker_wire import signing
-from locker_wire.schemas import CompartmentInfo, EnrollmentRequest, EnrollmentResponse, NodePolicy
+from locker_wire.schemas import (
+    CompartmentInfo,
+    EnrollmentRequest,
+    EnrollmentResponse,
+    NodePolicy,
+    ReportedCompartment,
+)
 from locker_wire.sealing import sealing_public_key_text
 
 ENROLLMENT_TOKEN_TTL = timedelta(hours=24)
@@ -89,6 +96,8 @@ def enroll(
     )
     if mismatch and body.compartments:
         _alert(session, bank.id, "layout_mismatch", {"node_id": node.id, **mismatch}, now)
+    if body.compartments and _adopt_accessible(compartments, body.compartments):
+        banks_repository.recount_accessible_units(session, bank.id)
     session.flush()
     return EnrollmentResponse(
         node_id=node.id,
@@ -102,6 +111,7 @@ def enroll(
                 width_mm=c.width_mm,
                 height_mm=c.height_mm,
                 state=c.state,
+                accessible=c.accessible,
             )
             for c in compartments
         ],
@@ -116,6 +126,27 @@ def enroll(
         central_signing_public_key=signing.public_key_text(signing_key(keys)),
         central_sealing_public_key=sealing_public_key_text(sealing_key(keys)),
     )
+
+
+def _adopt_accessible(
+    compartments: Sequence[Compartment], reported: Sequence[ReportedCompartment]
+) -> bool:
+    """Take the node's word on which of its doors are within reach from a wheelchair: the
+    installer who wired the bank knows. A label central does not know is left to the layout
+    alert; one the node does not report keeps central's flag. True when a flag changed.
+
+    A node reports only the accessible doors as such (the flag travels only when true), so a
+    node that knows of none, or predates the flag, reports every door as not accessible: central
+    then keeps no unit for wheelchair users that the node would not keep either.
+    """
+    flags = {c.label: c.accessible for c in reported}
+    changed = False
+    for compartment in compartments:
+        flag = flags.get(compartment.label)
+        if flag is not None and flag != compartment.accessible:
+            compartment.accessible = flag
+            changed = True
+    return changed
 
 
 def _layout_mismatch(central: dict[str, str], reported: dict[str, str]) -> dict[str, Any]:

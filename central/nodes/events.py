@@ -12,14 +12,16 @@ from central.analytics.node_events import NODE_EVENT_MODELS
 from central.banks import repository as banks_repository
 from central.context import Ctx
 from central.errors import ApiError
-from central.models import Actor, CompartmentState, Node, ReservationStatus
+from central.models import Actor, CompartmentState, Node, Reservation, ReservationStatus
+from central.nodes import dropoff_events
 from central.nodes import repository as repo
 from central.nodes.batch import BatchState, Handler, require_data
+from central.nodes.commands import issue_command
 from central.nodes.errors import EventRejected
 from central.nodes.reissue import CodeReissuedData, on_code_reissued
 from central.nodes.seals import open_pickup_seals
 from central.nodes.walkup import adopt_walk_up_or_own
-from central.notices.pickup import seal_pickup
+from central.reservations.groups import OWN_CODE_REASON, joined_secret, own_secret
 from central.reservations.transitions import transition
 from locker_wire.schemas import (
     CompartmentEventData,
@@ -134,6 +136,7 @@ def _run_handler(
 ) -> EventRejected | None:
     handler = _HANDLERS[event.type]
     try:
+        dropoff_events.refuse_dropoff(event.type, data, state)  # a drop-off has no parcel.* events
         if handler.savepoint:
             with ctx.session.begin_nested():
                 handler.apply(ctx, node, event, data, state)
@@ -163,10 +166,13 @@ def _on_deposited(
     deposited = require_data(data, DepositedData)
     reservation = adopt_walk_up_or_own(ctx, node, event, deposited, state)
     compartment = state.compartment(deposited.compartment)
-    opened = open_pickup_seals(ctx.keys, str(event.id), deposited)
-    if opened is None:
-        raise EventRejected("invalid_seal", "a sealed value does not open for this event")
-    pickup_code, qr_payload = opened
+    if deposited.shares_code_with is not None:  # it joined a group-mate's code on the node
+        secret = joined_secret(ctx, node.bank_id, reservation, deposited.shares_code_with)
+    else:
+        opened = open_pickup_seals(ctx.keys, str(event.id), deposited)
+        if opened is None:
+            raise EventRejected("invalid_seal", "a sealed value does not open for this event")
+        secret = own_secret(ctx.keys, *opened)
     if state.bank is None:
         state.bank = banks_repository.get_referenced_bank(ctx.session, node.bank_id)
     # A node clock running ahead must not push the pickup deadline out; never later than now.
@@ -182,19 +188,32 @@ def _on_deposited(
             "deposited_at": deposited_at,
             "pickup_deadline": deposited_at + timedelta(hours=state.bank.pickup_hours),
             # For the recipient's page and notices; sealed, and wiped when the parcel leaves.
-            "pickup_secret_sealed": seal_pickup(ctx.keys, pickup_code, qr_payload),
+            "pickup_secret_sealed": secret.sealed,
         },
-        event_data={"node_event_id": str(event.id), "compartment": compartment.label},
+        event_data={
+            "node_event_id": str(event.id),
+            "compartment": compartment.label,
+            **secret.history,
+        },
         # Only the webhook body carries the secrets, and the outbox keeps that body encrypted.
-        webhook_extra={"pickup_code": pickup_code, "qr_payload": qr_payload},
+        webhook_extra=secret.webhook,
     )
+    if secret.own_code_needed:
+        _request_own_code(ctx, node.bank_id, reservation.id)
     state.set_state(compartment, CompartmentState.OCCUPIED)
 
 
-def _free_compartment(ctx: Ctx, state: BatchState, label: str | None) -> None:
+def _free_compartment(ctx: Ctx, state: BatchState, reservation: Reservation) -> None:
+    label = reservation.compartment_label
     compartment = state.compartments.get(label) if label is not None else None
-    if compartment is not None and compartment.state == CompartmentState.OCCUPIED:
-        state.set_state(compartment, CompartmentState.FREE)
+    if compartment is None or compartment.state != CompartmentState.OCCUPIED:
+        return
+    # Group-mates may share a compartment: it is free when the last of them has left it.
+    if reservation.group_id is not None and repo.compartment_holds_parcel(
+        ctx.session, reservation.bank_id, compartment.label
+    ):
+        return
+    state.set_state(compartment, CompartmentState.FREE)
 
 
 def _on_picked_up(
@@ -210,7 +229,7 @@ def _on_picked_up(
         actor_id=node.id,
         event_data={"node_event_id": str(event.id), "occurred_at": event.occurred_at.isoformat()},
     )
-    _free_compartment(ctx, state, reservation.compartment_label)
+    _free_compartment(ctx, state, reservation)
 
 
 def _on_returned(
@@ -242,7 +261,7 @@ def _on_returned(
         actor_id=node.id,
         event_data=node_event,
     )
-    _free_compartment(ctx, state, reservation.compartment_label)
+    _free_compartment(ctx, state, reservation)
 
 
 def _on_compartment_alert(
@@ -295,6 +314,7 @@ _DATA_MODELS: dict[str, type[BaseModel]] = {
     "compartment.out_of_service": CompartmentEventData,
     "compartment.in_service": CompartmentEventData,
     "parcel.code_reissued": CodeReissuedData,
+    **dropoff_events.DATA_MODELS,
     **NODE_EVENT_MODELS,
 }
 
@@ -317,6 +337,21 @@ _HANDLERS: dict[str, Handler] = {
     "compartment.in_service": Handler(_on_in_service),
     # All checks before the first write (a history event, then the webhook).
     "parcel.code_reissued": Handler(on_code_reissued),
+    # A sender's drop-off put in, and collected by the carrier's courier (`central.dropoffs`).
+    **dropoff_events.HANDLERS,
     # Kiosk usage (code failures, lockouts, courier sessions): kept for analytics and reports.
     **dict.fromkeys(NODE_EVENT_MODELS, RECORD_ONLY),
 }
+
+
+def _request_own_code(ctx: Ctx, bank_id: str, reservation_id: str) -> None:
+    """Ask the bank's node to give a parcel a pickup code of its own (a reissue, which takes it
+    out of the code it joined); the new code comes back in `parcel.code_reissued`."""
+    issue_command(
+        ctx.session,
+        ctx.keys,
+        bank_id,
+        "invalidate_code",
+        {"reservation_id": reservation_id, "reissue": True, "reason": OWN_CODE_REASON},
+        ctx.now,
+    )

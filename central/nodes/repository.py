@@ -114,17 +114,25 @@ class CompartmentRow(NamedTuple):
     label: str
     state: str
     size: str
+    accessible: bool = False
 
 
 def compartment_rows(session: Session, bank_id: str) -> dict[str, CompartmentRow]:
     """The bank's compartments by label, as plain rows: read once for a whole batch of events."""
     rows = session.execute(
-        select(Compartment.id, Compartment.label, Compartment.state, Compartment.size).where(
-            Compartment.bank_id == bank_id
-        )
+        select(
+            Compartment.id,
+            Compartment.label,
+            Compartment.state,
+            Compartment.size,
+            Compartment.accessible,
+        ).where(Compartment.bank_id == bank_id)
     )
     return {
-        row.label: CompartmentRow(row.id, row.label, str(row.state), str(row.size)) for row in rows
+        row.label: CompartmentRow(
+            row.id, row.label, str(row.state), str(row.size), bool(row.accessible)
+        )
+        for row in rows
     }
 
 
@@ -142,21 +150,38 @@ _CHANGE_WORKING_UNITS = (
     .values(
         total=_CAPACITY.c.total + bindparam("delta", type_=Integer),
         available=_CAPACITY.c.available + bindparam("delta", type_=Integer),
+        accessible_total=_CAPACITY.c.accessible_total
+        + bindparam("accessible_delta", type_=Integer),
+        accessible_available=_CAPACITY.c.accessible_available
+        + bindparam("accessible_delta", type_=Integer),
     )
 )
 
 
-def change_working_units(session: Session, bank_id: str, deltas: dict[str, int]) -> None:
-    """Compartments leaving (-1) or returning to (+1) service, per size class.
+def change_working_units(
+    session: Session,
+    bank_id: str,
+    deltas: dict[str, int],
+    accessible_deltas: dict[str, int] | None = None,
+) -> None:
+    """Compartments leaving (-1) or returning to (+1) service, per size class; of those, the
+    accessible ones also in `accessible_deltas`.
 
     Holds are unchanged, so `available` moves with `total` and stays `total - holds`; it may go
     below zero when more parcels hold a class than it has working compartments, and then
     allocation (`available > 0`) refuses that class until enough come back or are collected.
+    The accessible counts move the same way.
     """
+    accessible = accessible_deltas or {}
     params = [
-        {"p_bank": bank_id, "p_size": size, "delta": delta}
+        {
+            "p_bank": bank_id,
+            "p_size": size,
+            "delta": delta,
+            "accessible_delta": accessible.get(size, 0),
+        }
         for size, delta in sorted(deltas.items())
-        if delta
+        if delta or accessible.get(size, 0)
     ]
     if params:
         session.connection().execute(_CHANGE_WORKING_UNITS, params)

@@ -33,6 +33,7 @@ from central.carriers import repository as carriers_repository
 from central.context import Ctx
 from central.errors import Unprocessable
 from central.models import Actor, Node, Reservation, ReservationStatus
+from central.models.base import ReservationKind
 from central.nodes.batch import BatchState
 from central.nodes.errors import EventRejected
 from central.nodes.seals import open_pickup_seals
@@ -109,7 +110,11 @@ def _plan(
         raise EventRejected("invalid_seal", "a sealed value does not open for this event")
     number, not_valid = _tracking_number(carrier_id, raw_number)
     replaced = reservations_repository.find_active(ctx.session, carrier_id, number)
-    if replaced is not None and replaced.status != ReservationStatus.RESERVED:
+    # A drop-off waiting under the same number is a parcel coming the other way: a courier's
+    # walk-up never replaces it.
+    if replaced is not None and (
+        replaced.status != ReservationStatus.RESERVED or replaced.kind == ReservationKind.DROPOFF
+    ):
         raise EventRejected(
             "tracking_number_in_use",
             f"{carrier_id} parcel {number} is {replaced.status} already "

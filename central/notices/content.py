@@ -26,6 +26,8 @@ import segno
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from central.notices.hours import Language, describe_hours, format_deadline, map_url
+from central.notices.pickup import SHARED_CODE
+from central.notices.redirected import redirected_wording
 
 __all__ = [
     "SMS_MAX_CHARS",
@@ -38,7 +40,9 @@ __all__ = [
     "subject",
 ]
 
-NoticeKind = Literal["ready", "reminder", "extended", "reissued", "collected", "returned"]
+NoticeKind = Literal[
+    "ready", "reminder", "extended", "reissued", "collected", "returned", "redirected"
+]
 
 SMS_MAX_CHARS = 320  # two segments; counted in UTF-16 units, as the phone network counts them
 _CODE_KINDS: frozenset[str] = frozenset({"ready", "reminder", "extended", "reissued"})
@@ -87,6 +91,7 @@ class NoticeContent:
     page_url: str  # the recipient's page for this parcel, https://.../p/<token>
     compartment: str | None = None
     at: datetime | None = None  # when it happened (collected / returned)
+    shares_code: bool = False  # the parcel joined the pickup code of another of the recipient's
 
 
 def _check(content: NoticeContent) -> None:
@@ -249,6 +254,7 @@ _ENGLISH = _Wording(
             sms="Your {carrier} parcel was not collected from {bank} in time and has gone"
             " back to {carrier}. Please contact {carrier} (tracking number {tracking}). {url}",
         ),
+        "redirected": _Kind(*redirected_wording("en")),  # templates/redirected.en.txt
     },
 )
 
@@ -349,6 +355,7 @@ _SPANISH = _Wording(
             sms="Su paquete de {carrier} no se recogió a tiempo en {bank} y se ha devuelto"
             " a {carrier}. Póngase en contacto con {carrier} (seguimiento {tracking}). {url}",
         ),
+        "redirected": _Kind(*redirected_wording("es")),  # templates/redirected.es.txt
     },
 )
 
@@ -450,7 +457,8 @@ def render_sms(content: NoticeContent) -> str:
     words = _WORDING[content.language]
     fields = _fields(content)
     code = _shown_code(content)
-    fields["code"] = "" if code is None else words.sms_code.format(code=code)
+    shared = f" {SHARED_CODE[content.language]}" if content.shares_code else ""
+    fields["code"] = "" if code is None else words.sms_code.format(code=code) + shared
     fields["url"] = content.page_url
     template = words.kinds[content.kind].sms
     for width in (None, 60, 40, 28, 16, 8):
@@ -476,6 +484,8 @@ def _body(content: NoticeContent, qr_cid: str | None) -> _Body:
     code = _shown_code(content)
     if content.kind in _CODE_KINDS and code is None:
         paragraphs.append(words.code_unchanged)
+    if content.shares_code and code is not None:
+        paragraphs.append(SHARED_CODE[content.language])
     name = _one_line(content.recipient_name or "")
     return _Body(
         language=content.language,

@@ -21,15 +21,27 @@ from sqlalchemy.orm import Session
 
 from central.context import Ctx
 from central.models import Carrier, Notice, Reservation
+from central.models.base import ReservationKind
 from central.notices.pickup import open_pickup
 from central.notices.sms import mask_phone
 from central.notices.tokens import make_page_token
 
-NoticeKind = Literal["ready", "reminder", "extended", "reissued", "collected", "returned"]
+NoticeKind = Literal[
+    "ready",
+    "reminder",
+    "extended",
+    "reissued",
+    "collected",
+    "returned",
+    "dropoff_code",
+    "redirected",  # a reserved parcel moved to another bank (`reservations.redirect`)
+]
 Channel = Literal["email", "sms"]
 # The kinds that carry the pickup code: without the sealed code (a parcel deposited before
 # central kept it) they are not sent, rather than sent without what they are for.
-CODE_KINDS: frozenset[str] = frozenset({"ready", "reminder", "reissued"})
+CODE_KINDS: frozenset[str] = frozenset({"ready", "reminder", "reissued", "dropoff_code"})
+# A drop-off's sender hears only of its code (`central.dropoffs`), never a delivery's notices.
+DROPOFF_KINDS: frozenset[str] = frozenset({"dropoff_code"})
 NETWORK = "network"
 CARRIER = "carrier"
 RECIPIENT_NOTICE_CHOICES = (NETWORK, CARRIER)
@@ -106,12 +118,16 @@ def enqueue(
     """
     who = recipient if recipient is not None else reservation.recipient
     reachable = contacts(who)
+    dropoff = reservation.kind == ReservationKind.DROPOFF
+    if dropoff != (fact.kind in DROPOFF_KINDS):
+        return 0
     if not reachable or not network_notifies(ctx, reservation.carrier_id):
         return 0
     facts: dict[str, Any] = {
         "tracking_number": reservation.tracking_number,
         "compartment": reservation.compartment_label,
-        "deadline": _iso(reservation.pickup_deadline),
+        # A drop-off's deadline is the sender's: the code works until then.
+        "deadline": _iso(reservation.reserved_until if dropoff else reservation.pickup_deadline),
         "at": fact.at.isoformat(),
         "token": make_page_token(ctx.keys, reservation.id, ctx.now),
         "name": (who or {}).get("name"),
@@ -122,6 +138,8 @@ def enqueue(
             return 0
         if secret is not None:
             facts.update(code=secret.code, qr=secret.qr_payload)
+            if secret.shared:  # one more parcel under a code the recipient has (parcel groups)
+                facts["shared"] = True
     language = str((who or {}).get("language") or "en")
     rows = [
         {

@@ -30,6 +30,13 @@ from central.clock import Clock
 from central.keys import ServiceKeys
 from central.models import Bank, Carrier, Notice
 from central.notices.content import NoticeContent, render_email, render_sms
+from central.notices.dropoff_content import (
+    DROPOFF_CODE,
+    DropoffNotice,
+    dropoff_notice,
+    render_dropoff_email,
+    render_dropoff_sms,
+)
 from central.notices.errors import PermanentSendError, SendError, TransientSendError
 from central.notices.sms import SmsSender
 
@@ -69,7 +76,7 @@ class _Job:
     key: str
     channel: str
     to: str
-    content: NoticeContent
+    content: NoticeContent | DropoffNotice
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +189,17 @@ class NoticeDispatcher:
             facts: dict[str, Any] = json.loads(self._keys.decrypt(notice.payload_sealed))
         except ValueError:
             return None
+        carrier_name = carrier.name if carrier is not None else notice.carrier_id.upper()
+        if notice.kind == DROPOFF_CODE:
+            dropoff = dropoff_notice(
+                facts, language=notice.language, bank=bank, carrier_name=carrier_name
+            )
+            return _Job(notice.id, notice.key, notice.channel, facts["to"], dropoff)
         content = NoticeContent(
             kind=notice.kind,  # type: ignore[arg-type]  # written by outbox.enqueue from NoticeKind
             language="es" if notice.language == "es" else "en",
             recipient_name=facts.get("name"),
-            carrier_name=carrier.name if carrier is not None else notice.carrier_id.upper(),
+            carrier_name=carrier_name,
             tracking_number=facts["tracking_number"],
             bank_name=bank.name,
             bank_address=bank.address,
@@ -200,6 +213,7 @@ class NoticeDispatcher:
             page_url=f"{self._public_url}/p/{facts['token']}",
             compartment=facts.get("compartment"),
             at=_when(facts.get("at")),
+            shares_code=facts.get("shared") is True,
         )
         return _Job(notice.id, notice.key, notice.channel, facts["to"], content)
 
@@ -221,8 +235,11 @@ class NoticeDispatcher:
 
     def _send_email(self, job: _Job) -> str:
         message_id = _message_id(job.key, self._channels.sender)
-        message = render_email(
-            job.content, sender=self._channels.sender, to=job.to, message_id=message_id
+        sender = self._channels.sender
+        message = (
+            render_dropoff_email(job.content, sender=sender, to=job.to, message_id=message_id)
+            if isinstance(job.content, DropoffNotice)
+            else render_email(job.content, sender=sender, to=job.to, message_id=message_id)
         )
         self._mailer().send(message)
         return message_id
@@ -230,7 +247,13 @@ class NoticeDispatcher:
     def _send_sms(self, job: _Job) -> str:
         if self._channels.sms is None:  # claimed only when configured
             raise PermanentSendError(NOT_CONFIGURED["sms"])
-        return self._channels.sms.send(job.to, render_sms(job.content))
+        content = job.content
+        text = (
+            render_dropoff_sms(content)
+            if isinstance(content, DropoffNotice)
+            else render_sms(content)
+        )
+        return self._channels.sms.send(job.to, text)
 
     def _mailer(self) -> Mailer:
         mailer: Mailer | None = getattr(self._local, "mailer", None)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from central.context import Ctx
 from central.errors import Conflict, NotFound
 from central.models import Actor, ReservationStatus
+from central.models.base import ReservationKind
 from central.nodes.commands import extension_payload, issue_command
 from central.nodes.errors import NodeError
 from central.ops import repository as repo
@@ -112,6 +113,9 @@ def reissue_code(ctx: Ctx, reservation_id: str, reason: str) -> tuple[CommandAcc
     reservation = repo.reservation_for_update(ctx.session, reservation_id)
     if reservation is None:
         raise NotFound(f"reservation {reservation_id}", code="unknown_reservation")
+    if reservation.kind == ReservationKind.DROPOFF:
+        # Nobody picks a drop-off up: the carrier's courier collects it with a courier code.
+        raise Conflict("not_a_delivery", "a drop-off has no pickup code to reissue")
     if reservation.status != ReservationStatus.DEPOSITED:
         raise Conflict(
             "not_deposited",

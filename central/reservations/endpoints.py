@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
@@ -22,7 +22,7 @@ from central.deps import (
 )
 from central.errors import Unprocessable, error_responses
 from central.models import Actor, ReservationStatus
-from central.reservations import transitions, views
+from central.reservations import redirect, transitions, views
 from central.reservations.intake import ReservationIntake
 from central.reservations.recipient import set_recipient
 from central.reservations.schemas import (
@@ -210,3 +210,34 @@ async def patch_reservation(
         return set_recipient(ctx, carrier.carrier_id, reservation_id, body.recipient)
 
     return await work.run(patch)
+
+
+@router.post(
+    "/{reservation_id}/redirect",
+    response_model=ReservationOut,
+    responses=error_responses(401, 404, 409, 422),
+)
+async def redirect_reservation(
+    work: CarrierWorkDep,
+    reservation_id: ReservationId,
+    body: Annotated[redirect.RedirectRequest | None, Body()] = None,
+) -> ReservationOut:
+    """Move a reservation not yet deposited to another bank (overflow).
+
+    Give `bank_id`, or `near` to take the nearest bank with room there; no body (or `{}`) takes
+    the nearest with room within 5 km of the bank it is at. The parcel keeps its size class
+    (and its dimensions must fit there); the hold becomes the new bank's if that ends later.
+    The answer is the moved reservation, with a `redirected` history entry; a
+    `reservation.redirected` webhook follows, the recipient is told, and the old bank forgets
+    it. Moving it to the bank it is at changes nothing. 409 `not_redirectable` once deposited,
+    `no_capacity` with `alternatives` when there is no free unit.
+    """
+    where = body or redirect.RedirectRequest()
+    return await work.run(
+        lambda ctx, carrier: redirect.redirect(
+            ctx,
+            views.require_own(ctx.session, carrier.carrier_id, reservation_id),
+            where,
+            redirect.Mover(Actor.CARRIER, carrier.carrier_id),
+        )
+    )

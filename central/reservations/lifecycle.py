@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from central.models.base import ReservationKind
 from central.models.base import ReservationStatus as S
 
 
@@ -28,7 +29,20 @@ TRANSITIONS: dict[tuple[S, S], Transition] = {
     (S.EXPIRED, S.RETURNED): Transition(S.EXPIRED, S.RETURNED, True, "parcel.returned"),
 }
 
-TERMINAL = frozenset({S.PICKED_UP, S.CANCELLED, S.RETURNED})
+TERMINAL = frozenset({S.PICKED_UP, S.CANCELLED, S.RETURNED, S.COLLECTED})
+
+# A drop-off (kind `dropoff`): reserved -> deposited (the sender put it in) -> collected (the
+# carrier's courier took it); reserved -> cancelled | expired. Never picked up, expired in the
+# locker or returned. A deposit the node took before the drop-off closed at central (the node
+# was offline when central expired or cancelled it) is deposited after all: the parcel is in.
+DROPOFF_TRANSITIONS: dict[tuple[S, S], Transition] = {
+    (S.RESERVED, S.DEPOSITED): Transition(S.RESERVED, S.DEPOSITED, False, "dropoff.deposited"),
+    (S.RESERVED, S.CANCELLED): Transition(S.RESERVED, S.CANCELLED, True, "dropoff.cancelled"),
+    (S.RESERVED, S.EXPIRED): Transition(S.RESERVED, S.EXPIRED, True, "dropoff.expired"),
+    (S.DEPOSITED, S.COLLECTED): Transition(S.DEPOSITED, S.COLLECTED, True, "dropoff.collected"),
+    (S.EXPIRED, S.DEPOSITED): Transition(S.EXPIRED, S.DEPOSITED, False, "dropoff.deposited"),
+    (S.CANCELLED, S.DEPOSITED): Transition(S.CANCELLED, S.DEPOSITED, False, "dropoff.deposited"),
+}
 
 
 class InvalidTransition(Exception):
@@ -38,7 +52,14 @@ class InvalidTransition(Exception):
         self.target = target
 
 
-def transition_for(source: str, target: str, *, was_deposited: bool) -> Transition:
+def transition_for(
+    source: str, target: str, *, was_deposited: bool, kind: str = ReservationKind.DELIVERY
+) -> Transition:
+    if kind == ReservationKind.DROPOFF:
+        dropoff_rule = DROPOFF_TRANSITIONS.get((S(source), S(target)))
+        if dropoff_rule is None:
+            raise InvalidTransition(source, target)
+        return dropoff_rule
     rule = TRANSITIONS.get((S(source), S(target)))
     if rule is None or (rule.source is S.EXPIRED and not was_deposited):
         raise InvalidTransition(source, target)

@@ -8,8 +8,10 @@ from central.context import Ctx
 from central.db import scrub_after_commit
 from central.errors import Conflict
 from central.models import ACTIVE_STATUSES, Actor, Reservation, ReservationEvent
+from central.models.base import ReservationKind
 from central.notices.service import recipient_added
 from central.reservations import repository as repo
+from central.reservations.groups import group_id_for
 from central.reservations.schemas import Recipient, ReservationOut
 from central.reservations.views import describe, require_own
 
@@ -35,6 +37,11 @@ def set_recipient(
     contact: dict[str, Any] | None = recipient.model_dump(exclude_none=True) or None
     replaced = reservation.recipient is not None
     values: dict[str, Any] = {"recipient": contact, "updated_at": ctx.now}
+    if reservation.kind == ReservationKind.DELIVERY:
+        # The parcel's group follows its contact (and the node hears of it with the change).
+        values["group_id"] = group_id_for(
+            ctx.keys, reservation.bank_id, reservation.carrier_id, contact
+        )
     # Compare-and-set on the status (unchanged by this write): a transition that closes the
     # reservation meanwhile, and wipes its details, makes this refuse instead of writing them
     # back onto a closed reservation.

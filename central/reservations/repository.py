@@ -16,6 +16,7 @@ from central.banks import repository as banks_repository
 from central.carriers import repository as carriers_repository
 from central.db import rowcount
 from central.models import ACTIVE_STATUSES, Reservation, ReservationEvent
+from central.reservations import unit_choice
 from central.webhooks import repository as webhooks_repository
 
 
@@ -78,22 +79,35 @@ def reserve_unit(
     for this tracking number (a concurrent identical request won); no unit is kept.
     "unsealed": the carrier has endpoints wanting the event and no `notice` was given; nothing
     written. On PostgreSQL all of it is one statement, atomic without a transaction around it.
+
+    A reservation with `accessible` takes only an accessible unit; any other takes a unit that
+    is not accessible first, and an accessible one only when no other unit of the class is free
+    (the row's `accessible_unit` says which it took).
     """
     request = UnitRequest(bank_id, size, reservation, event, notice=notice)
     if session.connection().dialect.name == "postgresql":
-        outcome = _reserve_in_one_statement(session, [request], [])[0][0]
-        if outcome == "revoked":  # no key was given to check
-            raise RuntimeError("a reservation without a key to check was refused for its key")
-        return outcome
+        if not reservation.get("accessible"):
+            outcome = _reserve_in_one_statement(session, [request], [])[0][0]
+            if outcome == "revoked":  # no key was given to check
+                raise RuntimeError("a reservation without a key to check was refused for its key")
+            if outcome != "choose_unit":
+                return outcome
+        return _reserve_choosing_unit(session, request)
     endpoint_ids = webhooks_repository.subscribed_endpoint_ids(
         session, reservation["carrier_id"], EVENT_CREATED
     )
     if endpoint_ids and notice is None:
         return "unsealed"
-    if not banks_repository.take_unit(session, bank_id, size):
+    taken = banks_repository.take_unit(
+        session, bank_id, size, accessible=bool(reservation.get("accessible"))
+    )
+    if taken is None:
         return "full"
+    reservation = reservation | {"accessible_unit": taken == "accessible"}
     if not insert_if_no_active_twin(session, reservation):
-        banks_repository.release_unit(session, bank_id, size)
+        banks_repository.release_unit(
+            session, bank_id, size, accessible_unit=reservation["accessible_unit"]
+        )
         return "twin"
     insert_event(session, event)
     if notice is not None:
@@ -101,6 +115,21 @@ def reserve_unit(
             session, notice.event_id, EVENT_CREATED, endpoint_ids, notice.sealed, event["at"]
         )
     return "created"
+
+
+def _reserve_choosing_unit(session: Session, request: UnitRequest) -> ReserveOutcome:
+    """PostgreSQL: `reserve_unit` for a request that needs an accessible unit, or one that only
+    an accessible unit can serve now (`unit_choice`)."""
+    if not _is_first_event(request.reservation, request.event, request):
+        reservation_id = request.reservation["id"]
+        raise ValueError(f"not a new reservation and its created event: {reservation_id}")
+    return unit_choice.reserve_one(
+        session.connection(),
+        request.reservation,
+        request.event["data"],
+        request.notice,
+        EVENT_CREATED,
+    )
 
 
 class UnitRequest(NamedTuple):
@@ -139,7 +168,9 @@ def reserve_units(
     On PostgreSQL the lot is one statement (`_RESERVE_MANY`, which also serves `reserve_unit`):
     one round trip and one plan for a whole batch instead of one of each per request, with the
     key check and the subscriptions read in the same round trip. Each request's writes are
-    atomic in that statement, so it needs no transaction around it.
+    atomic in that statement, so it needs no transaction around it. That statement gives only
+    units that are not accessible: a request for an accessible unit, and one refused there while
+    accessible units of its class are free, is then made alone (`_reserve_choosing_unit`).
     """
     keys = set(check_keys) | {r.key_id for r in requests if r.key_id is not None}
     if session.connection().dialect.name != "postgresql" or not requests:
@@ -151,23 +182,32 @@ def reserve_units(
             for r in requests
         ]
         return Reserved(outcomes, revoked, None)
-    outcomes, revoked, subscriptions = _reserve_in_one_statement(session, requests, keys)
+    made, revoked, subscriptions = _reserve_in_one_statement(session, requests, keys)
     # A twin's unit was granted but not taken: a later request of the same class refused for
     # want of it tries again, as it would have had the requests gone one by one.
-    given_back = {
-        (r.bank_id, r.size) for r, o in zip(requests, outcomes, strict=True) if o == "twin"
-    }
-    for index, r in enumerate(requests):
-        if outcomes[index] == "full" and (r.bank_id, r.size) in given_back:
-            outcomes[index] = reserve_unit(
-                session, r.bank_id, r.size, r.reservation, r.event, r.notice
+    given_back = {(r.bank_id, r.size) for r, o in zip(requests, made, strict=True) if o == "twin"}
+    answers: list[ReserveOutcome | Literal["revoked"]] = []
+    for r, outcome in zip(requests, made, strict=True):
+        if outcome == "choose_unit":
+            answers.append(_reserve_choosing_unit(session, r))
+        elif outcome == "full" and (r.bank_id, r.size) in given_back:
+            answers.append(
+                reserve_unit(session, r.bank_id, r.size, r.reservation, r.event, r.notice)
             )
-    return Reserved(outcomes, revoked, subscriptions)
+        else:
+            answers.append(outcome)
+    return Reserved(answers, revoked, subscriptions)
+
+
+# What `_RESERVE_MANY` answers a request: a `reserve_unit` outcome, "revoked" (its key), or
+# "choose_unit": left to `_reserve_choosing_unit` (it asks for an accessible unit, or only
+# accessible units of its class were free).
+_ManyOutcome = ReserveOutcome | Literal["revoked", "choose_unit"]
 
 
 def _reserve_in_one_statement(
     session: Session, requests: Sequence[UnitRequest], keys: Collection[int]
-) -> tuple[list[ReserveOutcome | Literal["revoked"]], set[int], Subscribed]:
+) -> tuple[list[_ManyOutcome], set[int], Subscribed]:
     """PostgreSQL: `_RESERVE_MANY` for the requests."""
     batch: list[dict[str, Any]] = []
     for order, request in enumerate(requests):
@@ -176,6 +216,7 @@ def _reserve_in_one_statement(
             raise ValueError(f"not a new reservation and its created event: {reservation['id']}")
         row = {name: reservation[name] for name in _MANY_FIELDS}
         row["ord"] = order
+        row["accessible"] = bool(reservation.get("accessible"))
         row["key_id"] = request.key_id
         row["data"] = event["data"]
         if request.notice is not None:
@@ -189,7 +230,7 @@ def _reserve_in_one_statement(
         "event_type": EVENT_CREATED,
     }
     rows = session.connection().exec_driver_sql(_RESERVE_MANY, parameters).all()
-    outcomes: list[ReserveOutcome | Literal["revoked"]] = []
+    outcomes: list[_ManyOutcome] = []
     for result in rows:
         if result.ord != len(outcomes):
             raise RuntimeError(f"_RESERVE_MANY answered request {result.ord} out of order")
@@ -198,7 +239,7 @@ def _reserve_in_one_statement(
         elif result.unsealed:
             outcomes.append("unsealed")
         elif not result.granted:
-            outcomes.append("full")
+            outcomes.append("choose_unit" if result.accessible or result.spare else "full")
         else:
             outcomes.append("created" if result.created else "twin")
     if len(outcomes) != len(requests):
@@ -267,11 +308,14 @@ def _json_timestamp(value: object) -> str:
 # - `revoked`: the keys to check that have been revoked. `endpoints`: the live webhook endpoints
 #   of the batch's carriers; `notify`, those that want `reservation.created`. `req` leaves out
 #   the requests of revoked keys, and those without a sealed notice whose carrier has endpoints
-#   to notify ("unsealed": the caller seals one and tries again).
+#   to notify ("unsealed": the caller seals one and tries again), and those that ask for an
+#   accessible unit (made afterwards, one by one: `unit_choice`).
 # - `locked` locks the capacity rows the batch needs, in (bank, class) order so that concurrent
 #   batches cannot deadlock, and reads their current free count (a row updated meanwhile is
-#   read as committed): each (bank, class) grants min(free, wanted) units, to its requests in
-#   the order given.
+#   read as committed) of units that are not accessible, `available` less the free accessible
+#   ones: each (bank, class) grants min(free, wanted) of those, to its requests in the order
+#   given. A request refused while accessible units of its class are free (`spare`, as the
+#   statement's snapshot saw them) may take one of those afterwards, alone.
 # - `created` inserts the granted reservations, unless the carrier already has an active one for
 #   the tracking number (the partial unique index; an earlier request of the same batch counts).
 #   `taken` takes from the locked rows as many units as were inserted: a twin keeps none.
@@ -284,7 +328,7 @@ WITH input AS (
         ord int, key_id int, id varchar, carrier_id varchar, tracking_number varchar,
         bank_id varchar, size varchar, length_mm int, width_mm int, height_mm int, weight_g int,
         recipient json, reserved_until timestamptz, created_at timestamptz, group_id varchar,
-        data json, event_id varchar, sealed text
+        accessible boolean, data json, event_id varchar, sealed text
     )
 ),
 revoked AS MATERIALIZED (
@@ -306,14 +350,16 @@ req AS MATERIALIZED (
     SELECT * FROM input i
     WHERE (i.key_id IS NULL OR i.key_id NOT IN (SELECT id FROM revoked))
       AND (i.sealed IS NOT NULL OR i.carrier_id NOT IN (SELECT carrier_id FROM notify))
+      AND NOT i.accessible
 ),
 wanted AS (
     SELECT bank_id, size, count(*) AS n FROM req GROUP BY bank_id, size
 ),
 locked AS MATERIALIZED (
-    SELECT c.bank_id, c.size, least(c.available, w.n) AS granted
+    SELECT c.bank_id, c.size,
+        least(c.available - greatest(c.accessible_available, 0), w.n) AS granted
     FROM bank_capacity c JOIN wanted w ON c.bank_id = w.bank_id AND c.size = w.size
-    WHERE c.available > 0
+    WHERE c.available > greatest(c.accessible_available, 0)
     ORDER BY c.bank_id, c.size
     FOR UPDATE OF c
 ),
@@ -368,6 +414,12 @@ SELECT i.ord,
     (i.sealed IS NULL AND i.carrier_id IN (SELECT carrier_id FROM notify)) AS unsealed,
     g.id IS NOT NULL AS granted,
     c.id IS NOT NULL AS created,
+    i.accessible,
+    (g.id IS NULL AND EXISTS (
+        SELECT 1 FROM bank_capacity s
+        WHERE s.bank_id = i.bank_id AND s.size = i.size
+          AND s.accessible_available > 0 AND s.available > 0
+    )) AS spare,
     (SELECT coalesce(json_agg(id ORDER BY id), '[]') FROM revoked) AS revoked_keys,
     (SELECT coalesce(json_agg(json_build_array(carrier_id, id, event_types) ORDER BY id), '[]')
      FROM endpoints) AS endpoints

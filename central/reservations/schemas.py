@@ -38,6 +38,18 @@ class Recipient(BaseModel):
     )
 
 
+class ReservationRecipient(Recipient):
+    """The recipient as a new reservation gives it: contact details, and whether they need an
+    accessible compartment (which only the reservation itself can ask for, not a later change)."""
+
+    accessible: bool = Field(
+        default=False,
+        description="the recipient needs a compartment within reach from a wheelchair: only a "
+        "bank with a free accessible unit of a fitting class is chosen (409 "
+        "`no_accessible_capacity` otherwise)",
+    )
+
+
 class ReservationCreate(BaseModel):
     model_config = _STRICT
     tracking_number: str = Field(min_length=4, max_length=64)
@@ -45,7 +57,7 @@ class ReservationCreate(BaseModel):
     near: Near | None = None
     size: SizeClass | None = None
     parcel: Parcel | None = None
-    recipient: Recipient | None = None
+    recipient: ReservationRecipient | None = None
     hold_hours: int | None = Field(default=None, ge=1, le=24 * 14)
 
     @model_validator(mode="after")
@@ -85,8 +97,21 @@ class HistoryEntry(BaseModel):
     data: dict[str, Any] | None = None
 
 
+class GroupRef(BaseModel):
+    """Parcels for one recipient at one bank from one carrier: one pickup code opens every
+    door that holds them (those deposited while a group-mate waited in the locker)."""
+
+    id: str = Field(description="`grp_` and 24 hex characters; nothing of the contact in it")
+    reservations: list[str] = Field(
+        description="the group's active reservations, oldest first, this one included"
+    )
+
+
 class ReservationOut(BaseModel):
     id: str
+    kind: str = Field(
+        default="delivery", description="`delivery`, or `dropoff` for a sender's parcel"
+    )
     status: str
     carrier: str
     tracking_number: str
@@ -94,14 +119,41 @@ class ReservationOut(BaseModel):
     size: SizeClass
     compartment: str | None
     parcel: Parcel | None
+    accessible: bool = Field(
+        default=False, description="the recipient asked for an accessible compartment"
+    )
     tracking_status: str | None = Field(
         default=None, description="the carrier's latest normalised tracking status, if known"
     )
     reserved_until: datetime
     pickup_deadline: datetime | None
+    group: GroupRef | None = Field(
+        default=None,
+        description="the recipient's parcels at this bank (a reservation with their email or "
+        "phone); null without contact details",
+    )
     created_at: datetime
     updated_at: datetime
     history: list[HistoryEntry]
+
+
+# What a drop-off's webhooks carry of it: everything its carrier sees but the code, which the
+# carrier got in the answer that made the drop-off.
+DROPOFF_WEBHOOK_FIELDS = frozenset(
+    {
+        "id",
+        "kind",
+        "status",
+        "carrier",
+        "tracking_number",
+        "bank",
+        "size",
+        "compartment",
+        "reserved_until",
+        "created_at",
+        "history",
+    }
+)
 
 
 class ReservationList(BaseModel):

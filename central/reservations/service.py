@@ -24,8 +24,10 @@ from central.banks import service as banks
 from central.carriers.service import key_revoked
 from central.context import Ctx
 from central.errors import ApiError, Conflict, Unprocessable
-from central.models import Actor, Bank, ReservationStatus
+from central.models import Actor, Bank, Reservation, ReservationStatus
+from central.models.base import ReservationKind
 from central.reservations import repository as repo
+from central.reservations.groups import group_id_for
 from central.reservations.schemas import Alternative, ReservationCreate, ReservationOut
 from central.reservations.views import describe
 from central.webhooks.repository import subscribed_endpoint_ids
@@ -61,6 +63,7 @@ def _need(body: ReservationCreate) -> Need:
         size=body.size,
         parcel=Dimensions(parcel.length_mm, parcel.width_mm, parcel.height_mm) if parcel else None,
         weight_g=parcel.weight_g if parcel else None,
+        accessible=body.recipient is not None and body.recipient.accessible,
     )
 
 
@@ -79,6 +82,9 @@ class _Plan:
     banks: dict[str, Bank]
     origin: tuple[float, float]
     candidates: list[Candidate]
+    # Whether the answer reads the reservation's group-mates (one indexed query, for a
+    # reservation with contact details); not on PostgreSQL's batch path (see `create_many`).
+    group_lookup: bool = True
 
 
 @dataclass(slots=True)
@@ -91,6 +97,7 @@ class _Attempt:
     event: _NewEvent
     notice: repo.Notice | None = None  # its webhook event, when the carrier has endpoints for it
     out: ReservationOut | None = None  # what the answer and the notice say, once described
+    group_mates: tuple[str, ...] | None = None  # known without a query (None: look them up)
 
 
 def create(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> Created:
@@ -127,6 +134,9 @@ def create_many(ctx: Ctx, requests: Sequence[CreateRequest]) -> list[Created | A
     """
     outcomes: list[Created | ApiError | None] = [None] * len(requests)
     firsts: list[tuple[int, _Plan, _Attempt]] = []
+    # On PostgreSQL the batch is one round trip; reading each new reservation's group-mates
+    # would add one: its answer lists it alone in its group (GET lists the others).
+    group_lookup = ctx.session.connection().dialect.name != "postgresql"
     for index, (carrier_id, body, _) in enumerate(requests):
         try:
             planned = _plan(ctx, carrier_id, body)
@@ -135,6 +145,7 @@ def create_many(ctx: Ctx, requests: Sequence[CreateRequest]) -> list[Created | A
             elif not planned.candidates:  # nothing to try: the twin or a refusal
                 outcomes[index] = _finish(ctx, planned, None)
             else:
+                planned.group_lookup = group_lookup
                 firsts.append((index, planned, _attempt(ctx, planned, planned.candidates[0])))
         except ApiError as refused:
             outcomes[index] = refused
@@ -187,7 +198,7 @@ def _plan(ctx: Ctx, carrier_id: str, body: ReservationCreate) -> _Plan | Created
     except (ApiError, NoFit) as exc:
         existing = repo.find_active(ctx.session, carrier_id, number)
         if existing is not None:
-            return describe(ctx.session, existing), False
+            return _active_twin(ctx, existing)
         if isinstance(exc, NoFit):
             raise Unprocessable(exc.code, exc.detail) from exc
         raise
@@ -215,21 +226,34 @@ def _finish(ctx: Ctx, plan: _Plan, first: tuple[_Attempt, repo.ReserveOutcome] |
             twin = repo.find_active(ctx.session, plan.carrier_id, plan.number)
             if twin is None:
                 raise Conflict("concurrent_update", "the reservation changed meanwhile; retry")
-            return describe(ctx.session, twin), False
+            return _active_twin(ctx, twin)
         return _created(ctx, attempt), True
 
     existing = repo.find_active(ctx.session, plan.carrier_id, plan.number)
     if existing is not None:
-        return describe(ctx.session, existing), False
+        return _active_twin(ctx, existing)
     need = plan.need
     raise Conflict(
-        "no_capacity",
-        f"no free {need.size or 'fitting'} locker"
+        "no_accessible_capacity" if need.accessible else "no_capacity",
+        f"no free {'accessible ' if need.accessible else ''}{need.size or 'fitting'} locker"
         + (" at that bank" if plan.body.bank_id else " nearby"),
         alternatives=[
             a.model_dump() for a in _alternatives(ctx.session, need, plan.origin, plan.options)
         ],
     )
+
+
+def _active_twin(ctx: Ctx, existing: Reservation) -> Created:
+    """The answer for a repeated tracking number: its active reservation; never a drop-off
+    (the carrier's label for a sender's parcel), which keeps the number while it is active."""
+    if existing.kind == ReservationKind.DROPOFF:
+        raise Conflict(
+            "tracking_number_in_use",
+            f"tracking number {existing.tracking_number} belongs to the active drop-off "
+            f"{existing.id}",
+            dropoff_id=existing.id,
+        )
+    return describe(ctx.session, existing), False
 
 
 def _options(
@@ -290,6 +314,11 @@ def _attempt(
     now = ctx.now
     body = plan.body
     parcel = body.parcel
+    recipient = (
+        body.recipient.model_dump(exclude_none=True, exclude={"accessible"})
+        if body.recipient
+        else None
+    )
     reservation = _NewReservation(
         id=f"rsv_{secrets.token_hex(10)}",
         carrier_id=plan.carrier_id,
@@ -300,9 +329,11 @@ def _attempt(
         width_mm=parcel.width_mm if parcel else None,
         height_mm=parcel.height_mm if parcel else None,
         weight_g=parcel.weight_g if parcel else None,
-        recipient=body.recipient.model_dump(exclude_none=True) if body.recipient else None,
+        recipient=recipient,
         reserved_until=now + timedelta(hours=hold),
         created_at=now,
+        accessible=plan.need.accessible,
+        group_id=group_id_for(ctx.keys, bank.id, plan.carrier_id, recipient),
     )
     event = _NewEvent(
         reservation_id=reservation.id,
@@ -310,7 +341,9 @@ def _attempt(
         data={"bank_id": bank.id, "size": candidate.size.value},
         at=now,
     )
-    attempt = _Attempt(bank, candidate, reservation, event)
+    attempt = _Attempt(
+        bank, candidate, reservation, event, group_mates=None if plan.group_lookup else ()
+    )
     if notify is None:
         notify = _notifies(ctx, plan.carrier_id)
     if notify:
@@ -321,7 +354,13 @@ def _attempt(
 
 
 def _described(ctx: Ctx, attempt: _Attempt) -> ReservationOut:
-    return describe(ctx.session, attempt.reservation, bank=attempt.bank, history=[attempt.event])
+    return describe(
+        ctx.session,
+        attempt.reservation,
+        bank=attempt.bank,
+        history=[attempt.event],
+        group_mates=attempt.group_mates,
+    )
 
 
 def _created(ctx: Ctx, attempt: _Attempt) -> ReservationOut:
@@ -421,6 +460,14 @@ class _NewEvent:
         }
 
 
+def alternatives_near(
+    session: Session, need: Need, origin: tuple[float, float], tried: Sequence[BankOption]
+) -> list[Alternative]:
+    """What a 409 `no_capacity` lists: nearby banks other than those tried that have room for
+    the parcel (for drop-offs too, `central.dropoffs.service`)."""
+    return _alternatives(session, need, origin, tried)
+
+
 def _alternatives(
     session: Session, need: Need, origin: tuple[float, float], tried: Sequence[BankOption]
 ) -> list[Alternative]:
@@ -447,7 +494,7 @@ def _alternatives(
             except NoFit:
                 continue
             if candidates:
-                free = sum(option.classes[c.size].available for c in candidates)
+                free = sum(option.classes[c.size].free_for(need) for c in candidates)
                 out.append(
                     Alternative(
                         bank_id=bank.id, name=bank.name, distance_km=round(distance, 3), free=free

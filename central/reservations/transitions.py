@@ -14,11 +14,12 @@ from central.context import Ctx
 from central.db import scrub_after_commit
 from central.errors import Conflict
 from central.models import Actor, Reservation, ReservationEvent, ReservationStatus
+from central.models.base import ReservationKind
 from central.notices import outbox as notices
 from central.notices.outbox import Fact, NoticeKind
 from central.reservations import lifecycle
 from central.reservations import repository as repo
-from central.reservations.schemas import ReservationOut
+from central.reservations.schemas import DROPOFF_WEBHOOK_FIELDS, ReservationOut
 from central.reservations.views import describe, require_own
 from central.webhooks.service import enqueue_event
 
@@ -38,7 +39,10 @@ def transition(
     """Apply one lifecycle transition with its history entry, capacity change and webhook."""
     try:
         rule = lifecycle.transition_for(
-            reservation.status, target.value, was_deposited=reservation.deposited_at is not None
+            reservation.status,
+            target.value,
+            was_deposited=reservation.deposited_at is not None,
+            kind=reservation.kind,
         )
     except lifecycle.InvalidTransition as exc:
         raise Conflict(
@@ -48,14 +52,23 @@ def transition(
     values: dict[str, Any] = {"status": target.value, "updated_at": now, **(changes or {})}
     recipient = reservation.recipient  # a notice of the end still reaches who it was for
     if lifecycle.is_closed(target.value, was_deposited=reservation.deposited_at is not None):
-        values.update(recipient=None, pickup_secret_sealed=None, closed_at=now)
+        # Whether the recipient asked for an accessible door says something of their health:
+        # kept only while it serves (the unit it held is released by `accessible_unit`).
+        values.update(recipient=None, pickup_secret_sealed=None, accessible=False, closed_at=now)
+        if reservation.kind == ReservationKind.DROPOFF:  # its code can open nothing any more
+            values.update(dropoff_code_hash=None, dropoff_qr_hash=None)
         scrub_after_commit(ctx.session, [Reservation.__tablename__])
     if not repo.set_status(ctx.session, reservation.id, reservation.status, values):
         raise Conflict("concurrent_update", "the reservation changed meanwhile; fetch it again")
     for key, value in values.items():
         setattr(reservation, key, value)
     if rule.frees_capacity:
-        banks_repository.release_unit(ctx.session, reservation.bank_id, reservation.size)
+        banks_repository.release_unit(
+            ctx.session,
+            reservation.bank_id,
+            reservation.size,
+            accessible_unit=reservation.accessible_unit,
+        )
     entry = ReservationEvent(
         reservation_id=reservation.id,
         type=target.value,
@@ -75,7 +88,10 @@ def transition(
         ctx.keys,
         reservation.carrier_id,
         rule.webhook,
-        lambda: out.model_dump(mode="json") | (webhook_extra or {}),
+        # A drop-off's events carry the drop-off as its API shows it, without its code.
+        (lambda: out.model_dump(mode="json", include=set(DROPOFF_WEBHOOK_FIELDS)))
+        if reservation.kind == ReservationKind.DROPOFF
+        else (lambda: out.model_dump(mode="json") | (webhook_extra or {})),
         now,
     )
     notice = _NOTICE_OF.get(target)

@@ -16,6 +16,7 @@ from central.context import Ctx
 from central.errors import ApiError, NotFound
 from central.models import Bank, Reservation, ReservationEvent, ReservationStatus, SizeClass
 from central.reservations import repository as repo
+from central.reservations.groups import group_of
 from central.reservations.schemas import (
     BankRef,
     HistoryEntry,
@@ -33,6 +34,10 @@ class _ReservationView(Protocol):
     @property
     def status(self) -> str: ...
     @property
+    def kind(self) -> str: ...
+    @property
+    def group_id(self) -> str | None: ...
+    @property
     def carrier_id(self) -> str: ...
     @property
     def tracking_number(self) -> str: ...
@@ -42,6 +47,8 @@ class _ReservationView(Protocol):
     def size(self) -> str: ...
     @property
     def compartment_label(self) -> str | None: ...
+    @property
+    def accessible(self) -> bool: ...
     @property
     def length_mm(self) -> int | None: ...
     @property
@@ -85,7 +92,10 @@ def describe(
     *,
     bank: Bank | None = None,
     history: Sequence[ReservationEvent | _EventView] | None = None,
+    group_mates: Sequence[str] | None = None,
 ) -> ReservationOut:
+    """The reservation as the API and the webhooks show it. Its group (when it has one) costs
+    one indexed query, unless `group_mates` gives the group's other reservations already."""
     bank = bank or banks_repository.get_referenced_bank(session, reservation.bank_id)
     if history is not None:
         events = history
@@ -99,6 +109,7 @@ def describe(
     # catch a mistyped field: pydantic warns when it serialises one, and warnings fail them).
     return ReservationOut.model_construct(
         id=reservation.id,
+        kind=reservation.kind,
         status=reservation.status,
         carrier=reservation.carrier_id,
         tracking_number=reservation.tracking_number,
@@ -118,9 +129,11 @@ def describe(
         )
         if has_parcel
         else None,
+        accessible=reservation.accessible,
         tracking_status=reservation.tracking_status,
         reserved_until=reservation.reserved_until,
         pickup_deadline=reservation.pickup_deadline,
+        group=group_of(session, reservation.id, reservation.group_id, group_mates),
         created_at=reservation.created_at,
         updated_at=reservation.updated_at,
         history=[

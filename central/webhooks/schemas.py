@@ -11,12 +11,18 @@ EventType = Literal[
     "reservation.created",
     "reservation.cancelled",
     "reservation.expired",
+    "reservation.redirected",
     "parcel.deposited",
     "parcel.code_reissued",
     "parcel.picked_up",
     "parcel.expired",
     "parcel.returned",
     "parcel.reminder",
+    "dropoff.created",
+    "dropoff.deposited",
+    "dropoff.collected",
+    "dropoff.expired",
+    "dropoff.cancelled",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 

@@ -21,6 +21,7 @@ class ReservationStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     RETURNED = "returned"
+    COLLECTED = "collected"  # a drop-off the carrier's courier took away
 
 
 class DepositStatus(enum.StrEnum):
@@ -52,6 +53,10 @@ class ParcelStatus(enum.StrEnum):
     PICKED_UP = "picked_up"
     EXPIRED = "expired"  # pickup deadline passed: waits for its carrier to take it back
     RETURNED = "returned"
+    # A sender's drop-off: in its compartment until the carrier's courier collects it. It never
+    # expires on the node (its `pickup_deadline` is only the reservation's `reserved_until`).
+    AWAITING_COLLECTION = "awaiting_collection"
+    COLLECTED = "collected"
 
 
 class CodeStatus(enum.StrEnum):
@@ -67,6 +72,8 @@ class Purpose(enum.StrEnum):
     DEPOSIT = "deposit"
     PICKUP = "pickup"
     RETURN = "return"
+    DROPOFF = "dropoff"  # a sender puts a parcel in (a `deposits` row without a courier session)
+    COLLECT = "collect"  # the carrier's courier takes a drop-off away
 
 
 class OperationResult(enum.StrEnum):

@@ -20,6 +20,7 @@ from locker_node.domain.lifecycle import CodeStatus
 from locker_node.flows.errors import CommandRefused, Refused
 from locker_node.flows.feed import cancel_reservation, follow_pickup_deadline
 from locker_node.flows.ports import Ports
+from locker_node.store import groups as group_codes
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit, audit_for_command, count_audit_since, record
 from locker_wire.commands import (
@@ -203,7 +204,8 @@ def invalidate_pickup_code(conn: Connection, reservation_id: str, now: datetime)
     code = repo.get_pickup_code(conn, parcel.id)
     if code is None or code.status != CodeStatus.ACTIVE:
         return False
-    repo.kill_pickup_code(conn, parcel.id, CodeStatus.REVOKED, now)
+    # The parcels that share the code (a parcel group) keep it.
+    group_codes.end_code(conn, parcel.id, CodeStatus.REVOKED, now)
     return True
 
 
@@ -236,6 +238,8 @@ def reissue_pickup_code(
         # The old code's row is about to be overwritten; its code must not come back by chance.
         in_use=lambda digest: digest == old_hash or repo.code_hash_in_use(conn, digest),
     )
+    # A code of its own: the group-mates that share its old code keep that one.
+    group_codes.leave_code(conn, parcel.id)
     # One code row per parcel: the new pair takes the old one's place, its hashes gone with it.
     repo.replace_pickup_code(
         conn, repo.active_pickup_code(parcel.id, issued, parcel.pickup_deadline, now)

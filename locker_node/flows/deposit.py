@@ -30,14 +30,18 @@ from locker_node.flows.doors import (
     take_out_of_service,
 )
 from locker_node.flows.errors import BadInput, Conflict, DoorFault, NotFound
+from locker_node.flows.placement import needs_accessible, place
 from locker_node.flows.ports import Ports
 from locker_node.hardware.board import DoorState
+from locker_node.store import groups as group_codes
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit, record
 from locker_node.store.rows import new_id
 from locker_wire.events import ParcelDeposited
 
 logger = logging.getLogger(__name__)
+# A deposit's compartment: bound to it, or a group-mate's it shares (`flows.groups`).
+_BOUND_OR_SHARED = (Occupancy.BOUND, Occupancy.OCCUPIED)
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,7 @@ def _bind(
             conn, deposit.id, now, status=DepositStatus.OPENING, session_id=courier.session_id
         )
         return deposit.id, deposit.compartment
-    candidate = choose_compartment(
-        free_compartments(conn, ports), reservation.size, allow_upsize=ports.policy.allow_upsize
-    )
-    if candidate is None:
-        raise Conflict(f"no free compartment of size {reservation.size}", code="no_capacity")
+    candidate = place(conn, ports, reservation)  # or 409 no_capacity / no_accessible_compartment
     deposit_id = new_id()
     repo.set_occupancy(conn, candidate.label, Occupancy.BOUND, now, expect=Occupancy.FREE)
     repo.insert_deposit(
@@ -128,7 +128,8 @@ def _deposit_reservation(
     size: str | None,
     now: datetime,
 ) -> repo.Reservation:
-    reservation = repo.find_reservation(conn, courier.carrier_id, tracking)
+    # A drop-off's reservation is the sender's to fill (flows/dropoff.py): unknown here.
+    reservation = repo.find_reservation(conn, courier.carrier_id, tracking, kind="delivery")
     if reservation is None:
         return _walk_up(conn, ports, courier, tracking, size, now)
     if reservation.status == ReservationStatus.CANCELLED:
@@ -253,12 +254,18 @@ def _move_deposit(
     if give_up:
         candidate = None
     elif larger:
-        candidate = choose_larger(free, old_size)
+        candidate = choose_larger(free, old_size, accessible=needs_accessible(conn, deposit_id))
     else:
-        candidate = choose_compartment(free, old_size, allow_upsize=ports.policy.allow_upsize)
+        candidate = choose_compartment(
+            free,
+            old_size,
+            allow_upsize=ports.policy.allow_upsize,
+            accessible=needs_accessible(conn, deposit_id),
+        )
     if candidate is None and larger:
         return None
-    repo.set_occupancy(conn, old_label, Occupancy.FREE, now, expect=Occupancy.BOUND)
+    # Free unless a group-mate's parcel is in it (a deposit into a shared compartment).
+    group_codes.vacate(conn, old_label, now, expect=_BOUND_OR_SHARED, ignoring_deposit=deposit_id)
     if candidate is None:
         repo.update_deposit(conn, deposit_id, now, status=DepositStatus.CANCELLED)
         append_audit(
@@ -431,8 +438,9 @@ def _store_parcel(
         finished_at=None,
     )
     repo.insert_parcel(conn, parcel)
-    repo.insert_pickup_code(conn, repo.active_pickup_code(parcel.id, issued, deadline, now))
-    repo.set_occupancy(conn, deposit.compartment, Occupancy.OCCUPIED, now, expect=Occupancy.BOUND)
+    # A group-mate's live code opens it too, when there is one: no code of its own then.
+    shares_code_with = group_codes.store_code(conn, reservation, parcel, issued, now)
+    group_codes.occupy(conn, deposit.compartment, now)
     repo.update_deposit(conn, deposit.id, now, status=DepositStatus.CONFIRMED)
     repo.update_reservation(
         conn, reservation.id, now, status=ReservationStatus.DEPOSITED, pickup_deadline=deadline
@@ -449,8 +457,9 @@ def _store_parcel(
         deposited_at=now,
         pickup_deadline=deadline,
         # Sealed under a node key at rest; sync re-seals them to central's key on delivery.
-        sealed_pickup_code=ports.keys.seal(issued.code),
-        sealed_qr_payload=ports.keys.seal(issued.qr_token),
+        sealed_pickup_code="" if shares_code_with else ports.keys.seal(issued.code),
+        sealed_qr_payload="" if shares_code_with else ports.keys.seal(issued.qr_token),
+        shares_code_with=shares_code_with,
     )
     record(conn, event, at=now, bank_id=ports.policy.bank_id, actor=courier.actor)
     return parcel
@@ -480,7 +489,9 @@ def cancel_deposit(ports: Ports, courier: Courier, deposit_id: str) -> Cancelled
         now = ports.now()
         with ports.unit_of_work() as conn:
             current = _own_active_deposit(conn, courier, deposit_id)
-            repo.set_occupancy(conn, label, Occupancy.FREE, now, expect=Occupancy.BOUND)
+            group_codes.vacate(
+                conn, label, now, expect=_BOUND_OR_SHARED, ignoring_deposit=current.id
+            )
             repo.update_deposit(conn, current.id, now, status=DepositStatus.CANCELLED)
             reason = "by the courier" if status is DepositStatus.OPENING else "parcel taken out"
             append_audit(
@@ -548,7 +559,8 @@ def _own_deposit(conn: Connection, courier: Courier, deposit_id: str) -> repo.De
     if not inputs.is_node_id(deposit_id):
         raise BadInput("not a deposit id")
     deposit = repo.get_deposit(conn, deposit_id)
-    if deposit is None or deposit.carrier_id != courier.carrier_id:
+    # A deposit without a courier session is a sender's drop-off, not this courier's.
+    if deposit is None or deposit.carrier_id != courier.carrier_id or deposit.session_id is None:
         raise NotFound("no such deposit", code="unknown_deposit")
     return deposit
 

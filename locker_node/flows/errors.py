@@ -78,3 +78,10 @@ class CommandRefused(FlowError):
     """A command from central that is not to be run: forged, expired, or for another node."""
 
     code = "invalid_command"
+
+
+class CentralUnreachable(FlowError):
+    """Central did not answer something only it can decide (a move to another bank); nothing
+    changed here, and nothing is queued: the person at the kiosk is told now."""
+
+    code = "central_unreachable"

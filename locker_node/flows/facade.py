@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from locker_node.domain.doors import UnknownCompartment
-from locker_node.flows import courier, deposit, pickup, returns, upkeep
+from locker_node.flows import collect, courier, deposit, dropoff, overflow, pickup, returns, upkeep
+from locker_node.flows.collect import CollectItem
 from locker_node.flows.courier import Courier, LoginResult
 from locker_node.flows.deposit import CancelledDeposit, ConfirmedDeposit, DepositView
+from locker_node.flows.dropoff import CancelledDropoff, DropoffView, DroppedOff
 from locker_node.flows.pickup import DoorResult, KeypadStatus
-from locker_node.flows.ports import FlowPolicy, Ports
+from locker_node.flows.ports import FlowPolicy, NearbyBank, Ports, Redirected
 from locker_node.flows.returns import ReturnItem
 
 if TYPE_CHECKING:
@@ -86,6 +88,41 @@ class LockerFlows:
 
     def confirm_return(self, who: Courier, parcel_id: str) -> DoorResult:
         return returns.confirm_return(self.ports, who, parcel_id)
+
+    # Drop-offs: senders put parcels in, their carrier's couriers collect them
+
+    def start_dropoff(self, code: str) -> DropoffView:
+        return dropoff.start_dropoff(self.ports, code)
+
+    def start_dropoff_qr(self, token: str) -> DropoffView:
+        return dropoff.start_dropoff_qr(self.ports, token)
+
+    def confirm_dropoff(self, dropoff_id: str) -> DroppedOff:
+        return dropoff.confirm_dropoff(self.ports, dropoff_id)
+
+    def cancel_dropoff(self, dropoff_id: str) -> CancelledDropoff:
+        return dropoff.cancel_dropoff(self.ports, dropoff_id)
+
+    def list_dropoffs(self, who: Courier) -> list[CollectItem]:
+        return collect.list_dropoffs(self.ports, who)
+
+    def open_collection(self, who: Courier, parcel_id: str) -> DoorResult:
+        return collect.open_collection(self.ports, who, parcel_id)
+
+    def confirm_collection(self, who: Courier, parcel_id: str) -> DoorResult:
+        return collect.confirm_collection(self.ports, who, parcel_id)
+
+    # Overflow: a parcel with no usable door here goes to a nearby bank, asked of central
+
+    def nearby_banks(
+        self, who: Courier, tracking_number: str, size: str | None = None
+    ) -> list[NearbyBank]:
+        return overflow.nearby_banks(self.ports, who, tracking_number, size)
+
+    def redirect(
+        self, who: Courier, tracking_number: str, bank_id: str, size: str | None = None
+    ) -> Redirected:
+        return overflow.redirect(self.ports, who, tracking_number, bank_id, size)
 
     # Central
 

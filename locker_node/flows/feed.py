@@ -15,7 +15,8 @@ from sqlalchemy import Connection
 from locker_node.domain.allocation import SIZE_CLASSES
 from locker_node.domain.credentials import CredentialFormatError, format_courier_hash
 from locker_node.domain.inputs import normalise_carrier, normalise_tracking_number
-from locker_node.domain.lifecycle import ReservationStatus
+from locker_node.domain.lifecycle import CodeStatus, ReservationStatus
+from locker_node.flows import dropoff
 from locker_node.flows.errors import Refused
 from locker_node.flows.ports import Ports
 from locker_node.store import couriers
@@ -130,6 +131,8 @@ def cancel_reservation(conn: Connection, reservation_id: str, now: datetime) -> 
     if repo.active_deposit(conn, reservation_id) is not None:
         return False
     repo.update_reservation(conn, reservation_id, now, status=ReservationStatus.CANCELLED)
+    if existing.kind == dropoff.DROPOFF:
+        dropoff.end_code(conn, reservation_id, CodeStatus.REVOKED, now)
     return True
 
 
@@ -205,8 +208,15 @@ def apply_page(ports: Ports, page: FeedResponse) -> None:
                         ),
                         now,
                     )
+                    if reservation.kind == "dropoff" and reservation.dropoff_code is not None:
+                        hashes = dropoff.DropoffCodeIn(**reservation.dropoff_code.model_dump())
+                        dropoff.store_code(conn, reservation.id, hashes, now)
                 elif reservation.status == "cancelled":
                     cancel_reservation(conn, reservation.id, now)
+                elif reservation.status == "expired" and reservation.kind == "dropoff":
+                    # Nobody brought it in time: its code dies (a delivery's expiry is the
+                    # node's own, from `reserved_until`).
+                    dropoff.expire_reservation(conn, reservation.id, now)
                 elif reservation.status == "deposited" and reservation.pickup_deadline:
                     # The deposit happened here; what central may have changed since is the
                     # deadline (a carrier's or a recipient's extension), only ever later.

@@ -29,6 +29,7 @@ from locker_node.flows.errors import (
     LockedOut,
 )
 from locker_node.flows.ports import RECIPIENT, Ports
+from locker_node.store import groups as group_codes
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit, record
 from locker_wire.events import ParcelPickedUp
@@ -40,6 +41,11 @@ logger = logging.getLogger(__name__)
 class DoorResult:
     compartment: str
     door: str = "open"
+    # A pickup opens every door holding a parcel of its code (a parcel group's share one):
+    # those that opened, `compartment` first, and those that did not (their parcels stay, and
+    # the code stays valid for them).
+    compartments: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,11 @@ def pickup_with_code(ports: Ports, code: str) -> DoorResult:
                 # would forget the attempt.
                 refusal = _wrong_code(conn, ports, now)
             else:
-                parcel, command_id = _claim(conn, live.parcel_id, "code", now)
+                doors = _claim(conn, live, "code", now)
         if refusal is not None:
             raise refusal
-        ports.crash.reach("pickup.claimed", parcel.tracking_number)
-        return _open(ports, parcel, command_id, "code")
+        ports.crash.reach("pickup.claimed", doors[0].parcel.tracking_number)
+        return _open(ports, doors, "code")
 
 
 def pickup_with_qr(ports: Ports, token: str) -> DoorResult:
@@ -97,9 +103,9 @@ def pickup_with_qr(ports: Ports, token: str) -> DoorResult:
                 raise AlreadyCollected("this parcel has already been collected")
             if live is None:
                 raise InvalidQr("this QR code does not open any compartment")
-            parcel, command_id = _claim(conn, live.parcel_id, "qr", now)
-        ports.crash.reach("pickup.claimed", parcel.tracking_number)
-        return _open(ports, parcel, command_id, "qr")
+            doors = _claim(conn, live, "qr", now)
+        ports.crash.reach("pickup.claimed", doors[0].parcel.tracking_number)
+        return _open(ports, doors, "qr")
 
 
 def _wrong_code(conn: Connection, ports: Ports, now: datetime) -> InvalidCode:
@@ -121,25 +127,58 @@ def _wrong_code(conn: Connection, ports: Ports, now: datetime) -> InvalidCode:
     return InvalidCode("wrong code", attempts_left=verdict.attempts_left)
 
 
-def _claim(conn: Connection, parcel_id: str, via: str, now: datetime) -> tuple[repo.Parcel, str]:
-    parcel = repo.get_parcel(conn, parcel_id)
-    if parcel is None or parcel.status != ParcelStatus.IN_LOCKER:
+@dataclass(frozen=True)
+class _Door:
+    """A door a pickup opens: the first parcel behind it (the others of the code behind the
+    same door are collected with it, `complete_pickup`) and the opening written down for it."""
+
+    parcel: repo.Parcel
+    command_id: str
+
+
+def _claim(conn: Connection, code: repo.PickupCode, via: str, now: datetime) -> list[_Door]:
+    """Write down the opening of every door holding a parcel the code opens, each door once:
+    the parcels of a group share one code (`store.groups`)."""
+    openable = [
+        parcel
+        for parcel in group_codes.members(conn, group_codes.holder_of(code))
+        if parcel.pickup_deadline > now
+    ]
+    if not openable:
         # A live code belongs to a parcel in its compartment: the store says otherwise.
-        raise RuntimeError(f"live pickup code of parcel {parcel_id}, which is not in a locker")
-    command_id = plan_open(
-        conn,
-        Purpose.PICKUP,
-        parcel.compartment,
-        actor=RECIPIENT,
-        reason=f"pickup by {via}",
-        now=now,
-        parcel_id=parcel.id,
-        via=via,
+        raise RuntimeError(f"live pickup code of parcel {code.parcel_id} opens no waiting parcel")
+    doors: list[_Door] = []
+    for parcel in openable:
+        if any(door.parcel.compartment == parcel.compartment for door in doors):
+            continue
+        command_id = plan_open(
+            conn,
+            Purpose.PICKUP,
+            parcel.compartment,
+            actor=RECIPIENT,
+            reason=f"pickup by {via}",
+            now=now,
+            parcel_id=parcel.id,
+            via=via,
+        )
+        doors.append(_Door(parcel, command_id))
+    return doors
+
+
+def _open(ports: Ports, doors: list[_Door], via: str) -> DoorResult:
+    """Open the doors one after the other; a door that fails keeps its parcels and their code."""
+    opened = [door.parcel.compartment for door in doors if _open_door(ports, door, via)]
+    failed = tuple(
+        door.parcel.compartment for door in doors if door.parcel.compartment not in opened
     )
-    return parcel, command_id
+    if not opened:
+        label = failed[0]
+        raise DoorFault(f"door {label} did not open; the code stays valid", compartment=label)
+    return DoorResult(compartment=opened[0], compartments=tuple(opened), failed=failed)
 
 
-def _open(ports: Ports, parcel: repo.Parcel, command_id: str, via: str) -> DoorResult:
+def _open_door(ports: Ports, door: _Door, via: str) -> bool:
+    parcel, command_id = door.parcel, door.command_id
     label = parcel.compartment
     # A compartment marked faulty still holds the parcel: trying its door again is
     # harmless, and the only way the recipient gets the parcel without an operator.
@@ -155,7 +194,7 @@ def _open(ports: Ports, parcel: repo.Parcel, command_id: str, via: str) -> DoorR
             ports.crash.reach("pickup.before_commit", subject)
         ports.crash.reach("pickup.done", subject)
         logger.info("pickup: compartment %s opened (parcel %s)", label, parcel.id)
-        return DoorResult(compartment=label)
+        return True
     # None: the controller refused to fire (unknown label, or its board is silent).
     what = (
         "not fired (refused by the door controller)" if outcome is None else type(outcome).__name__
@@ -174,7 +213,7 @@ def _open(ports: Ports, parcel: repo.Parcel, command_id: str, via: str) -> DoorR
             reason=what,
         )
     logger.warning("pickup: compartment %s did not open (%s)", label, what)
-    raise DoorFault(f"door {label} did not open; the code stays valid", compartment=label)
+    return False
 
 
 def complete_pickup(
@@ -187,16 +226,32 @@ def complete_pickup(
     *,
     reason: str,
 ) -> None:
-    """The door of a pickup opened: the parcel is collected, its code used, its place free."""
+    """The door of a pickup opened: the parcel is collected, its code used, its place free
+    once nothing is left in it; and so is every parcel of the same code behind that door (a
+    parcel group's may share a compartment)."""
     repo.finish_operation(conn, command_id, OperationResult.OPENED, now)
     parcel = repo.get_parcel(conn, parcel_id)
     if parcel is None or parcel.status != ParcelStatus.IN_LOCKER:
         return
-    repo.kill_pickup_code(conn, parcel.id, CodeStatus.USED, now)
+    for collected in [parcel, *group_codes.door_mates(conn, parcel)]:
+        _collect(conn, ports, collected, command_id, via, now, reason=reason)
+
+
+def _collect(
+    conn: Connection,
+    ports: Ports,
+    parcel: repo.Parcel,
+    command_id: str,
+    via: str | None,
+    now: datetime,
+    *,
+    reason: str,
+) -> None:
+    group_codes.end_code(conn, parcel.id, CodeStatus.USED, now)
     repo.set_parcel_status(
         conn, parcel.id, ParcelStatus.PICKED_UP, expect=ParcelStatus.IN_LOCKER, now=now
     )
-    repo.set_occupancy(conn, parcel.compartment, Occupancy.FREE, now, expect=Occupancy.OCCUPIED)
+    group_codes.vacate(conn, parcel.compartment, now, expect=(Occupancy.OCCUPIED,))
     repo.update_reservation(conn, parcel.reservation_id, now, status=ReservationStatus.PICKED_UP)
     event = ParcelPickedUp(
         reservation_id=parcel.reservation_id,

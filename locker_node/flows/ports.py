@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
@@ -53,6 +54,37 @@ class FlowPolicy:
         return f"courier:{self.kiosk_id}"
 
 
+@dataclass(frozen=True)
+class NearbyBank:
+    """Another bank with room for a parcel, as central tells it."""
+
+    bank_id: str
+    name: str
+    address: str
+    distance_km: float
+    free: int
+
+
+@dataclass(frozen=True)
+class Redirected:
+    """Where central moved a reservation to, for the courier to take the parcel."""
+
+    reservation_id: str
+    bank_id: str
+    name: str
+    address: str
+    size: str
+
+
+class CentralLink(Protocol):
+    """Questions a flow asks central and waits for (`locker_node.sync.link`): answered within
+    seconds, or `errors.CentralUnreachable`; central's refusals come back as flow errors."""
+
+    def nearby(self, size: str, accessible: bool) -> list[NearbyBank]: ...
+
+    def redirect(self, reservation_id: str, bank_id: str, size: str | None) -> Redirected: ...
+
+
 @dataclass
 class Ports:
     engine: Engine
@@ -68,6 +100,9 @@ class Ports:
     # Logins are checked one at a time too, or parallel guesses would all pass the lockout
     # check before any failure was written.
     login_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Central, for what a flow must ask it while someone waits (overflow); None for a node
+    # that runs without central (or is not enrolled).
+    central: CentralLink | None = None
 
     def now(self) -> datetime:
         return self.clock()

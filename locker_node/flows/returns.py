@@ -22,6 +22,7 @@ from locker_node.flows.errors import BadInput, Conflict, DoorFault, NotFound
 from locker_node.flows.pickup import DoorResult
 from locker_node.flows.ports import Ports
 from locker_node.flows.upkeep import expire_due
+from locker_node.store import groups as group_codes
 from locker_node.store import repository as repo
 from locker_node.store.outbox import record
 from locker_wire.events import ParcelReturned
@@ -113,9 +114,8 @@ def confirm_return(ports: Ports, courier: Courier, parcel_id: str) -> DoorResult
             repo.set_parcel_status(
                 conn, parcel.id, ParcelStatus.RETURNED, expect=ParcelStatus.EXPIRED, now=now
             )
-            repo.set_occupancy(
-                conn, parcel.compartment, Occupancy.FREE, now, expect=Occupancy.OCCUPIED
-            )
+            # Free unless a group-mate is still in it (`store.groups`).
+            group_codes.vacate(conn, parcel.compartment, now, expect=(Occupancy.OCCUPIED,))
             repo.update_reservation(
                 conn, parcel.reservation_id, now, status=ReservationStatus.RETURNED
             )

@@ -18,10 +18,14 @@ from locker_node.flows.courier import end_idle_sessions
 from locker_node.flows.pickup import complete_pickup
 from locker_node.flows.ports import SYSTEM, Ports
 from locker_node.hardware.board import DoorState
-from locker_node.store import couriers
+from locker_node.store import couriers, dropoffs
+from locker_node.store import groups as group_codes
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit, record
 from locker_wire.events import ParcelExpired
+
+# A deposit's compartment: bound to it, or a group-mate's it shares (`flows.groups`).
+_BOUND_OR_SHARED = (Occupancy.BOUND, Occupancy.OCCUPIED)
 
 
 def recover(ports: Ports) -> int:
@@ -72,7 +76,9 @@ def _settle(
             )
         else:
             repo.finish_operation(conn, operation.command_id, result, now)
-        if operation.purpose == Purpose.DEPOSIT and operation.deposit_id is not None:
+        # A sender's drop-off binds its door as a courier's deposit does.
+        deposit_like = operation.purpose in (Purpose.DEPOSIT, Purpose.DROPOFF)
+        if deposit_like and operation.deposit_id is not None:
             deposit = repo.get_deposit(conn, operation.deposit_id)
             if (
                 deposit is not None
@@ -82,7 +88,10 @@ def _settle(
                 if opened:
                     repo.update_deposit(conn, deposit.id, now, status=DepositStatus.OPEN)
                 else:
-                    repo.set_occupancy(conn, label, Occupancy.FREE, now, expect=Occupancy.BOUND)
+                    # Free unless a group-mate's parcel is in it (`store.groups`).
+                    group_codes.vacate(
+                        conn, label, now, expect=_BOUND_OR_SHARED, ignoring_deposit=deposit.id
+                    )
                     repo.update_deposit(conn, deposit.id, now, status=DepositStatus.CANCELLED)
         append_audit(
             conn,
@@ -112,7 +121,8 @@ def expire_due(ports: Ports) -> int:
     with ports.unit_of_work() as conn:
         due = repo.parcels_past_deadline(conn, now)
         for parcel in due:
-            repo.kill_pickup_code(conn, parcel.id, CodeStatus.EXPIRED, now)
+            # Group-mates still waiting keep the code (`store.groups`).
+            group_codes.end_code(conn, parcel.id, CodeStatus.EXPIRED, now)
             repo.set_parcel_status(
                 conn, parcel.id, ParcelStatus.EXPIRED, expect=ParcelStatus.IN_LOCKER, now=now
             )
@@ -144,6 +154,7 @@ def housekeeping(ports: Ports) -> None:
             couriers.prune_keypad_failures(conn, now - timedelta(seconds=2 * window))
             couriers.prune_courier_credentials(conn, now - timedelta(days=7))
             repo.forget_used_codes(conn, now - timedelta(days=1))
+            dropoffs.forget_used_codes(conn, now - timedelta(days=1))
         for deposit in stale:
             _abandon(ports, deposit)
 
@@ -158,7 +169,7 @@ def _abandon(ports: Ports, deposit: repo.Deposit) -> None:
         current = repo.get_deposit(conn, deposit.id)
         if current is None or not DepositStatus(current.status).active:
             return
-        repo.set_occupancy(conn, label, Occupancy.FREE, now, expect=Occupancy.BOUND)
+        group_codes.vacate(conn, label, now, expect=_BOUND_OR_SHARED, ignoring_deposit=current.id)
         status = (
             DepositStatus.ABANDONED
             if DepositStatus(current.status).door_was_opened

@@ -18,9 +18,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from locker_node.flows import errors
+from locker_node.flows import errors, groups
 from locker_node.flows.deposit import DepositView
 from locker_node.flows.facade import LockerFlows
+from locker_node.flows.pickup import DoorResult
 from locker_node.kiosk import dropoff_routes, overflow_routes, schemas
 from locker_node.kiosk.deps import SESSION_COOKIE, CourierDep
 from locker_node.kiosk.i18n import STRINGS
@@ -45,6 +46,7 @@ FLOW_ERROR_STATUS: dict[type[errors.FlowError], int] = {
     errors.LockedOut: 429,
     errors.DoorFault: 503,
     errors.CommandRefused: 403,  # central's commands never come through the kiosk
+    errors.CentralUnreachable: 503,  # asked of central while the courier waits: try later
 }
 
 # What the carrier picker shows; a carrier not listed here is shown by its id.
@@ -70,6 +72,8 @@ class KioskUi:
     # Size class of each compartment label, for the door map; a label missing here is drawn
     # as a small door.
     compartment_sizes: Mapping[str, str] = field(default_factory=dict)
+    # Labels of the doors within reach from a wheelchair, marked as such on the door map.
+    accessible_doors: frozenset[str] = frozenset()
 
 
 class SecurityHeaders:
@@ -213,17 +217,16 @@ def _add_recipient_routes(app: FastAPI, flows: LockerFlows, ui: KioskUi) -> None
         responses={401: {}, 422: {}, 429: {}, 503: {}},
     )
     def pickup(body: schemas.PickupIn) -> schemas.DoorOut:
-        result = flows.pickup_with_code(body.code)
-        return schemas.DoorOut(compartment=result.compartment, door=result.door)
+        return _door_out(flows.pickup_with_code(body.code))
 
     @app.post("/api/pickup/qr", responses={401: {}, 422: {}, 503: {}})
     def pickup_qr(body: schemas.QrPickupIn) -> schemas.DoorOut:
-        result = flows.pickup_with_qr(body.token)
-        return schemas.DoorOut(compartment=result.compartment, door=result.door)
+        return _door_out(flows.pickup_with_qr(body.token))
 
     @app.get("/api/layout")
     def layout() -> schemas.LayoutOut:
-        """The bank's columns and doors, for the door map: labels and sizes, nothing else."""
+        """The bank's columns and doors, for the door map: labels, sizes and which doors are
+        within reach from a wheelchair, nothing else."""
         labels = [status.label for status in flows.ports.doors.statuses()]
         return schemas.LayoutOut(
             bank_id=ui.bank_id,
@@ -231,7 +234,12 @@ def _add_recipient_routes(app: FastAPI, flows: LockerFlows, ui: KioskUi) -> None
                 schemas.LayoutColumnOut(
                     name=column.name,
                     compartments=[
-                        schemas.LayoutDoorOut(label=door.label, size=door.size, height=door.height)
+                        schemas.LayoutDoorOut(
+                            label=door.label,
+                            size=door.size,
+                            height=door.height,
+                            accessible=door.label in ui.accessible_doors,
+                        )
                         for door in column.doors
                     ],
                 )
@@ -288,7 +296,13 @@ def _add_session_routes(app: FastAPI, flows: LockerFlows) -> None:
 def _add_deposit_routes(app: FastAPI, flows: LockerFlows) -> None:
     @app.post("/api/courier/deposit", responses={401: {}, 404: {}, 409: {}, 422: {}, 503: {}})
     def deposit(body: schemas.DepositIn, who: CourierDep) -> schemas.DepositOut:
-        return _deposit_out(flows.start_deposit(who, body.tracking_number, body.size))
+        if body.compartment is not None:  # in with a group-mate's parcel (`flows.groups`)
+            view = groups.start_shared_deposit(
+                flows.ports, who, body.tracking_number, body.compartment, size=body.size
+            )
+        else:
+            view = flows.start_deposit(who, body.tracking_number, body.size)
+        return _deposit_out(view, shared_doors=groups.shared_doors(flows.ports, view.deposit_id))
 
     @app.post("/api/courier/deposit/{deposit_id}/confirm", responses={401: {}, 404: {}, 409: {}})
     def confirm(deposit_id: str, who: CourierDep) -> schemas.ConfirmOut:
@@ -361,7 +375,16 @@ def _add_return_routes(app: FastAPI, flows: LockerFlows) -> None:
         )
 
 
-def _deposit_out(view: DepositView) -> schemas.DepositOut:
+def _door_out(result: DoorResult) -> schemas.DoorOut:
+    return schemas.DoorOut(
+        compartment=result.compartment,
+        door=result.door,
+        compartments=list(result.compartments) or [result.compartment],
+        failed=list(result.failed),
+    )
+
+
+def _deposit_out(view: DepositView, *, shared_doors: list[str] | None = None) -> schemas.DepositOut:
     return schemas.DepositOut(
         deposit_id=view.deposit_id,
         compartment=view.compartment,
@@ -369,4 +392,5 @@ def _deposit_out(view: DepositView) -> schemas.DepositOut:
         door=view.door,
         status=str(view.status),
         moved_from=list(view.moved_from),
+        shared_doors=shared_doors or [],
     )

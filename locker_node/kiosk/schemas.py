@@ -35,11 +35,25 @@ class DepositIn(BaseModel):
 
     tracking_number: str = Field(max_length=64)
     size: str | None = Field(default=None, max_length=2, description="walk-ups only")
+    compartment: str | None = Field(
+        default=None,
+        max_length=16,
+        description="put the parcel with a group-mate: one of the deposit answer's `shared_doors`",
+    )
 
 
 class DoorOut(BaseModel):
     compartment: str
     door: str
+    compartments: list[str] = Field(
+        default_factory=list,
+        description="every door the code opened (a parcel group's parcels share one code), "
+        "`compartment` first",
+    )
+    failed: list[str] = Field(
+        default_factory=list,
+        description="doors of the code that did not open: their parcels stay, the code still works",
+    )
 
 
 class LoginOut(BaseModel):
@@ -64,6 +78,11 @@ class DepositOut(BaseModel):
     door: str
     status: str
     moved_from: list[str]
+    shared_doors: list[str] = Field(
+        default_factory=list,
+        description="compartments holding a parcel for the same recipient that this one may go "
+        "in with instead (ask again with `compartment`)",
+    )
 
 
 class ConfirmOut(BaseModel):
@@ -128,6 +147,7 @@ class LayoutDoorOut(BaseModel):
     label: str
     size: str | None = Field(description="size class; null when the kiosk was not told")
     height: int = Field(description="relative height on screen: S 1, M 2, L 3, XL 4")
+    accessible: bool = Field(default=False, description="within reach from a wheelchair")
 
 
 class LayoutColumnOut(BaseModel):

@@ -60,6 +60,7 @@ class CompartmentSpec:
     size: str
     board: str
     lock: int
+    accessible: bool = False
 
 
 def sync_compartments(conn: Connection, specs: Sequence[CompartmentSpec], now: datetime) -> None:
@@ -69,6 +70,7 @@ def sync_compartments(conn: Connection, specs: Sequence[CompartmentSpec], now: d
     for spec in specs:
         current = known.pop(spec.label, None)
         values = {"size": spec.size, "board": spec.board, "lock": spec.lock, "configured": True}
+        values["accessible"] = spec.accessible
         if current is None:
             conn.execute(
                 insert(compartments).values(
@@ -106,13 +108,13 @@ def get_compartment(conn: Connection, label: str) -> Compartment | None:
 
 def free_candidates(conn: Connection) -> list[Candidate]:
     rows = conn.execute(
-        select(compartments.c.label, compartments.c.size).where(
+        select(compartments.c.label, compartments.c.size, compartments.c.accessible).where(
             compartments.c.occupancy == Occupancy.FREE,
             compartments.c.in_service.is_(True),
             compartments.c.configured.is_(True),
         )
     )
-    return [Candidate(label=row.label, size=row.size) for row in rows]
+    return [Candidate(row.label, row.size, bool(row.accessible)) for row in rows]
 
 
 def set_occupancy(
@@ -188,19 +190,18 @@ def update_reservation(conn: Connection, reservation_id: str, now: datetime, **v
     )
 
 
-def find_reservation(conn: Connection, carrier_id: str, tracking_number: str) -> Reservation | None:
-    """The carrier's reservation for a tracking number: a live one first, else the newest."""
-    rows = every(
-        Reservation,
-        conn.execute(
-            select(reservations)
-            .where(
-                reservations.c.carrier_id == carrier_id,
-                reservations.c.tracking_number == tracking_number,
-            )
-            .order_by(reservations.c.created_at.desc())
-        ),
+def find_reservation(
+    conn: Connection, carrier_id: str, tracking_number: str, *, kind: str | None = None
+) -> Reservation | None:
+    """The carrier's reservation for a tracking number (of one `kind`, when given): a live one
+    first, else the newest."""
+    query = select(reservations).where(
+        reservations.c.carrier_id == carrier_id,
+        reservations.c.tracking_number == tracking_number,
     )
+    if kind is not None:
+        query = query.where(reservations.c.kind == kind)
+    rows = every(Reservation, conn.execute(query.order_by(reservations.c.created_at.desc())))
     for row in rows:
         if row.status in (ReservationStatus.RESERVED, ReservationStatus.DEPOSITED):
             return row
@@ -543,11 +544,21 @@ def parcel_in_locker(conn: Connection, reservation_id: str) -> Parcel | None:
 def move_pickup_deadline(
     conn: Connection, parcel: Parcel, deadline: datetime, now: datetime
 ) -> None:
-    """The parcel, its live code and its reservation all end at `deadline`."""
+    """The parcel, its live code and its reservation all end at `deadline` (a later one: a
+    deadline only moves out). A code shared by a parcel group lives as long as the longest-held
+    of its parcels: the code a parcel joined (`joins`) is moved out too, never in."""
     conn.execute(update(parcels).where(parcels.c.id == parcel.id).values(pickup_deadline=deadline))
+    joined = select(pickup_codes.c.joins).where(pickup_codes.c.parcel_id == parcel.id)
     conn.execute(
         update(pickup_codes)
-        .where(pickup_codes.c.parcel_id == parcel.id, pickup_codes.c.status == CodeStatus.ACTIVE)
+        .where(
+            or_(
+                pickup_codes.c.parcel_id == parcel.id,
+                pickup_codes.c.parcel_id == joined.scalar_subquery(),
+            ),
+            pickup_codes.c.status == CodeStatus.ACTIVE,
+            pickup_codes.c.expires_at < deadline,
+        )
         .values(expires_at=deadline)
     )
     update_reservation(conn, parcel.reservation_id, now, pickup_deadline=deadline)

@@ -83,7 +83,9 @@ def provision(
     key = generate_private_key()
     try:
         reported = [
-            ReportedCompartment(label=str(c["label"]), size=c["size"])
+            ReportedCompartment(
+                label=str(c["label"]), size=c["size"], accessible=c.get("accessible") is True
+            )
             for c in existing.get("compartments", [])
             if isinstance(c, dict) and "label" in c and "size" in c
         ]
@@ -163,5 +165,6 @@ def config_text(
             f'size = "{compartment.size}"',
             f'board = "{BOARD}"',
             f"lock = {lock}",
+            *(["accessible = true"] if compartment.accessible else []),
         ]
     return "\n".join(lines) + "\n"

@@ -81,7 +81,10 @@ class SyncService:
         data = event.event().wire_data()
         if data is None:
             return None
-        if isinstance(data, DepositedData):
+        if isinstance(data, DepositedData) and data.shares_code_with is not None:
+            # It joined a group-mate's code: no code of its own to send, central has that one.
+            data = data.model_copy(update={"sealed_pickup_code": "", "sealed_qr_payload": ""})
+        elif isinstance(data, DepositedData):
             # Sealed anew on every send: the node's own seal never leaves it, and central's
             # opens only in this event's context.
             sealing = self._identity.central.sealing

@@ -19,6 +19,7 @@
     carrier: null,
     deposit: null,
     pendingTracking: null,
+    depositTracking: null,
     lockedUntil: 0,
     afterLock: "pickup",
     lastPickup: null,
@@ -238,10 +239,20 @@
 
   // Recipients
 
-  function showDoorOpen(label) {
-    $("door-open-label").textContent = label;
-    setText($("door-open-title"), "door.title", { label: label });
-    renderDoorMap(label);
+  // `all`: every door a code opened (a recipient's parcels may share one code); `failed`: the
+  // doors of that code that did not open (the code still works for them).
+  function showDoorOpen(label, all, failed) {
+    var labels = all && all.length ? all : [label];
+    var shown = labels.join(", ");
+    $("door-open-label").textContent = shown;
+    setText($("door-open-title"), labels.length > 1 ? "door.title_many" : "door.title", { label: shown });
+    var lead = document.querySelector("#screen-door-open .lead");
+    if (failed && failed.length) {
+      setText(lead, "door.partly", { label: failed.join(", ") });
+    } else {
+      setText(lead, "door.hint");
+    }
+    renderDoorMap(labels);
     show("door-open");
     watchDoor(label);
   }
@@ -289,9 +300,17 @@
     name.className = "map-name";
     name.textContent = door.label;
     cell.appendChild(name);
+    if (door.accessible) {
+      // The wheelchair symbol, with its words as the tooltip; the open door says it aloud.
+      var mark = document.createElement("span");
+      mark.className = "map-accessible";
+      mark.textContent = "\u267F";
+      mark.title = t("map.accessible");
+      cell.appendChild(mark);
+    }
     if (open) {
       cell.setAttribute("role", "img");
-      cell.setAttribute("aria-label", t("map.door_open", { label: door.label }));
+      cell.setAttribute("aria-label", t(door.accessible ? "map.door_open_accessible" : "map.door_open", { label: door.label }));
       var badge = document.createElement("span");
       badge.className = "map-badge";
       badge.textContent = t("map.open");
@@ -338,13 +357,15 @@
     show("door-problem");
   }
 
-  function showLocked(seconds, after) {
+  // `qrScreen`: where the QR way past the lockout goes (the pickup's, or a drop-off's).
+  function showLocked(seconds, after, qrScreen) {
     state.lockedUntil = Date.now() + seconds * 1000;
     state.afterLock = after || "pickup";
     // A QR code is the recipient's way past a keypad lockout; a courier has none.
     var courier = state.afterLock === "courier-login";
     setText($("locked-hint"), courier ? "locked.courier_hint" : "locked.hint");
     $("locked-qr").hidden = courier;
+    $("locked-qr").dataset.goto = qrScreen || "qr";
     $("locked-home").classList.toggle("primary", courier);
     $("locked-home").classList.toggle("quiet", !courier);
     show("locked");
@@ -361,7 +382,7 @@
 
   function handlePickup(answer, messageElement, invalidKey) {
     if (answer.status === 200) {
-      showDoorOpen(answer.data.compartment);
+      showDoorOpen(answer.data.compartment, answer.data.compartments, answer.data.failed);
     } else if (answer.status === 429) {
       showLocked(answer.data.retry_after_s);
     } else if (answer.status === 401 && answer.data.retry_after_s) {
@@ -518,6 +539,7 @@
   var SCAN_ERRORS = {
     no_reservation: "scan.no_reservation",
     no_capacity: "scan.no_capacity",
+    no_accessible_compartment: "scan.no_accessible",
     already_deposited: "scan.already",
     reservation_cancelled: "scan.cancelled",
     reservation_expired: "scan.expired"
@@ -530,6 +552,7 @@
       var message = $("scan-message");
       if (courierExpired(answer, message)) { return; }
       if (answer.status === 200) {
+        state.depositTracking = tracking;
         showDeposit(answer.data, "deposit");
       } else if (answer.data.error === "size_required") {
         state.pendingTracking = tracking;
@@ -539,6 +562,10 @@
         showProblem("problem.deposit", answer.data.compartment, false);
       } else {
         setText(message, SCAN_ERRORS[answer.data.error] || "common.error");
+        // No free door of its class: overflow.js offers a nearby locker.
+        if (answer.data.error === "no_capacity" && window.Kiosk.offerOverflow) {
+          window.Kiosk.offerOverflow(tracking, null, message);
+        }
       }
     });
   }
@@ -569,6 +596,10 @@
       setText($("deposit-title"), "toosmall.title", { label: label });
       setText(notice, "toosmall.hint", { label: label, from: moved[0] });
       notice.hidden = false;
+    } else if (variant === "shared") {
+      setText($("deposit-title"), "deposit.title", { label: label });
+      setText(notice, moved.length ? "deposit.shared_moved" : "deposit.shared", { label: label, from: moved[0] });
+      notice.hidden = false;
     } else {
       setText($("deposit-title"), "deposit.title", { label: label });
       if (moved.length) {
@@ -577,8 +608,53 @@
       }
     }
     document.body.dataset.depositVariant = variant;
+    renderSharedDoors(view.shared_doors || []);
     renderDoorMap(label, "deposit-map");
     show("deposit");
+  }
+
+  // Doors holding a parcel for the same recipient: this one may go in with it (one pickup code
+  // opens both). One button per door; the answer opens that door instead.
+  function renderSharedDoors(doors) {
+    var old = $("deposit-shared");
+    if (old) { old.remove(); }
+    if (!doors.length) { return; }
+    var box = document.createElement("div");
+    box.id = "deposit-shared";
+    var hint = document.createElement("p");
+    hint.className = "notice";
+    setText(hint, "deposit.share_hint", { label: doors.join(", ") });
+    var buttons = document.createElement("div");
+    buttons.className = "row";
+    doors.forEach(function (door) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "big";
+      button.dataset.door = door;
+      setText(button, "deposit.share", { label: door });
+      button.addEventListener("click", function () { shareDoor(door); });
+      buttons.appendChild(button);
+    });
+    box.appendChild(hint);
+    box.appendChild(buttons);
+    $("deposit-message").before(box);
+  }
+
+  function shareDoor(door) {
+    var body = { tracking_number: state.depositTracking, compartment: door };
+    api("POST", "/api/courier/deposit", body).then(function (answer) {
+      var message = $("deposit-message");
+      if (courierExpired(answer, message)) { return; }
+      if (answer.status === 200) {
+        showDeposit(answer.data, "shared");
+      } else if (answer.status === 503) {
+        // That door did not open, and the deposit ended: the parcel is scanned again.
+        show("courier-scan");
+        setText($("scan-message"), "deposit.share_failed", { label: door });
+      } else {
+        setText(message, "common.error");
+      }
+    });
   }
 
   function depositCall(action) {
@@ -611,6 +687,9 @@
         showDeposit(answer.data, "toosmall");
       } else if (answer.data.error === "no_larger_compartment") {
         setText(message, "deposit.no_larger");
+        if (window.Kiosk.offerOverflow) {
+          window.Kiosk.offerOverflow(state.depositTracking, state.deposit.size, message);
+        }
       } else if (answer.status === 503) {
         showProblem("problem.deposit", answer.data.compartment, false);
       } else {

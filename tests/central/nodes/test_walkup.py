@@ -23,6 +23,7 @@ from central.models import (
 )
 from central.reservations import repository as reservations_repository
 from tests.central.conftest import World
+from tests.central.dropoffs.support import make_dropoff
 from tests.central.nodes.support import NodeClient, enroll, reserve
 from tests.central.nodes.test_events import (
     PICKUP_CODE,
@@ -377,3 +378,19 @@ def test_a_reservation_made_meanwhile_undoes_the_whole_adoption(
     assert (reservation_count(sessions), available(sessions), len(webhooks(app, sessions))) == (
         before
     )
+
+
+def test_a_waiting_drop_off_under_the_same_number_rejects_the_walk_up(
+    client: TestClient,
+    world: World,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    node = setup(client, world, sessions, clock)
+    dropoff = make_dropoff(client, world, "ACME-W9")
+    rid = walk_up_id()
+
+    assert send(node, walk_up(node, rid, number="ACME-W9")) == [
+        ("rejected", "tracking_number_in_use")
+    ]
+    assert status_of(sessions, dropoff["id"]) == "reserved"

@@ -167,6 +167,7 @@ def test_reserving_many_gives_what_reserving_one_by_one_would(
                 "updated_at": now,
                 "tracking_status": None,
                 "tracking_checked_at": None,
+                "group_id": None,
             },
             {
                 "reservation_id": reservation_id,

@@ -16,6 +16,8 @@ import pytest
 from playwright.sync_api import expect
 
 from locker_node.hardware.simulator import Fault
+from tests.locker_node.dropoffs import CODE as DROPOFF_CODE
+from tests.locker_node.dropoffs import add_dropoff
 from tests.locker_node.e2e.test_kiosk_browser import (  # noqa: F401 (fixtures)
     Kiosk,
     assert_fits,
@@ -24,6 +26,7 @@ from tests.locker_node.e2e.test_kiosk_browser import (  # noqa: F401 (fixtures)
     pick_up_through_the_keypad,
     template,
 )
+from tests.locker_node.flows.test_overflow import FakeLink
 from tests.locker_node.kiosk.rig import COURIER_CODE, LAYOUT, open_sealed
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -163,6 +166,73 @@ def test_every_screen_passes_axe(open_kiosk: Callable[..., Kiosk], mode: str) ->
     if a11y:  # the mode lasted through every screen change
         expect(page.locator("html")).to_have_class("a11y")
         kiosk.screenshot("a11y-locked-portrait")
+
+
+@pytest.mark.parametrize("mode", MODES.keys())
+def test_every_drop_off_and_overflow_screen_passes_axe(
+    open_kiosk: Callable[..., Kiosk],  # noqa: F811
+    mode: str,
+) -> None:
+    """The screens of drop-offs (the sender's and the courier's) and of overflow, audited as
+    the others are, in the same three modes."""
+    language, a11y = MODES[mode]
+    kiosk = open_kiosk(kiosk={"language": language})
+    rig, page = kiosk.rig, kiosk.page
+    if a11y:
+        page.set_viewport_size(PORTRAIT)
+        page.locator("#a11y-toggle").click()
+    audit = Auditor(kiosk, mode, a11y=a11y)
+    link = FakeLink()
+    rig.node.flows.ports.central = link
+    add_dropoff(rig.node.flows, "1ZDROP1")
+    add_dropoff(rig.node.flows, "1ZDROP2", code="2" * 10, qr="dropoff-qr-token-0000000002")
+    collected = rig.node.flows.start_dropoff("2" * 10)
+    rig.close_door(collected.compartment)
+    rig.node.flows.confirm_dropoff(collected.dropoff_id)
+
+    page.locator("#go-dropoff").click()
+    kiosk.tap_keys("dropoff", "0000000001")
+    page.locator("#dropoff-submit").click()
+    expect(page.locator("#dropoff-message")).not_to_be_empty()
+    audit("dropoff")
+    page.locator("#dropoff-go-qr").click()
+    audit("dropoff-qr", primary=False)
+    page.locator("#screen-dropoff-qr [data-goto='dropoff']").click()
+    page.locator("#screen-dropoff [data-goto='home']").click()
+    page.locator("#go-dropoff").click()  # the keypad starts empty again
+    kiosk.tap_keys("dropoff", DROPOFF_CODE)
+    page.locator("#dropoff-submit").click()
+    audit("dropoff-door")
+    label = page.locator("#dropoff-door-label").inner_text()
+    rig.close_door(label)
+    expect(kiosk.screen("dropoff-done")).to_be_visible()
+    audit("dropoff-done")
+    page.locator("#screen-dropoff-done [data-goto='home']").click()
+
+    kiosk.courier_login()
+    page.locator("#go-dropoffs").click()
+    expect(page.locator("#collect-list li")).to_have_count(2)
+    audit("collect", primary=False)
+    page.locator("#screen-collect [data-goto='courier-scan']").click()
+
+    rig.add_reservation("1ZFULL1", size="XL")
+    rig.add_reservation("1ZFULL2", size="XL")
+    rig.deposit("1ZFULL1", rig.login())  # the bank's one XL door is taken
+    kiosk.scan("1ZFULL2")
+    page.locator("[data-overflow-offer]:visible").click()
+    expect(page.locator("#overflow-list button")).to_have_count(1)
+    audit("overflow", primary=False)
+    page.locator("#overflow-list button").click()
+    audit("overflow-done")
+    assert audit.seen == [
+        "dropoff",
+        "dropoff-qr",
+        "dropoff-door",
+        "dropoff-done",
+        "collect",
+        "overflow",
+        "overflow-done",
+    ]
 
 
 def press_until_focused(kiosk: Kiosk, selector: str, *, limit: int = 40) -> None:

@@ -35,7 +35,7 @@ def test_the_layout_lists_every_door_and_nothing_about_parcels(rig: Rig) -> None
     assert labels == [label for label, _, _ in LAYOUT]
     for column in body["columns"]:
         for door in column["compartments"]:
-            assert set(door) == {"label", "size", "height"}
+            assert set(door) == {"label", "size", "height", "accessible"}
 
 
 def test_door_heights_follow_the_size_classes_the_kiosk_is_given(rig: Rig) -> None:

@@ -38,7 +38,12 @@ def test_the_code_opens_its_door_once_and_dies(rig: Rig) -> None:
     answer = rig.pickup(code)
 
     assert answer.status_code == 200
-    assert answer.json() == {"compartment": label, "door": "open"}
+    assert answer.json() == {
+        "compartment": label,
+        "door": "open",
+        "compartments": [label],
+        "failed": [],
+    }
     assert rig.door_is_open(label)
     assert rig.parcel(parcel_id).status == ParcelStatus.PICKED_UP
     assert rig.compartment(label).occupancy == Occupancy.FREE
