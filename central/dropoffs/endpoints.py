@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from central.carriers.service import AuthenticatedCarrier
 from central.context import Ctx
@@ -15,7 +15,7 @@ from central.dropoffs.codes import DropoffSecret, draw_secret
 from central.dropoffs.schemas import DropoffCreate, DropoffList, DropoffOut
 from central.errors import error_responses
 from central.keys import ServiceKeys
-from central.models import ReservationStatus
+from central.reservations.paging import SearchQueryDep
 
 router = APIRouter(prefix="/v1/dropoffs", tags=["drop-offs"], route_class=CarrierRoute)
 DropoffId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -65,22 +65,10 @@ async def create_dropoff(
 @router.get("", response_model=DropoffList, responses=error_responses(400, 401, 422))
 async def search_dropoffs(
     work: CarrierWorkDep,
-    tracking_number: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    status: ReservationStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    query: SearchQueryDep,
 ) -> DropoffList:
     """Your own drop-offs, newest first; pass `next_cursor` back as `cursor` for more."""
-    return await work.run(
-        lambda ctx, carrier: service.search(
-            ctx,
-            carrier.carrier_id,
-            tracking_number=tracking_number,
-            status=status,
-            cursor=cursor,
-            limit=limit,
-        )
-    )
+    return await work.run(lambda ctx, carrier: service.search(ctx, carrier.carrier_id, query))
 
 
 @router.get("/{dropoff_id}", response_model=DropoffOut, responses=error_responses(401, 404))

@@ -9,13 +9,11 @@ sealed on the row, for the sender's notice and for a repeated request, until the
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from carrier_adapters.tracking_numbers import normalize_tracking_number
 from central.allocation.choice import Need, NoFit, choose_candidates
 from central.allocation.sizing import Dimensions
 from central.banks import repository as banks_repository
@@ -25,13 +23,14 @@ from central.dropoffs import repository as repo
 from central.dropoffs.codes import DropoffSecret
 from central.dropoffs.schemas import DropoffCreate, DropoffList, DropoffOut
 from central.dropoffs.views import describe, describe_current, dropoff_webhook_data, require_own
-from central.errors import ApiError, Conflict, Unprocessable
+from central.errors import Conflict, Unprocessable
 from central.models import Actor, Bank, Reservation, ReservationStatus
 from central.models.base import ReservationKind
 from central.notices import outbox as notices
 from central.notices.outbox import Fact
 from central.notices.pickup import seal_pickup
 from central.reservations import repository as reservations_repository
+from central.reservations.paging import SearchQuery, search_page
 from central.reservations.service import alternatives_near, checked_tracking_number
 from central.reservations.transitions import transition
 from central.reservations.views import describe as describe_reservation
@@ -239,40 +238,11 @@ def cancel(ctx: Ctx, carrier_id: str, dropoff_id: str) -> DropoffOut:
     return describe_current(ctx.session, ctx.keys, reservation)
 
 
-def search(
-    ctx: Ctx,
-    carrier_id: str,
-    *,
-    tracking_number: str | None,
-    status: ReservationStatus | None,
-    cursor: str | None,
-    limit: int,
-) -> DropoffList:
+def search(ctx: Ctx, carrier_id: str, query: SearchQuery) -> DropoffList:
     """The carrier's drop-offs, newest first, a page at a time."""
-    rows = repo.search(
-        ctx.session,
-        carrier_id,
-        tracking_number=normalize_tracking_number(tracking_number) if tracking_number else None,
-        status=status.value if status else None,
-        before=_decode_cursor(cursor) if cursor else None,
-        limit=limit,
+    rows, next_cursor = search_page(
+        ctx.session, carrier_id, query, kind=ReservationKind.DROPOFF.value
     )
     return DropoffList(
-        items=[describe(ctx.session, ctx.keys, r) for r in rows],
-        next_cursor=_encode_cursor(rows[-1]) if len(rows) == limit else None,
+        items=[describe(ctx.session, ctx.keys, r) for r in rows], next_cursor=next_cursor
     )
-
-
-def _encode_cursor(row: Reservation) -> str:
-    return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, rid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        at = datetime.fromisoformat(created)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this API gave out") from exc
-    if at.tzinfo is None:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this API gave out")
-    return at, rid

@@ -1,33 +1,37 @@
 """What the network says to a parcel's recipient: subject, email (text, HTML, QR image) and SMS.
 
 The wording lives here, one `_Wording` per language; the two templates (`email.txt`,
-`email.html`) only lay it out. So six kinds in two languages need two layouts instead of 24
-near-copies that drift apart, a translator edits one block of sentences per language, and a
-phrase missing in one language is a type error (common phrases) or a failing test (per kind).
+`email.html`, filled in by `central.notices.email_layout`) only lay it out. So six kinds in two
+languages need two layouts instead of 24 near-copies that drift apart, a translator edits one
+block of sentences per language, and a phrase missing in one language is a type error (common
+phrases) or a failing test (per kind).
 The SMS is a format string per kind, not a template: it is one sentence that must be shortened
 to fit, which is easier to do in Python than in Jinja.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
-from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import segno
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
+from central.notices.email_layout import (
+    Code,
+    EmailBody,
+    Link,
+    Row,
+    compose_email,
+    qr_content_id,
+    qr_png,
+)
 from central.notices.hours import Language, describe_hours, format_deadline, map_url
 from central.notices.pickup import SHARED_CODE
 from central.notices.redirected import redirected_wording
+from central.notices.text import address_line, has_blanks, one_line, shorten, sms_length
 
 __all__ = [
     "SMS_MAX_CHARS",
@@ -50,18 +54,6 @@ _CODE_KINDS: frozenset[str] = frozenset({"ready", "reminder", "extended", "reiss
 _NEEDS_CODE: frozenset[str] = frozenset({"ready", "reminder", "reissued"})
 _NEEDS_AT: frozenset[str] = frozenset({"collected"})
 _PICKUP_CODE = re.compile(r"[0-9]{4,32}")
-_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
-_BLANKS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
-# The kiosk's scanner reads the code off a phone screen: medium error correction, never Micro QR
-# (few scanners read it).
-_QR_ERROR = "m"
-
-_ENV = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(["html"]),
-    undefined=StrictUndefined,
-    keep_trailing_newline=True,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +110,7 @@ def _check(content: NoticeContent) -> None:
     map_url(content.bank_lat, content.bank_lon)  # raises for a location off the map
     url = urlsplit(content.page_url)
     # http is for the demo and development (central's public_url defaults to it).
-    if url.scheme not in ("https", "http") or not url.netloc or _BLANKS.search(content.page_url):
+    if url.scheme not in ("https", "http") or not url.netloc or has_blanks(content.page_url):
         raise ValueError(f"not a web address for the parcel page: {content.page_url!r}")
     if content.qr_payload == "":
         raise ValueError("an empty QR payload: give None for no QR image")
@@ -362,44 +354,6 @@ _SPANISH = _Wording(
 _WORDING: dict[Language, _Wording] = {"en": _ENGLISH, "es": _SPANISH}
 
 
-# --- what the templates lay out --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Code:
-    label: str
-    value: str
-    intro_text: str
-    intro_html: str
-    qr_cid: str | None
-    qr_alt: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    label: str
-    lines: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Link:
-    label: str
-    url: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Body:
-    language: Language
-    subject: str
-    greeting: str
-    heading: str
-    paragraphs: tuple[str, ...]
-    code: _Code | None
-    rows: tuple[_Row, ...]
-    links: tuple[_Link, ...]
-    footer: tuple[str, ...]
-
-
 def subject(content: NoticeContent) -> str:
     _check(content)
     return _WORDING[content.language].kinds[content.kind].subject.format_map(_fields(content))
@@ -419,36 +373,17 @@ def render_email(
     after a crash carries the same one.
     """
     _check(content)
-    sent = datetime.now(UTC) if date is None else date
-    if sent.utcoffset() is None:
-        raise ValueError("date must be timezone-aware")
     qr_payload = _qr_payload(content)
-    qr_cid = None if qr_payload is None else _content_id("qr", message_id)
-    body = _body(content, qr_cid)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = body.subject
-    message["Date"] = format_datetime(sent.astimezone(UTC), usegmt=True)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
-    message["X-Auto-Response-Suppress"] = "All"  # the same for Exchange, which ignores RFC 3834
-    # Quoted-printable: 7-bit clean for any relay, and the text stays legible in the raw source.
-    message.set_content(_render("email.txt", body), cte="quoted-printable")
-    message.add_alternative(_render("email.html", body), subtype="html", cte="quoted-printable")
-    if qr_payload is not None and qr_cid is not None:
-        html_part = list(message.iter_parts())[1]
-        html_part.add_related(
-            qr_png(qr_payload),
-            maintype="image",
-            subtype="png",
-            cid=f"<{qr_cid}>",
-            disposition="inline",
-            filename="pickup-code.png",
-        )
-    # After the body: set_content() and add_alternative() move Content-* headers to the parts.
-    message["Content-Language"] = content.language
-    return message
+    qr_cid = None if qr_payload is None else qr_content_id(message_id)
+    return compose_email(
+        _body(content, qr_cid),
+        sender=sender,
+        to=to,
+        message_id=message_id,
+        sent=datetime.now(UTC) if date is None else date,
+        qr_payload=qr_payload,
+        qr_filename="pickup-code.png",
+    )
 
 
 def render_sms(content: NoticeContent) -> str:
@@ -462,21 +397,14 @@ def render_sms(content: NoticeContent) -> str:
     fields["url"] = content.page_url
     template = words.kinds[content.kind].sms
     for width in (None, 60, 40, 28, 16, 8):
-        short = {name: _shorten(fields[name], width) for name in ("bank", "carrier")}
+        short = {name: shorten(fields[name], width) for name in ("bank", "carrier")}
         text = template.format_map(fields | short)
-        if _sms_length(text) <= SMS_MAX_CHARS:
+        if sms_length(text) <= SMS_MAX_CHARS:
             return text
     raise ValueError(f"no SMS fits in {SMS_MAX_CHARS} characters; is the page URL that long?")
 
 
-def qr_png(payload: str, *, scale: int = 8) -> bytes:
-    """The QR code of `payload` as a black-on-white PNG with the standard quiet zone."""
-    out = io.BytesIO()
-    segno.make(payload, error=_QR_ERROR, micro=False).save(out, kind="png", scale=scale, border=4)
-    return out.getvalue()
-
-
-def _body(content: NoticeContent, qr_cid: str | None) -> _Body:
+def _body(content: NoticeContent, qr_cid: str | None) -> EmailBody:
     words = _WORDING[content.language]
     kind = words.kinds[content.kind]
     fields = _fields(content)
@@ -486,8 +414,8 @@ def _body(content: NoticeContent, qr_cid: str | None) -> _Body:
         paragraphs.append(words.code_unchanged)
     if content.shares_code and code is not None:
         paragraphs.append(SHARED_CODE[content.language])
-    name = _one_line(content.recipient_name or "")
-    return _Body(
+    name = one_line(content.recipient_name or "")
+    return EmailBody(
         language=content.language,
         subject=kind.subject.format_map(fields),
         greeting=words.greeting_named.format(name=name) if name else words.greeting,
@@ -500,8 +428,8 @@ def _body(content: NoticeContent, qr_cid: str | None) -> _Body:
     )
 
 
-def _code_box(code: str, words: _Wording, qr_cid: str | None) -> _Code:
-    return _Code(
+def _code_box(code: str, words: _Wording, qr_cid: str | None) -> Code:
+    return Code(
         label=words.code_label,
         value=code,
         intro_text=words.code_intro,
@@ -511,29 +439,29 @@ def _code_box(code: str, words: _Wording, qr_cid: str | None) -> _Code:
     )
 
 
-def _rows(content: NoticeContent, words: _Wording, fields: dict[str, str]) -> tuple[_Row, ...]:
-    rows: list[_Row] = []
+def _rows(content: NoticeContent, words: _Wording, fields: dict[str, str]) -> tuple[Row, ...]:
+    rows: list[Row] = []
     if content.kind == "collected":
-        rows.append(_Row(words.collected_at, (fields["at"],)))
+        rows.append(Row(words.collected_at, (fields["at"],)))
     if content.kind == "returned" and content.at is not None:
-        rows.append(_Row(words.returned_at, (fields["at"],)))
-    rows += [_Row(words.locker, (fields["bank"],)), _Row(words.address, (fields["address"],))]
+        rows.append(Row(words.returned_at, (fields["at"],)))
+    rows += [Row(words.locker, (fields["bank"],)), Row(words.address, (fields["address"],))]
     if content.kind in _CODE_KINDS and content.compartment:
-        rows.append(_Row(words.compartment, (_one_line(content.compartment),)))
+        rows.append(Row(words.compartment, (one_line(content.compartment),)))
     if content.kind in _CODE_KINDS:
         hours = describe_hours(content.opening_hours, content.language)
-        rows += [_Row(words.hours, tuple(hours)), _Row(words.deadline, (fields["deadline"],))]
-    rows += [_Row(words.carrier, (fields["carrier"],)), _Row(words.tracking, (fields["tracking"],))]
+        rows += [Row(words.hours, tuple(hours)), Row(words.deadline, (fields["deadline"],))]
+    rows += [Row(words.carrier, (fields["carrier"],)), Row(words.tracking, (fields["tracking"],))]
     return tuple(rows)
 
 
-def _links(content: NoticeContent, words: _Wording) -> tuple[_Link, ...]:
+def _links(content: NoticeContent, words: _Wording) -> tuple[Link, ...]:
     if content.kind == "collected":
-        return (_Link(words.report_link, content.page_url),)
-    page = _Link(words.page_link, content.page_url)
+        return (Link(words.report_link, content.page_url),)
+    page = Link(words.page_link, content.page_url)
     if content.kind == "returned":
         return (page,)
-    return (_Link(words.map_link, map_url(content.bank_lat, content.bank_lon)), page)
+    return (Link(words.map_link, map_url(content.bank_lat, content.bank_lon)), page)
 
 
 def _fields(content: NoticeContent) -> dict[str, str]:
@@ -546,10 +474,10 @@ def _fields(content: NoticeContent) -> dict[str, str]:
         return format_deadline(value, content.bank_timezone, content.language)
 
     return {
-        "carrier": _one_line(content.carrier_name),
-        "tracking": _one_line(content.tracking_number),
-        "bank": _one_line(content.bank_name),
-        "address": _address_line(content.bank_address),
+        "carrier": one_line(content.carrier_name),
+        "tracking": one_line(content.tracking_number),
+        "bank": one_line(content.bank_name),
+        "address": address_line(content.bank_address),
         "deadline": moment(content.deadline),
         "at": moment(content.at),
     }
@@ -562,32 +490,3 @@ def _shown_code(content: NoticeContent) -> str | None:
 
 def _qr_payload(content: NoticeContent) -> str | None:
     return content.qr_payload if _shown_code(content) is not None else None
-
-
-def _content_id(prefix: str, message_id: str) -> str:
-    # From the message id: unique to the message, and the same each time it is rendered.
-    digest = hashlib.sha256(message_id.encode()).hexdigest()[:24]
-    return f"{prefix}.{digest}@notice.invalid"
-
-
-def _render(template: str, body: _Body) -> str:
-    return _ENV.get_template(template).render(body=body)
-
-
-def _one_line(value: str) -> str:
-    return _BLANKS.sub(" ", value).strip()
-
-
-def _address_line(address: str) -> str:
-    parts = (_one_line(part).strip(" ,") for part in _LINE_BREAKS.split(address))
-    return ", ".join(part for part in parts if part)
-
-
-def _shorten(value: str, width: int | None) -> str:
-    if width is None or len(value) <= width:
-        return value
-    return value[: width - 3].rstrip(" ,.;:-") + "..."  # three dots: "…" is not in the GSM alphabet
-
-
-def _sms_length(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2

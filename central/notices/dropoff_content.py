@@ -3,27 +3,31 @@
 One notice kind, `dropoff_code`, sent when a carrier makes a drop-off for a sender with an email
 or phone number: the code to type at the kiosk ("Drop off a parcel"), the QR code its scanner
 reads instead, the bank's address and opening hours, and until when the code works. Laid out by
-`dropoff_email.txt` and `dropoff_email.html`; the wording is here, one block per language, as in
-`central.notices.content` for the recipients' notices.
+the recipients' templates (`email.txt`, `email.html`, through `central.notices.email_layout`);
+the wording is here, one block per language, as in `central.notices.content` for theirs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
-from pathlib import Path
 from typing import Any, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
 from central.models import Bank
-from central.notices.content import SMS_MAX_CHARS, qr_png
+from central.notices.content import SMS_MAX_CHARS
+from central.notices.email_layout import (
+    Code,
+    EmailBody,
+    Link,
+    Row,
+    compose_email,
+    qr_content_id,
+)
 from central.notices.hours import Language, describe_hours, format_deadline, map_url
+from central.notices.text import address_line, one_line, shorten, sms_length
 
 __all__ = [
     "DROPOFF_CODE",
@@ -35,15 +39,6 @@ __all__ = [
 
 DROPOFF_CODE = "dropoff_code"  # the notice kind (`central.notices.outbox.NoticeKind`)
 _CODE = re.compile(r"[0-9]{4,32}")
-_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
-_BLANKS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
-
-_ENV = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(["html"]),
-    undefined=StrictUndefined,
-    keep_trailing_newline=True,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,31 +171,6 @@ _SPANISH = _Wording(
 _WORDING: dict[Language, _Wording] = {"en": _ENGLISH, "es": _SPANISH}
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    label: str
-    lines: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Body:
-    language: Language
-    subject: str
-    greeting: str
-    heading: str
-    paragraphs: tuple[str, ...]
-    code_label: str
-    code: str
-    code_intro_text: str
-    code_intro_html: str
-    qr_cid: str | None
-    qr_alt: str
-    rows: tuple[_Row, ...]
-    map_label: str
-    map_url: str
-    footer: tuple[str, ...]
-
-
 def _check(notice: DropoffNotice) -> tuple[str, datetime]:
     """The code and deadline, once everything the notice needs is known to be there and sound."""
     if notice.language not in get_args(Language):
@@ -223,42 +193,43 @@ def _fields(notice: DropoffNotice, deadline: datetime) -> dict[str, str]:
     """The values sentences are made of, each on one line: a name or address with a line break
     in it cannot start a line of the text part (and so cannot forge the code line)."""
     return {
-        "carrier": _one_line(notice.carrier_name),
-        "tracking": _one_line(notice.tracking_number),
-        "bank": _one_line(notice.bank_name),
-        "address": _address_line(notice.bank_address),
+        "carrier": one_line(notice.carrier_name),
+        "tracking": one_line(notice.tracking_number),
+        "bank": one_line(notice.bank_name),
+        "address": address_line(notice.bank_address),
         "deadline": format_deadline(deadline, notice.bank_timezone, notice.language),
-        "name": _one_line(notice.sender_name or ""),
+        "name": one_line(notice.sender_name or ""),
     }
 
 
-def _body(notice: DropoffNotice, qr_cid: str | None) -> _Body:
+def _body(notice: DropoffNotice, qr_cid: str | None) -> EmailBody:
     code, deadline = _check(notice)
     words = _WORDING[notice.language]
     fields = _fields(notice, deadline)
     hours = describe_hours(notice.opening_hours, notice.language)
-    return _Body(
+    return EmailBody(
         language=notice.language,
         subject=words.subject.format_map(fields),
         greeting=words.greeting_named.format_map(fields) if fields["name"] else words.greeting,
         heading=words.heading,
         paragraphs=tuple(p.format_map(fields) for p in words.paragraphs),
-        code_label=words.code_label,
-        code=code,
-        code_intro_text=words.code_intro,
-        code_intro_html=words.code_intro if qr_cid is None else words.code_intro_qr,
-        qr_cid=qr_cid,
-        qr_alt=words.qr_alt.format(code=code),
-        rows=(
-            _Row(words.locker, (fields["bank"],)),
-            _Row(words.address, (fields["address"],)),
-            _Row(words.hours, tuple(hours)),
-            _Row(words.deadline, (fields["deadline"],)),
-            _Row(words.carrier, (fields["carrier"],)),
-            _Row(words.tracking, (fields["tracking"],)),
+        code=Code(
+            label=words.code_label,
+            value=code,
+            intro_text=words.code_intro,
+            intro_html=words.code_intro if qr_cid is None else words.code_intro_qr,
+            qr_cid=qr_cid,
+            qr_alt=words.qr_alt.format(code=code),
         ),
-        map_label=words.map_link,
-        map_url=map_url(notice.bank_lat, notice.bank_lon),
+        rows=(
+            Row(words.locker, (fields["bank"],)),
+            Row(words.address, (fields["address"],)),
+            Row(words.hours, tuple(hours)),
+            Row(words.deadline, (fields["deadline"],)),
+            Row(words.carrier, (fields["carrier"],)),
+            Row(words.tracking, (fields["tracking"],)),
+        ),
+        links=(Link(words.map_link, map_url(notice.bank_lat, notice.bank_lon)),),
         footer=tuple(line.format_map(fields) for line in words.footer),
     )
 
@@ -271,35 +242,16 @@ def render_dropoff_email(
     `message_id` is the caller's, so a resend after a crash carries the same one.
     """
     _check(notice)
-    sent = datetime.now(UTC) if date is None else date
-    if sent.utcoffset() is None:
-        raise ValueError("date must be timezone-aware")
-    qr_cid = None if notice.qr_payload is None else _content_id(message_id)
-    body = _body(notice, qr_cid)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = body.subject
-    message["Date"] = format_datetime(sent.astimezone(UTC), usegmt=True)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
-    message["X-Auto-Response-Suppress"] = "All"  # the same for Exchange
-    message.set_content(_render("dropoff_email.txt", body), cte="quoted-printable")
-    message.add_alternative(
-        _render("dropoff_email.html", body), subtype="html", cte="quoted-printable"
+    qr_cid = None if notice.qr_payload is None else qr_content_id(message_id)
+    return compose_email(
+        _body(notice, qr_cid),
+        sender=sender,
+        to=to,
+        message_id=message_id,
+        sent=datetime.now(UTC) if date is None else date,
+        qr_payload=notice.qr_payload,
+        qr_filename="dropoff-code.png",
     )
-    if notice.qr_payload is not None and qr_cid is not None:
-        html_part = list(message.iter_parts())[1]
-        html_part.add_related(
-            qr_png(notice.qr_payload),
-            maintype="image",
-            subtype="png",
-            cid=f"<{qr_cid}>",
-            disposition="inline",
-            filename="dropoff-code.png",
-        )
-    message["Content-Language"] = notice.language
-    return message
 
 
 def render_dropoff_sms(notice: DropoffNotice) -> str:
@@ -308,32 +260,8 @@ def render_dropoff_sms(notice: DropoffNotice) -> str:
     fields = _fields(notice, deadline) | {"code": code}
     template = _WORDING[notice.language].sms
     for width in (None, 80, 60, 40, 28, 16):
-        short = {name: _shorten(fields[name], width) for name in ("bank", "carrier", "address")}
+        short = {name: shorten(fields[name], width) for name in ("bank", "carrier", "address")}
         text = template.format_map(fields | short)
-        if len(text.encode("utf-16-le")) // 2 <= SMS_MAX_CHARS:
+        if sms_length(text) <= SMS_MAX_CHARS:
             return text
     raise ValueError(f"no SMS fits in {SMS_MAX_CHARS} characters")
-
-
-def _render(template: str, body: _Body) -> str:
-    return _ENV.get_template(template).render(body=body)
-
-
-def _content_id(message_id: str) -> str:
-    # From the message id: unique to the message, and the same each time it is rendered.
-    return f"qr.{hashlib.sha256(message_id.encode()).hexdigest()[:24]}@notice.invalid"
-
-
-def _one_line(value: str) -> str:
-    return _BLANKS.sub(" ", value).strip()
-
-
-def _address_line(address: str) -> str:
-    parts = (_one_line(part).strip(" ,") for part in _LINE_BREAKS.split(address))
-    return ", ".join(part for part in parts if part)
-
-
-def _shorten(value: str, width: int | None) -> str:
-    if width is None or len(value) <= width:
-        return value
-    return value[: width - 3].rstrip(" ,.;:-") + "..."  # three dots: "…" is not in GSM-7

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
@@ -21,9 +21,10 @@ from central.deps import (
     serve_carrier,
 )
 from central.errors import Unprocessable, error_responses
-from central.models import Actor, ReservationStatus
+from central.models import Actor
 from central.reservations import redirect, transitions, views
 from central.reservations.intake import ReservationIntake
+from central.reservations.paging import SearchQueryDep
 from central.reservations.recipient import set_recipient
 from central.reservations.schemas import (
     ExtendRequest,
@@ -133,22 +134,10 @@ def _is_json(content_type: str | None) -> bool:
 @router.get("", response_model=ReservationList, responses=error_responses(400, 401, 422))
 async def search_reservations(
     work: CarrierWorkDep,
-    tracking_number: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    status: ReservationStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    query: SearchQueryDep,
 ) -> ReservationList:
     """Your own reservations, newest first; pass `next_cursor` back as `cursor` for more."""
-    return await work.run(
-        lambda ctx, carrier: views.search(
-            ctx,
-            carrier.carrier_id,
-            tracking_number=tracking_number,
-            status=status,
-            cursor=cursor,
-            limit=limit,
-        )
-    )
+    return await work.run(lambda ctx, carrier: views.search(ctx, carrier.carrier_id, query))
 
 
 @router.get("/{reservation_id}", response_model=ReservationOut, responses=error_responses(401, 404))

@@ -17,6 +17,7 @@ from central.carriers import repository as carriers_repository
 from central.db import rowcount
 from central.models import ACTIVE_STATUSES, Reservation, ReservationEvent
 from central.reservations import unit_choice
+from central.reservations.json_parameter import json_parameter
 from central.webhooks import repository as webhooks_repository
 
 
@@ -225,7 +226,7 @@ def _reserve_in_one_statement(
     # One JSON document for the lot: psycopg dumps Python lists into array literals element by
     # element in Python, json.dumps does the whole batch in C.
     parameters = {
-        "requests": json.dumps(batch, default=_json_timestamp, separators=(",", ":")),
+        "requests": json_parameter(batch),
         "keys": json.dumps(sorted(keys)),
         "event_type": EVENT_CREATED,
     }
@@ -293,12 +294,6 @@ _MANY_FIELDS = (
     "created_at",
     "group_id",
 )
-
-
-def _json_timestamp(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 # PostgreSQL: many reservations in one statement, each with the outcome `reserve_unit` gives it.
@@ -464,11 +459,14 @@ def search(
     session: Session,
     carrier_id: str,
     *,
+    kind: str | None,
     tracking_number: str | None,
     status: str | None,
     before: tuple[datetime, str] | None,
     limit: int,
 ) -> Sequence[Reservation]:
+    """The carrier's reservations (of `kind` only, if given), newest first, after the `before`
+    position if given."""
     stmt = (
         select(Reservation)
         .where(Reservation.carrier_id == carrier_id)
@@ -476,6 +474,8 @@ def search(
         .order_by(Reservation.created_at.desc(), Reservation.id.desc())
         .limit(limit)
     )
+    if kind:
+        stmt = stmt.where(Reservation.kind == kind)
     if tracking_number:
         stmt = stmt.where(Reservation.tracking_number == tracking_number)
     if status:

@@ -3,11 +3,11 @@ unit of the class), made in one statement like the batch's (`repository._RESERVE
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection
+
+from central.reservations.json_parameter import json_parameter
 
 Outcome = Literal["created", "twin", "full", "unsealed"]
 
@@ -53,7 +53,7 @@ def reserve_one(
     row["data"] = event_data
     row["event_id"], row["sealed"] = notice if notice is not None else (None, None)
     parameters = {
-        "request": json.dumps(row, default=_json_timestamp, separators=(",", ":")),
+        "request": json_parameter(row),
         "event_type": event_type,
     }
     result = connection.exec_driver_sql(_RESERVE_ONE, parameters).one()
@@ -62,12 +62,6 @@ def reserve_one(
     if not result.granted:
         return "full"
     return "created" if result.created else "twin"
-
-
-def _json_timestamp(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 # - `notify`: the carrier's live endpoints that want the event; a request without a sealed

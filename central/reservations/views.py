@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from carrier_adapters.tracking_numbers import normalize_tracking_number
 from central.banks import repository as banks_repository
 from central.banks.schemas import Location
 from central.context import Ctx
-from central.errors import ApiError, NotFound
-from central.models import Bank, Reservation, ReservationEvent, ReservationStatus, SizeClass
+from central.errors import NotFound
+from central.models import Bank, Reservation, ReservationEvent, SizeClass
 from central.reservations import repository as repo
 from central.reservations.groups import group_of
+from central.reservations.paging import SearchQuery, search_page
 from central.reservations.schemas import (
     BankRef,
     HistoryEntry,
@@ -163,35 +162,7 @@ def get(ctx: Ctx, carrier_id: str, reservation_id: str) -> ReservationOut:
     return describe(ctx.session, require_own(ctx.session, carrier_id, reservation_id))
 
 
-def search(
-    ctx: Ctx,
-    carrier_id: str,
-    *,
-    tracking_number: str | None,
-    status: ReservationStatus | None,
-    cursor: str | None,
-    limit: int,
-) -> ReservationList:
-    before = _decode_cursor(cursor) if cursor else None
-    rows = repo.search(
-        ctx.session,
-        carrier_id,
-        tracking_number=normalize_tracking_number(tracking_number) if tracking_number else None,
-        status=status.value if status else None,
-        before=before,
-        limit=limit,
-    )
-    next_cursor = _encode_cursor(rows[-1]) if len(rows) == limit else None
+def search(ctx: Ctx, carrier_id: str, query: SearchQuery) -> ReservationList:
+    """The carrier's reservations, drop-offs among them, newest first, a page at a time."""
+    rows, next_cursor = search_page(ctx.session, carrier_id, query)
     return ReservationList(items=[describe(ctx.session, r) for r in rows], next_cursor=next_cursor)
-
-
-def _encode_cursor(row: Reservation) -> str:
-    return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, rid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), rid
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this API gave out") from exc
