@@ -8,19 +8,17 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from locker_node.domain import inputs
-from locker_node.domain.doors import DoorOpened
 from locker_node.domain.lifecycle import (
     Occupancy,
-    OperationResult,
     ParcelStatus,
     Purpose,
     ReservationStatus,
 )
 from locker_node.flows.courier import Courier
-from locker_node.flows.doors import fire, plan_open, require_closed
-from locker_node.flows.errors import BadInput, Conflict, DoorFault, NotFound
+from locker_node.flows.errors import BadInput, Conflict, NotFound
 from locker_node.flows.pickup import DoorResult
 from locker_node.flows.ports import Ports
+from locker_node.flows.takeaway import Takeaway, confirm_taken, open_door
 from locker_node.store import dropoffs as store
 from locker_node.store import repository as repo
 from locker_node.store.outbox import record
@@ -51,83 +49,35 @@ def list_dropoffs(ports: Ports, courier: Courier) -> list[CollectItem]:
 
 
 def open_collection(ports: Ports, courier: Courier, parcel_id: str) -> DoorResult:
-    with ports.flow_lock:
-        now = ports.now()
-        with ports.unit_of_work() as conn:
-            parcel = _own_dropoff(conn, courier, parcel_id)
-            command_id = plan_open(
-                conn,
-                Purpose.COLLECT,
-                parcel.compartment,
-                actor=courier.actor,
-                reason=f"collect drop-off {parcel.tracking_number}",
-                now=now,
-                parcel_id=parcel.id,
-            )
-        ports.crash.reach("collect.claimed", parcel.tracking_number)
-        # A compartment taken out of service still holds the parcel: its door may be tried.
-        outcome = fire(
-            ports,
-            parcel.compartment,
-            command_id,
-            f"collect {parcel.id}",
-            allow_out_of_service=True,
-        )
-        opened = isinstance(outcome, DoorOpened)
-        result = OperationResult.OPENED if opened else OperationResult.NOT_OPENED
-        with ports.unit_of_work() as conn:
-            repo.finish_operation(conn, command_id, result, ports.now())
-        if not opened:
-            raise DoorFault(
-                f"door {parcel.compartment} did not open", compartment=parcel.compartment
-            )
-        return DoorResult(compartment=parcel.compartment)
+    return open_door(ports, courier, parcel_id, _COLLECTION)
 
 
 def confirm_collection(ports: Ports, courier: Courier, parcel_id: str) -> DoorResult:
     """The courier has the parcel and the door reads closed: collected, the door free again."""
-    with ports.flow_lock:
-        with ports.unit_of_work() as conn:
-            parcel = _find(conn, courier, parcel_id)
-            if parcel.status == ParcelStatus.COLLECTED:
-                return DoorResult(compartment=parcel.compartment, door="closed")
-            parcel = _own_dropoff(conn, courier, parcel_id)
-            opened = OperationResult.OPENED
-            if (
-                repo.last_operation(conn, Purpose.COLLECT, parcel_id=parcel.id, result=opened)
-                is None
-            ):
-                raise Conflict(
-                    "open the compartment first",
-                    code="door_not_opened",
-                    compartment=parcel.compartment,
-                )
-        require_closed(ports, parcel.compartment)
-        now = ports.now()
-        with ports.unit_of_work() as conn:
-            repo.set_parcel_status(
-                conn,
-                parcel.id,
-                ParcelStatus.COLLECTED,
-                expect=ParcelStatus.AWAITING_COLLECTION,
-                now=now,
-            )
-            repo.set_occupancy(
-                conn, parcel.compartment, Occupancy.FREE, now, expect=Occupancy.OCCUPIED
-            )
-            repo.update_reservation(
-                conn, parcel.reservation_id, now, status=ReservationStatus.COLLECTED
-            )
-            event = DropoffCollected(
-                reservation_id=parcel.reservation_id,
-                parcel_id=parcel.id,
-                carrier_id=parcel.carrier_id,
-                tracking_number=parcel.tracking_number,
-                compartment=parcel.compartment,
-                collected_at=now,
-            )
-            record(conn, event, at=now, bank_id=ports.policy.bank_id, actor=courier.actor)
-        return DoorResult(compartment=parcel.compartment, door="closed")
+
+    def collected(conn: Connection, parcel: repo.Parcel, now: datetime) -> None:
+        repo.set_parcel_status(
+            conn,
+            parcel.id,
+            ParcelStatus.COLLECTED,
+            expect=ParcelStatus.AWAITING_COLLECTION,
+            now=now,
+        )
+        repo.set_occupancy(conn, parcel.compartment, Occupancy.FREE, now, expect=Occupancy.OCCUPIED)
+        repo.update_reservation(
+            conn, parcel.reservation_id, now, status=ReservationStatus.COLLECTED
+        )
+        event = DropoffCollected(
+            reservation_id=parcel.reservation_id,
+            parcel_id=parcel.id,
+            carrier_id=parcel.carrier_id,
+            tracking_number=parcel.tracking_number,
+            compartment=parcel.compartment,
+            collected_at=now,
+        )
+        record(conn, event, at=now, bank_id=ports.policy.bank_id, actor=courier.actor)
+
+    return confirm_taken(ports, courier, parcel_id, _COLLECTION, collected)
 
 
 def _find(conn: Connection, courier: Courier, parcel_id: str) -> repo.Parcel:
@@ -144,8 +94,16 @@ def _find(conn: Connection, courier: Courier, parcel_id: str) -> repo.Parcel:
     return parcel
 
 
-def _own_dropoff(conn: Connection, courier: Courier, parcel_id: str) -> repo.Parcel:
-    parcel = _find(conn, courier, parcel_id)
+def _require_awaiting(parcel: repo.Parcel) -> None:
     if parcel.status != ParcelStatus.AWAITING_COLLECTION:
         raise Conflict("this drop-off has been collected", code="already_collected")
-    return parcel
+
+
+_COLLECTION = Takeaway(
+    purpose=Purpose.COLLECT,
+    step="collect",
+    taken=ParcelStatus.COLLECTED,
+    find=_find,
+    require_waiting=_require_awaiting,
+    reason=lambda parcel: f"collect drop-off {parcel.tracking_number}",
+)

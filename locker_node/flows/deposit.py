@@ -22,6 +22,7 @@ from locker_node.domain.lifecycle import (
     ReservationStatus,
 )
 from locker_node.flows.courier import Courier
+from locker_node.flows.deposit_doors import bind_free, open_for_removal, rebind
 from locker_node.flows.doors import (
     fire,
     free_compartments,
@@ -32,7 +33,6 @@ from locker_node.flows.doors import (
 from locker_node.flows.errors import BadInput, Conflict, DoorFault, NotFound
 from locker_node.flows.placement import needs_accessible, place
 from locker_node.flows.ports import Ports
-from locker_node.hardware.board import DoorState
 from locker_node.store import groups as group_codes
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit, record
@@ -102,20 +102,13 @@ def _bind(
         )
         return deposit.id, deposit.compartment
     candidate = place(conn, ports, reservation)  # or 409 no_capacity / no_accessible_compartment
-    deposit_id = new_id()
-    repo.set_occupancy(conn, candidate.label, Occupancy.BOUND, now, expect=Occupancy.FREE)
-    repo.insert_deposit(
+    deposit_id = bind_free(
         conn,
-        repo.Deposit(
-            id=deposit_id,
-            reservation_id=reservation.id,
-            carrier_id=courier.carrier_id,
-            session_id=courier.session_id,
-            compartment=candidate.label,
-            status=DepositStatus.OPENING,
-            created_at=now,
-            updated_at=now,
-        ),
+        reservation.id,
+        candidate.label,
+        now,
+        carrier_id=courier.carrier_id,
+        session_id=courier.session_id,
     )
     return deposit_id, candidate.label
 
@@ -132,6 +125,13 @@ def _deposit_reservation(
     reservation = repo.find_reservation(conn, courier.carrier_id, tracking, kind="delivery")
     if reservation is None:
         return _walk_up(conn, ports, courier, tracking, size, now)
+    return require_waiting(conn, reservation, now)
+
+
+def require_waiting(
+    conn: Connection, reservation: repo.Reservation, now: datetime
+) -> repo.Reservation:
+    """The reservation, if it still waits for its parcel's deposit (or one is under way)."""
     if reservation.status == ReservationStatus.CANCELLED:
         raise Conflict("the reservation was cancelled", code="reservation_cancelled")
     if reservation.status != ReservationStatus.RESERVED:
@@ -277,27 +277,17 @@ def _move_deposit(
             reason=reason + "; no other compartment",
         )
         return None
-    repo.set_occupancy(conn, candidate.label, Occupancy.BOUND, now, expect=Occupancy.FREE)
-    repo.update_deposit(
-        conn, deposit_id, now, compartment=candidate.label, status=DepositStatus.OPENING
-    )
-    append_audit(
+    command_id = rebind(
         conn,
-        at=now,
+        deposit_id,
+        old_label,
+        candidate.label,
+        now,
+        purpose=Purpose.DEPOSIT,
         actor=courier.actor,
         action="deposit_moved",
-        compartment=candidate.label,
         reason=reason,
-        detail={"from": old_label},
-    )
-    command_id = plan_open(
-        conn,
-        Purpose.DEPOSIT,
-        candidate.label,
-        actor=courier.actor,
-        reason=reason,
-        now=now,
-        deposit_id=deposit_id,
+        open_reason=reason,
     )
     return candidate.label, command_id
 
@@ -507,40 +497,15 @@ def cancel_deposit(ports: Ports, courier: Courier, deposit_id: str) -> Cancelled
 
 def _open_for_removal(ports: Ports, courier: Courier, deposit: repo.Deposit) -> CancelledDeposit:
     """The courier takes the parcel back out: open the door unless it still is."""
-    label = deposit.compartment
-    ports.doors.poll()
-    if ports.doors.status(label).door is not DoorState.OPEN:
-        now = ports.now()
-        with ports.unit_of_work() as conn:
-            command_id = plan_open(
-                conn,
-                Purpose.DEPOSIT,
-                label,
-                actor=courier.actor,
-                reason=f"deposit {deposit.id} cancelled: take the parcel out",
-                now=now,
-                deposit_id=deposit.id,
-            )
-        outcome = fire(ports, label, command_id, f"take out deposit {deposit.id}")
-        opened = isinstance(outcome, DoorOpened)
-        result = OperationResult.OPENED if opened else OperationResult.NOT_OPENED
-        with ports.unit_of_work() as conn:
-            repo.finish_operation(conn, command_id, result, ports.now())
-        if not opened:
-            # The parcel stays where it is, and the deposit too: it can still be confirmed.
-            raise DoorFault(f"door {label} did not open; the parcel stays in it", compartment=label)
-    now = ports.now()
-    with ports.unit_of_work() as conn:
-        repo.update_deposit(conn, deposit.id, now, status=DepositStatus.REMOVING)
-        append_audit(
-            conn,
-            at=now,
-            actor=courier.actor,
-            action="deposit_removing",
-            compartment=label,
-            reason="cancelled with the door opened: parcel to be taken out",
-        )
-    return CancelledDeposit(deposit.id, DepositStatus.REMOVING, label, door="open")
+    open_for_removal(
+        ports,
+        deposit,
+        purpose=Purpose.DEPOSIT,
+        actor=courier.actor,
+        what="deposit",
+        action="deposit_removing",
+    )
+    return CancelledDeposit(deposit.id, DepositStatus.REMOVING, deposit.compartment, door="open")
 
 
 def _tracking_of(ports: Ports, deposit: repo.Deposit) -> str:

@@ -29,6 +29,7 @@ from locker_node.domain.lifecycle import (
     ReservationStatus,
 )
 from locker_node.flows import keypad
+from locker_node.flows.deposit_doors import bind_free, open_for_removal, rebind
 from locker_node.flows.doors import (
     fire,
     free_compartments,
@@ -42,12 +43,10 @@ from locker_node.flows.errors import (
     DoorFault,
     InvalidCode,
     InvalidQr,
-    LockedOut,
     NotFound,
     Refused,
 )
 from locker_node.flows.ports import Ports
-from locker_node.hardware.board import DoorState
 from locker_node.store import dropoffs as store
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit, record
@@ -159,7 +158,7 @@ def start_dropoff(ports: Ports, code: str) -> DropoffView:
         raise BadInput(f"a drop-off code is {codes.DROPOFF_CODE_DIGITS} digits")
     with ports.unit_of_work() as conn:
         # Refused before any hashing: a locked keypad tells nothing and costs no scrypt.
-        _refuse_if_locked(conn, ports, ports.now())
+        keypad.refuse_if_locked(conn, ports, ports.now())
         prefixes = store.hash_prefixes(conn)
     # One scrypt per salt and cost (tens of milliseconds each), outside the flow lock. A salt
     # that arrives meanwhile is missed by this attempt only.
@@ -169,14 +168,17 @@ def start_dropoff(ports: Ports, code: str) -> DropoffView:
         refusal: InvalidCode | None = None
         with ports.unit_of_work() as conn:
             # Again under the lock: a parallel wrong code may have locked the keypad.
-            _refuse_if_locked(conn, ports, now)
+            keypad.refuse_if_locked(conn, ports, now)
             live = store.find_code(conn, CodeStatus.ACTIVE, code_hashes=digests)
             if live is None and store.find_code(conn, CodeStatus.USED, code_hashes=digests):
                 # The sender typing their code again is no guess: no strike.
                 raise _already_dropped_off()
             if live is None:
                 # Counted in this transaction, raised after it commits.
-                refusal = _wrong_code(conn, ports, now)
+                # The pickup keypad's count and pace: one budget of guesses for both kinds.
+                refusal = keypad.wrong_pickup_code(
+                    conn, ports, actor=SENDER, action="dropoff_code_refused", now=now
+                )
             else:
                 claim = _claim(conn, ports, live.reservation_id, "code", now)
         if refusal is not None:
@@ -206,32 +208,6 @@ def start_dropoff_qr(ports: Ports, token: str) -> DropoffView:
 
 def _already_dropped_off() -> Conflict:
     return Conflict("this parcel has already been dropped off", code="already_dropped_off")
-
-
-def _refuse_if_locked(conn: Connection, ports: Ports, now: datetime) -> None:
-    retry = keypad.retry_after(conn, ports.policy.pickup_scope, now)
-    if retry > 0:
-        raise LockedOut("too many wrong codes; the keypad is locked", retry_after_s=retry)
-
-
-def _wrong_code(conn: Connection, ports: Ports, now: datetime) -> InvalidCode:
-    # The pickup keypad's count and pace: one budget of guesses for both kinds of code.
-    verdict, retry = keypad.count_failure(
-        conn,
-        ports,
-        scope=ports.policy.pickup_scope,
-        policy=ports.policy.keypad,
-        kind="pickup",
-        actor=SENDER,
-        action="dropoff_code_refused",
-        now=now,
-        audit_failures=True,
-    )
-    if retry:
-        return InvalidCode(
-            "wrong code; the keypad is now locked", attempts_left=0, retry_after_s=retry
-        )
-    return InvalidCode("wrong code", attempts_left=verdict.attempts_left)
 
 
 def _claim(conn: Connection, ports: Ports, reservation_id: str, via: str, now: datetime) -> _Claim:
@@ -286,20 +262,13 @@ def _bind(
     )
     if candidate is None:
         raise Conflict(f"no free compartment of size {reservation.size}", code="no_capacity")
-    deposit_id = new_id()
-    repo.set_occupancy(conn, candidate.label, Occupancy.BOUND, now, expect=Occupancy.FREE)
-    repo.insert_deposit(
+    deposit_id = bind_free(
         conn,
-        repo.Deposit(
-            id=deposit_id,
-            reservation_id=reservation.id,
-            carrier_id=reservation.carrier_id,
-            session_id=None,  # no courier: a sender's drop-off
-            compartment=candidate.label,
-            status=DepositStatus.OPENING,
-            created_at=now,
-            updated_at=now,
-        ),
+        reservation.id,
+        candidate.label,
+        now,
+        carrier_id=reservation.carrier_id,
+        session_id=None,  # no courier: a sender's drop-off
     )
     return deposit_id, candidate.label
 
@@ -360,27 +329,17 @@ def _move(
             reason=f"door {old_label} did not open; no other compartment",
         )
         return None
-    repo.set_occupancy(conn, candidate.label, Occupancy.BOUND, now, expect=Occupancy.FREE)
-    repo.update_deposit(
-        conn, claim.deposit_id, now, compartment=candidate.label, status=DepositStatus.OPENING
-    )
-    append_audit(
+    command_id = rebind(
         conn,
-        at=now,
+        claim.deposit_id,
+        old_label,
+        candidate.label,
+        now,
+        purpose=Purpose.DROPOFF,
         actor=SENDER,
         action="dropoff_moved",
-        compartment=candidate.label,
         reason=f"door {old_label} did not open",
-        detail={"from": old_label},
-    )
-    command_id = plan_open(
-        conn,
-        Purpose.DROPOFF,
-        candidate.label,
-        actor=SENDER,
-        reason=f"drop-off {claim.tracking}: door {old_label} did not open",
-        now=now,
-        deposit_id=claim.deposit_id,
+        open_reason=f"drop-off {claim.tracking}: door {old_label} did not open",
         via=claim.via,
     )
     return candidate.label, command_id
@@ -488,40 +447,15 @@ def cancel_dropoff(ports: Ports, dropoff_id: str) -> CancelledDropoff:
 
 
 def _open_for_removal(ports: Ports, deposit: repo.Deposit) -> CancelledDropoff:
-    label = deposit.compartment
-    ports.doors.poll()
-    if ports.doors.status(label).door is not DoorState.OPEN:
-        now = ports.now()
-        with ports.unit_of_work() as conn:
-            command_id = plan_open(
-                conn,
-                Purpose.DROPOFF,
-                label,
-                actor=SENDER,
-                reason=f"drop-off {deposit.id} cancelled: take the parcel out",
-                now=now,
-                deposit_id=deposit.id,
-            )
-        outcome = fire(ports, label, command_id, f"take out drop-off {deposit.id}")
-        opened = isinstance(outcome, DoorOpened)
-        result = OperationResult.OPENED if opened else OperationResult.NOT_OPENED
-        with ports.unit_of_work() as conn:
-            repo.finish_operation(conn, command_id, result, ports.now())
-        if not opened:
-            # The parcel stays in, and the drop-off too: it can still be confirmed.
-            raise DoorFault(f"door {label} did not open; the parcel stays in it", compartment=label)
-    now = ports.now()
-    with ports.unit_of_work() as conn:
-        repo.update_deposit(conn, deposit.id, now, status=DepositStatus.REMOVING)
-        append_audit(
-            conn,
-            at=now,
-            actor=SENDER,
-            action="dropoff_removing",
-            compartment=label,
-            reason="cancelled with the door opened: parcel to be taken out",
-        )
-    return CancelledDropoff(deposit.id, DepositStatus.REMOVING, label, door="open")
+    open_for_removal(
+        ports,
+        deposit,
+        purpose=Purpose.DROPOFF,
+        actor=SENDER,
+        what="drop-off",
+        action="dropoff_removing",
+    )
+    return CancelledDropoff(deposit.id, DepositStatus.REMOVING, deposit.compartment, door="open")
 
 
 def _own_dropoff(conn: Connection, dropoff_id: str) -> repo.Deposit:

@@ -23,17 +23,16 @@ from locker_node.domain.lifecycle import (
     Occupancy,
     OperationResult,
     Purpose,
-    ReservationStatus,
 )
 from locker_node.flows.courier import Courier
-from locker_node.flows.deposit import DepositView
+from locker_node.flows.deposit import DepositView, require_waiting
+from locker_node.flows.deposit_doors import new_deposit
 from locker_node.flows.doors import fire, plan_open, take_out_of_service
 from locker_node.flows.errors import BadInput, Conflict, DoorFault, NotFound
 from locker_node.flows.ports import Ports
 from locker_node.store import groups as group_codes
 from locker_node.store import repository as repo
 from locker_node.store.outbox import append_audit
-from locker_node.store.rows import new_id
 
 _BOUND_OR_SHARED = (Occupancy.BOUND, Occupancy.OCCUPIED)
 
@@ -139,13 +138,7 @@ def _shareable_reservation(
     reservation = repo.find_reservation(conn, courier.carrier_id, tracking, kind="delivery")
     if reservation is None:
         raise NotFound("no reservation for this parcel at this bank", code="no_reservation")
-    if reservation.status == ReservationStatus.CANCELLED:
-        raise Conflict("the reservation was cancelled", code="reservation_cancelled")
-    if reservation.status != ReservationStatus.RESERVED:
-        raise Conflict("this parcel is already in the locker", code="already_deposited")
-    if reservation.reserved_until <= now and repo.active_deposit(conn, reservation.id) is None:
-        raise Conflict("the reservation has expired", code="reservation_expired")
-    return reservation
+    return require_waiting(conn, reservation, now)
 
 
 def _bind_shared(
@@ -176,19 +169,14 @@ def _bind_shared(
             compartment=label,
         )
     if deposit is None:
-        deposit_id = new_id()
-        repo.insert_deposit(
+        # The compartment stays occupied by the group-mate: nothing to bind.
+        deposit_id = new_deposit(
             conn,
-            repo.Deposit(
-                id=deposit_id,
-                reservation_id=reservation.id,
-                carrier_id=courier.carrier_id,
-                session_id=courier.session_id,
-                compartment=label,
-                status=DepositStatus.OPENING,
-                created_at=now,
-                updated_at=now,
-            ),
+            reservation.id,
+            label,
+            now,
+            carrier_id=courier.carrier_id,
+            session_id=courier.session_id,
         )
         return deposit_id, []
     moved_from = [] if deposit.compartment == label else [deposit.compartment]

@@ -11,6 +11,7 @@ from typing import Literal
 from sqlalchemy import Connection
 
 from locker_node.domain.lockout import KeypadVerdict, LockoutPolicy, judge_failure
+from locker_node.flows.errors import InvalidCode, LockedOut
 from locker_node.flows.ports import Ports, seconds_until
 from locker_node.store import couriers
 from locker_node.store.outbox import append_audit, record
@@ -56,3 +57,37 @@ def count_failure(
     if retry:
         record(conn, KioskLockedOut(kind=kind, retry_after_s=retry), at=now, bank_id=bank)
     return verdict, retry
+
+
+# The pickup keypad: recipients' pickup codes and senders' drop-off codes share its count and
+# pace, one budget of guesses for both kinds of code.
+
+
+def refuse_if_locked(conn: Connection, ports: Ports, now: datetime) -> None:
+    """LockedOut while the pickup keypad takes no codes."""
+    retry = retry_after(conn, ports.policy.pickup_scope, now)
+    if retry > 0:
+        raise LockedOut("too many wrong codes; the keypad is locked", retry_after_s=retry)
+
+
+def wrong_pickup_code(
+    conn: Connection, ports: Ports, *, actor: str, action: str, now: datetime
+) -> InvalidCode:
+    """Count a wrong code typed at the pickup keypad, in the caller's transaction; the refusal
+    to raise once it commits."""
+    verdict, retry = count_failure(
+        conn,
+        ports,
+        scope=ports.policy.pickup_scope,
+        policy=ports.policy.keypad,
+        kind="pickup",
+        actor=actor,
+        action=action,
+        now=now,
+        audit_failures=True,
+    )
+    if retry:
+        return InvalidCode(
+            "wrong code; the keypad is now locked", attempts_left=0, retry_after_s=retry
+        )
+    return InvalidCode("wrong code", attempts_left=verdict.attempts_left)

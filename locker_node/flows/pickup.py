@@ -26,7 +26,6 @@ from locker_node.flows.errors import (
     DoorFault,
     InvalidCode,
     InvalidQr,
-    LockedOut,
 )
 from locker_node.flows.ports import RECIPIENT, Ports
 from locker_node.store import groups as group_codes
@@ -71,9 +70,7 @@ def pickup_with_code(ports: Ports, code: str) -> DoorResult:
         now = ports.now()
         refusal: InvalidCode | None = None
         with ports.unit_of_work() as conn:
-            retry = keypad.retry_after(conn, ports.policy.pickup_scope, now)
-            if retry > 0:
-                raise LockedOut("too many wrong codes; the keypad is locked", retry_after_s=retry)
+            keypad.refuse_if_locked(conn, ports, now)
             live = repo.find_live_code(conn, now, code_hash=digest)
             if live is None and repo.find_used_code(conn, code_hash=digest) is not None:
                 # A recipient typing their code again is no guess: no strike.
@@ -81,7 +78,9 @@ def pickup_with_code(ports: Ports, code: str) -> DoorResult:
             if live is None:
                 # Counted in this transaction; raised after it commits, or the rollback
                 # would forget the attempt.
-                refusal = _wrong_code(conn, ports, now)
+                refusal = keypad.wrong_pickup_code(
+                    conn, ports, actor=RECIPIENT, action="pickup_code_refused", now=now
+                )
             else:
                 doors = _claim(conn, live, "code", now)
         if refusal is not None:
@@ -106,25 +105,6 @@ def pickup_with_qr(ports: Ports, token: str) -> DoorResult:
             doors = _claim(conn, live, "qr", now)
         ports.crash.reach("pickup.claimed", doors[0].parcel.tracking_number)
         return _open(ports, doors, "qr")
-
-
-def _wrong_code(conn: Connection, ports: Ports, now: datetime) -> InvalidCode:
-    verdict, retry = keypad.count_failure(
-        conn,
-        ports,
-        scope=ports.policy.pickup_scope,
-        policy=ports.policy.keypad,
-        kind="pickup",
-        actor=RECIPIENT,
-        action="pickup_code_refused",
-        now=now,
-        audit_failures=True,
-    )
-    if retry:
-        return InvalidCode(
-            "wrong code; the keypad is now locked", attempts_left=0, retry_after_s=retry
-        )
-    return InvalidCode("wrong code", attempts_left=verdict.attempts_left)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from locker_node.domain.lifecycle import CodeStatus, OperationResult, ParcelStatus, Purpose
-from locker_node.store.repository import Parcel
+from locker_node.store.repository import Parcel, forget_finished_hashes
 from locker_node.store.rows import changed, every, one
 from locker_node.store.schema import door_operations, dropoff_codes, parcels
 
@@ -93,17 +93,8 @@ def kill_code(conn: Connection, reservation_id: str, status: CodeStatus, now: da
 
 
 def forget_used_codes(conn: Connection, finished_before: datetime) -> int:
-    return changed(
-        conn.execute(
-            update(dropoff_codes)
-            .where(
-                dropoff_codes.c.status != CodeStatus.ACTIVE,
-                dropoff_codes.c.finished_at < finished_before,
-                or_(dropoff_codes.c.code_hash.is_not(None), dropoff_codes.c.qr_hash.is_not(None)),
-            )
-            .values(code_hash=None, qr_hash=None)
-        )
-    )
+    """Used drop-off codes finished before then forget their hashes, as pickup codes do."""
+    return forget_finished_hashes(conn, dropoff_codes, finished_before)
 
 
 def hash_prefixes(conn: Connection) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Table,
     func,
     insert,
     or_,
@@ -461,13 +462,19 @@ def kill_pickup_code(conn: Connection, parcel_id: str, status: CodeStatus, now: 
 
 def forget_used_codes(conn: Connection, finished_before: datetime) -> int:
     """Used codes finished before then forget their hashes, as dead codes do at once."""
+    return forget_finished_hashes(conn, pickup_codes, finished_before)
+
+
+def forget_finished_hashes(conn: Connection, codes: Table, finished_before: datetime) -> int:
+    """The codes of a codes table (`pickup_codes`, `dropoff_codes`) finished before then
+    forget their hashes; how many did."""
     return changed(
         conn.execute(
-            update(pickup_codes)
+            update(codes)
             .where(
-                pickup_codes.c.status != CodeStatus.ACTIVE,
-                pickup_codes.c.finished_at < finished_before,
-                or_(pickup_codes.c.code_hash.is_not(None), pickup_codes.c.qr_hash.is_not(None)),
+                codes.c.status != CodeStatus.ACTIVE,
+                codes.c.finished_at < finished_before,
+                or_(codes.c.code_hash.is_not(None), codes.c.qr_hash.is_not(None)),
             )
             .values(code_hash=None, qr_hash=None)
         )

@@ -55,7 +55,7 @@ def feed_row(
         id=reservation_id,
         carrier=carrier,
         tracking_number=tracking,
-        size=size,  # type: ignore[arg-type]
+        size=size,
         status=status,
         compartment=None,
         reserved_until=now + hold,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,23 +23,7 @@ from tests.locker_node.kiosk.rig import (
     COURIER_CODE,
     OTHER_COURIER_CODE,
     Rig,
-    build_rig,
-    make_schema_template,
 )
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_schema_template(tmp_path_factory.mktemp("collect-schema"))
-
-
-@pytest.fixture
-def rig(tmp_path: Path, template: Path) -> Iterator[Rig]:
-    rig = build_rig(tmp_path, template)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def courier(rig: Rig, carrier: str = "ups", code: str = COURIER_CODE) -> Courier:
@@ -49,7 +32,7 @@ def courier(rig: Rig, carrier: str = "ups", code: str = COURIER_CODE) -> Courier
     return flows.authenticate(flows.login(carrier, code).token)
 
 
-def dropped_off(rig: Rig, tracking: str = "RET0001", **options: str) -> tuple[str, str]:
+def dropped_off(rig: Rig, tracking: str = "RET0001", **options: Any) -> tuple[str, str]:
     """A drop-off in its compartment: (parcel id, compartment)."""
     flows = rig.node.flows
     add_dropoff(flows, tracking, **options)

@@ -3,9 +3,7 @@ once the door reads closed, and all of it works on a node that has no central to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -33,56 +31,19 @@ from locker_node.store import dropoffs as store
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
 from tests.locker_node.dropoffs import CODE, OTHER_SALT, QR, add_dropoff
-from tests.locker_node.kiosk.rig import LAYOUT, Rig, build_rig, make_schema_template
+from tests.locker_node.kiosk.rig import LAYOUT, Rig, deposit_row
+from tests.locker_node.kiosk.rig import reservation_row as reservation
 
 WRONG = "1111111111"
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_schema_template(tmp_path_factory.mktemp("dropoff-schema"))
-
-
-@pytest.fixture
-def make_rig(tmp_path: Path, template: Path) -> Iterator[Callable[..., Rig]]:
-    made: list[Rig] = []
-
-    def make(**sections: Any) -> Rig:
-        rig = build_rig(tmp_path / f"rig{len(made)}", template, **sections)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.close()
-
-
-@pytest.fixture
-def rig(make_rig: Callable[..., Rig]) -> Rig:
-    return make_rig()
 
 
 def flows_of(rig: Rig) -> LockerFlows:
     return rig.node.flows
 
 
-def reservation(rig: Rig, reservation_id: str) -> repo.Reservation:
-    with transaction(rig.engine) as conn:
-        found = repo.get_reservation(conn, reservation_id)
-    assert found is not None
-    return found
-
-
 def code_row(rig: Rig, reservation_id: str) -> store.DropoffCode:
     with transaction(rig.engine) as conn:
         found = store.get_code(conn, reservation_id)
-    assert found is not None
-    return found
-
-
-def deposit_row(rig: Rig, deposit_id: str) -> repo.Deposit:
-    with transaction(rig.engine) as conn:
-        found = repo.get_deposit(conn, deposit_id)
     assert found is not None
     return found
 

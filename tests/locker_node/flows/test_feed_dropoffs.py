@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -27,21 +25,7 @@ from tests.locker_node.dropoffs import (
     feed,
     feed_row,
 )
-from tests.locker_node.kiosk.rig import Rig, build_rig, make_schema_template
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_schema_template(tmp_path_factory.mktemp("feed-dropoff-schema"))
-
-
-@pytest.fixture
-def rig(tmp_path: Path, template: Path) -> Iterator[Rig]:
-    rig = build_rig(tmp_path, template)
-    try:
-        yield rig
-    finally:
-        rig.close()
+from tests.locker_node.kiosk.rig import Rig
 
 
 def code_row(rig: Rig, reservation_id: str) -> store.DropoffCode | None:

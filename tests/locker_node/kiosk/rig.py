@@ -278,3 +278,17 @@ def rigs(tmp_path: Path, template: Path, **sections: Any) -> Iterator[Rig]:
         yield rig
     finally:
         rig.close()
+
+
+def reservation_row(rig: Rig, reservation_id: str) -> repo.Reservation:
+    with transaction(rig.engine) as conn:
+        found = repo.get_reservation(conn, reservation_id)
+    assert found is not None
+    return found
+
+
+def deposit_row(rig: Rig, deposit_id: str) -> repo.Deposit:
+    with transaction(rig.engine) as conn:
+        found = repo.get_deposit(conn, deposit_id)
+    assert found is not None
+    return found

@@ -11,7 +11,14 @@ from locker_node.domain.lifecycle import DepositStatus, Occupancy, ReservationSt
 from locker_node.hardware.simulator import Fault
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
-from tests.locker_node.kiosk.rig import COURIER_CODE, OTHER_COURIER_CODE, Rig, open_sealed
+from tests.locker_node.kiosk.rig import (
+    COURIER_CODE,
+    OTHER_COURIER_CODE,
+    Rig,
+    deposit_row,
+    open_sealed,
+)
+from tests.locker_node.kiosk.rig import reservation_row as reservation
 
 
 def start(rig: Rig, headers: dict[str, str], tracking: str, **extra: str) -> dict[str, object]:
@@ -21,20 +28,6 @@ def start(rig: Rig, headers: dict[str, str], tracking: str, **extra: str) -> dic
     assert answer.status_code == 200, answer.text
     body: dict[str, object] = answer.json()
     return body
-
-
-def deposit_row(rig: Rig, deposit_id: str) -> repo.Deposit:
-    with transaction(rig.engine) as conn:
-        row = repo.get_deposit(conn, deposit_id)
-    assert row is not None
-    return row
-
-
-def reservation(rig: Rig, reservation_id: str) -> repo.Reservation:
-    with transaction(rig.engine) as conn:
-        row = repo.get_reservation(conn, reservation_id)
-    assert row is not None
-    return row
 
 
 def test_a_deposit_opens_a_free_door_of_the_reserved_size(rig: Rig) -> None:
