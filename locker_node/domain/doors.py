@@ -188,6 +188,9 @@ class DoorController:
         self.left_open_after_s = left_open_after_s
         self._mutex = threading.RLock()
         self._unreachable: dict[str, str] = {}
+        # The labels behind those boards, replaced whole whenever the set changes: read without
+        # the mutex (`silent_labels`).
+        self._silent: frozenset[str] = frozenset()
         self._started = False
 
     # Lifecycle
@@ -292,13 +295,20 @@ class DoorController:
             )
 
     def silent_labels(self) -> frozenset[str]:
-        """Compartments whose board does not answer: not to be offered to anyone for now."""
-        with self._mutex:
-            return frozenset(
-                label
-                for label, compartment in self._compartments.items()
-                if compartment.wiring.board in self._unreachable
-            )
+        """Compartments whose board does not answer: not to be offered to anyone for now.
+
+        Takes no lock, so a flow may ask inside a store transaction: the monitor holds the
+        mutex while it writes what it saw to the store, and a flow holding the store's write
+        lock while waiting for the mutex would stall both until SQLite's busy timeout.
+        """
+        return self._silent
+
+    def _labels_behind(self, boards: Mapping[str, str]) -> frozenset[str]:
+        return frozenset(
+            label
+            for label, compartment in self._compartments.items()
+            if compartment.wiring.board in boards
+        )
 
     def statuses(self) -> list[CompartmentStatus]:
         with self._mutex:
@@ -380,12 +390,14 @@ class DoorController:
             self._board_failed(board_name, exc)
             return None
         if self._unreachable.pop(board_name, None) is not None:
+            self._silent = self._labels_behind(self._unreachable)
             self._emit(BoardRecovered(at=self._clock.now(), board=board_name))
         return states
 
     def _board_failed(self, board_name: str, exc: LockBoardError) -> None:
         if board_name not in self._unreachable:
             self._unreachable[board_name] = str(exc)
+            self._silent = self._labels_behind(self._unreachable)
             self._emit(BoardUnreachable(at=self._clock.now(), board=board_name, detail=str(exc)))
 
     def _observe(self, board_name: str, states: Mapping[int, DoorState]) -> None:

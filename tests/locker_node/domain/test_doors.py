@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -17,6 +18,7 @@ from locker_node.domain.doors import (
     ControllerNotStarted,
     DoorClosed,
     DoorController,
+    DoorEvent,
     DoorJammed,
     DoorLeftOpen,
     DoorMonitor,
@@ -302,3 +304,46 @@ def test_the_monitor_polls_in_the_background_until_stopped() -> None:
 
     assert not monitor.running
     board.close()
+
+
+class _SlowStore(InMemoryEventSink):
+    """An event sink whose writes wait, as a store write waits for SQLite's lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    def emit(self, event: DoorEvent) -> None:
+        self.writing.set()
+        self.release.wait(10)
+        super().emit(event)
+
+
+def test_which_boards_are_silent_is_answered_while_the_monitor_writes_an_event() -> None:
+    """A flow asks for the silent boards' doors inside a store transaction, while the monitor
+    may be holding the controller to write what it saw to the store: the answer must not wait
+    for the monitor, or the two would wait on each other until SQLite's busy timeout."""
+    clock = node_clock()
+    board = SimulatedLockBoard(name="main", lock_count=4, door_delay_s=0.0, clock=clock.monotonic)
+    store = _SlowStore()
+    controller = DoorController(
+        {"main": board}, WIRING, journal=InMemoryCommandJournal(), events=store, clock=clock
+    )
+    store.release.set()
+    controller.start()
+    store.release.clear()
+    store.writing.clear()
+    board.set_fault(Fault.NO_REPLY)
+    monitor = threading.Thread(target=controller.poll)  # finds the board silent, writes it
+    monitor.start()
+    try:
+        assert store.writing.wait(5)
+        answered: list[frozenset[str]] = []
+        asking = threading.Thread(target=lambda: answered.append(controller.silent_labels()))
+        asking.start()
+        asking.join(2)
+        assert answered == [frozenset({"A01", "A02", "A03"})]
+    finally:
+        store.release.set()
+        monitor.join(10)
