@@ -163,6 +163,20 @@ def configure_logging() -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
+# Modules FastAPI and Starlette load when they are installed, for what a kiosk never has: models
+# of pydantic's version 1, e-mail address fields, form uploads. Central needs some of them, so
+# they are installed; a node's process refuses them (importing one raises ModuleNotFoundError,
+# which those libraries expect of a module that is not installed), and keeps about 2 MB of a
+# small board's memory (`bench/kiosk.py`).
+UNUSED_MODULES = ("pydantic.v1", "email_validator", "python_multipart", "multipart")
+
+
+def leave_out_unused_modules() -> None:
+    """Before the kiosk's web stack is imported: never load `UNUSED_MODULES` in this process."""
+    for name in UNUSED_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 @app.command("run")
 def run(config: ConfigOption) -> None:
     """Run the node: kiosk, door monitor and sync with central (when enrolled), in one process.
@@ -170,6 +184,7 @@ def run(config: ConfigOption) -> None:
     Every door is read before the kiosk serves; the store's schema is upgraded first if needed.
     """
     configure_logging()
+    leave_out_unused_modules()
     from locker_node.app import run_node
 
     # Ctrl-C: uvicorn has already shut the kiosk down and the node has stopped; no traceback.
