@@ -38,7 +38,7 @@ from tests.e2e.harness import (
     provision_node,
     wait_for_courier_codes,
 )
-from tests.e2e.test_node_central import pickup, status_of, subscribe
+from tests.e2e.test_node_central import status_of, subscribe
 from tests.locker_node.e2e.nodes import NodeProcess, spawn
 from tests.locker_node.e2e.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -349,7 +349,13 @@ def test_a_parcel_with_no_door_at_its_bank_moves_to_a_nearby_one_and_is_picked_u
                 return str(body["data"]["pickup_code"])
         return None
 
-    pickup(network.main.node, network.kiosk, eventually(code, "the moved parcel's code"))
+    page = network.page(network.main)  # the recipient, at the bank the parcel moved to
+    page.locator("#go-pickup").click()
+    for digit in eventually(code, "the moved parcel's code"):
+        page.locator(f'[data-keypad="pickup"] [data-key="{digit}"]').click()
+    page.locator("#pickup-submit").click()
+    expect(page.locator("#screen-door-open")).to_be_visible()
+    page.close()
     eventually(
         lambda: status_of(network.world, made["id"])["status"] == "picked_up" or None,
         "the moved parcel picked up at its new bank",
