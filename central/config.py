@@ -47,6 +47,11 @@ class CentralSettings(BaseSettings):
     ops_argon2_time_cost: int = Field(default=3, ge=1)
     ops_argon2_memory_kib: int = Field(default=65536, ge=8)
     ops_argon2_parallelism: int = Field(default=4, ge=1)
+    # Remote opens across the whole fleet: beyond this many in the window, every further open is
+    # refused and an alert raised, so that a stolen admin session cannot empty the network's
+    # compartments one bank after another (each node also limits its own, 3 per 10 minutes).
+    remote_open_budget: int = Field(default=20, ge=1)
+    remote_open_window_minutes: float = Field(default=60.0, gt=0)
     # Usage analytics (Mixpanel). Without a token events are kept in the local outbox only.
     mixpanel_token: SecretStr | None = None
     # `api-eu.mixpanel.com` for EU data residency.

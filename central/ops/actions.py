@@ -7,20 +7,30 @@ pickup code. Auditing happens around these, in the endpoints, so refusals are re
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
+from sqlalchemy import func, select
+
 from central.context import Ctx
-from central.errors import Conflict, NotFound
+from central.errors import ApiError, Conflict, NotFound
 from central.models import Actor, ReservationStatus
 from central.models.base import ReservationKind
 from central.nodes.commands import extension_payload, issue_command
 from central.nodes.errors import NodeError
 from central.ops import repository as repo
+from central.ops.alerts import raise_alert
 from central.ops.auth import Operator
 from central.ops.schemas import CommandAccepted, CommandOut, ExtendOut, ReservationDeadlines
 from central.reservations import transitions
 
 CompartmentAction = Literal["open_compartment", "disable_compartment", "enable_compartment"]
+# The refusal and the alert when the fleet's remote opens reach their budget.
+OPEN_BUDGET_EXHAUSTED = "remote_open_budget_exhausted"
+# Any constant shared by every host: the advisory lock that serialises counting remote opens.
+_OPEN_BUDGET_LOCK = 0x6C6F636B6F70656E  # "lockopen"
 # reservation_events.actor_id holds at most 64 characters.
 _ACTOR_ID_LENGTH = 64
 # What the carrier reads in the reservation's history; the operator's own reason is in the audit.
@@ -41,15 +51,67 @@ def _issue(ctx: Ctx, bank_id: str, command_type: str, payload: dict[str, Any]) -
     return CommandAccepted(command_id=command.id, status="pending")
 
 
+@dataclass(frozen=True, slots=True)
+class OpenBudget:
+    """How many remote opens the whole fleet may have in a sliding window."""
+
+    opens: int
+    window: timedelta
+
+
 def compartment_command(
-    ctx: Ctx, bank_id: str, label: str, command_type: CompartmentAction, reason: str
+    ctx: Ctx,
+    bank_id: str,
+    label: str,
+    command_type: CompartmentAction,
+    reason: str,
+    *,
+    budget: OpenBudget | None = None,
 ) -> CommandAccepted:
     if repo.bank_name(ctx.session, bank_id) is None:
         raise NotFound(f"bank {bank_id}", code="unknown_bank")
     if not repo.compartment_exists(ctx.session, bank_id, label):
         raise NotFound(f"compartment {label} at bank {bank_id}", code="unknown_compartment")
     _require_node(ctx, bank_id)
+    if command_type == "open_compartment" and budget is not None:
+        _within_budget(ctx, budget)
     return _issue(ctx, bank_id, command_type, {"compartment": label, "reason": reason})
+
+
+def _within_budget(ctx: Ctx, budget: OpenBudget) -> None:
+    """Refuse a remote open when the fleet has had `budget.opens` in the window already.
+
+    On PostgreSQL a transaction-scoped advisory lock makes concurrent opens (from any host)
+    count one after the other, so the budget is never overrun; SQLite has one writer.
+    """
+    if ctx.session.get_bind().dialect.name == "postgresql":
+        ctx.session.execute(select(func.pg_advisory_xact_lock(_OPEN_BUDGET_LOCK)))
+    opens = repo.remote_opens_since(ctx.session, ctx.now - budget.window)
+    if len(opens) < budget.opens:
+        return
+    free_again = opens[len(opens) - budget.opens] + budget.window
+    retry_after_s = max(1, math.ceil((free_again - ctx.now).total_seconds()))
+    raise ApiError(
+        429,
+        OPEN_BUDGET_EXHAUSTED,
+        f"the fleet has had {len(opens)} remote opens in the last "
+        f"{budget.window.total_seconds() / 60:g} minutes, its budget; no more until one ages out",
+        headers={"Retry-After": str(retry_after_s)},
+        retry_after_s=retry_after_s,
+        budget=budget.opens,
+    )
+
+
+def alert_open_budget(ctx: Ctx, operator: Operator, bank_id: str, label: str) -> None:
+    """The fleet-wide alert that remote opens hit their budget: who tried to open what, last."""
+    raise_alert(
+        ctx.session,
+        bank_id=None,
+        alert_type=OPEN_BUDGET_EXHAUSTED,
+        subject=None,
+        detail={"operator": operator.email, "bank_id": bank_id, "compartment": label},
+        now=ctx.now,
+    )
 
 
 def _actor_id(operator: Operator) -> str:

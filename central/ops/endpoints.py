@@ -8,6 +8,7 @@ included. Not part of the carrier API's OpenAPI document.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
@@ -307,8 +308,16 @@ async def _compartment_action(
     body: ActionIn,
     command_type: actions.CompartmentAction,
 ) -> CommandAccepted:
+    settings = settings_of(request)
+    budget = actions.OpenBudget(
+        opens=settings.remote_open_budget,
+        window=timedelta(minutes=settings.remote_open_window_minutes),
+    )
+
     def work(ctx: Ctx) -> tuple[CommandAccepted, dict[str, Any]]:
-        out = actions.compartment_command(ctx, bank_id, label, command_type, body.reason)
+        out = actions.compartment_command(
+            ctx, bank_id, label, command_type, body.reason, budget=budget
+        )
         return out, {"command_id": out.command_id, "bank_id": bank_id}
 
     return await _audited(
@@ -326,7 +335,18 @@ async def _compartment_action(
 async def open_compartment(
     request: Request, operator: OperatorDep, bank_id: BankId, label: Label, body: ActionIn
 ) -> CommandAccepted:
-    return await _compartment_action(request, operator, bank_id, label, body, "open_compartment")
+    """Open a door remotely, within the fleet's budget of remote opens (429 beyond it, with an
+    alert for whoever watches the dashboard)."""
+    try:
+        return await _compartment_action(
+            request, operator, bank_id, label, body, "open_compartment"
+        )
+    except ApiError as exc:
+        if exc.code == actions.OPEN_BUDGET_EXHAUSTED:
+            await run_unit(
+                request, lambda ctx: actions.alert_open_budget(ctx, operator, bank_id, label)
+            )
+        raise
 
 
 @router.post("/banks/{bank_id}/compartments/{label}/disable", status_code=status.HTTP_202_ACCEPTED)

@@ -290,3 +290,12 @@ def reservation_for_update(session: Session, reservation_id: str) -> Reservation
     return session.scalars(
         select(Reservation).where(Reservation.id == reservation_id).with_for_update()
     ).one_or_none()
+
+
+def remote_opens_since(session: Session, since: datetime) -> Sequence[datetime]:
+    """When each remote open issued after `since`, to any node, was issued, oldest first."""
+    return session.scalars(
+        select(NodeCommand.issued_at)
+        .where(NodeCommand.type == "open_compartment", NodeCommand.issued_at > since)
+        .order_by(NodeCommand.issued_at)
+    ).all()
