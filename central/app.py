@@ -37,7 +37,13 @@ from central.limits import BodyLimit
 from central.metrics import install_metrics
 from central.nodes.endpoints import add_body_schemas as add_node_body_schemas
 from central.nodes.endpoints import router as nodes_router
+from central.ops import approvals as ops_approvals
+from central.ops import bank_admin as ops_bank_admin
+from central.ops import fleet as ops_fleet
 from central.ops import pages as ops_pages
+from central.ops import paging_api as ops_paging
+from central.ops import team as ops_team
+from central.ops import updates as ops_updates
 from central.ops.endpoints import router as ops_router
 from central.ops.insight.endpoints import router as ops_insight_router
 from central.parcel_page import endpoints as parcel_page
@@ -111,7 +117,19 @@ ROUTERS = (
     nodes_router,
     ops_router,
     ops_insight_router,
+    ops_bank_admin.router,
+    ops_team.router,
+    ops_paging.router,
+    ops_approvals.router,
+    ops_fleet.router,
+    ops_updates.router,
     ops_pages.router,
+    ops_bank_admin.pages,
+    ops_team.pages,
+    ops_paging.pages,
+    ops_approvals.pages,
+    ops_fleet.pages,
+    ops_updates.pages,
 )
 
 

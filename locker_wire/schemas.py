@@ -45,6 +45,9 @@ CommandType = Literal[
     "cancel_reservation",
     "extend_deadline",
     "invalidate_code",
+    # Several doors at once, only after a second admin approved it (`payload.labels`,
+    # `payload.approval_id`); a node of an earlier version refuses it as unknown.
+    "open_compartments",
 ]
 
 
@@ -267,12 +270,51 @@ class CourierCodeHash(BaseModel):
     p: int
 
 
+class NearbyBankInfo(BaseModel):
+    bank_id: str
+    name: str
+    address: str
+    distance_km: float
+
+
+class BankMaintenance(BaseModel):
+    """A bank an admin put into maintenance: the kiosk says so and shows the nearest banks."""
+
+    reason: str
+    since: datetime
+    until: datetime | None = Field(default=None, description="the expected end, if known")
+    nearby: list[NearbyBankInfo] = Field(default_factory=list)
+
+
+class CompartmentMaintenance(BaseModel):
+    label: str
+    reason: str
+    until: datetime | None = None
+
+
+class FeedBank(BaseModel):
+    """The bank's settings as central keeps them, sent when they changed since `version`."""
+
+    version: int = Field(description="grows with every change; the node sends back the one it has")
+    policy: NodePolicy
+    allow_walk_up: bool = False
+    max_extensions: int | None = Field(default=None, description="None: no limit but the hours")
+    timezone: str = "UTC"
+    # {"mon": [["08:00", "20:00"]], ...}; a missing day is closed; None means always open.
+    opening_hours: dict[str, list[list[str]]] | None = None
+    maintenance: BankMaintenance | None = None
+    compartments_in_maintenance: list[CompartmentMaintenance] = Field(default_factory=list)
+
+
 class FeedResponse(BaseModel):
     reservations: list[FeedReservation]
     commands: list[Command]
     courier_codes: list[CourierCodeHash]
     cursor: str
     more: bool = Field(description="a full page: ask again at once with the new cursor")
+    # Added later: present only when the bank's settings differ from the version the node
+    # sent (`settings_version`); a node of an earlier version ignores it.
+    bank: FeedBank | None = None
 
 
 class CommandAck(_Strict):
@@ -288,13 +330,57 @@ class CommandAckResult(BaseModel):
 # Heartbeat --------------------------------------------------------------------------------------
 
 
+PowerSource = Literal["mains", "battery", "unknown"]
+UpdateState = Literal[
+    "idle", "installing", "switching", "verifying", "healthy", "failed", "rolled_back"
+]
+
+
+class NodeHealth(_Strict):
+    """How the node's computer is doing; every field optional, a probe that fails sends None."""
+
+    uptime_s: int | None = Field(default=None, ge=0, description="since the node process started")
+    host_uptime_s: int | None = Field(default=None, ge=0, description="since the computer booted")
+    disk_free_bytes: int | None = Field(default=None, ge=0)
+    disk_total_bytes: int | None = Field(default=None, ge=0)
+    cpu_temp_c: float | None = Field(default=None, ge=-100, le=200)
+    enclosure_temp_c: float | None = Field(default=None, ge=-100, le=200)
+    power: PowerSource = "unknown"
+    battery_low: bool | None = None
+
+
+class UpdateReport(_Strict):
+    """Where the node stands with the software version central asked for."""
+
+    state: UpdateState = "idle"
+    running: str = Field(max_length=64, description="the version this process runs")
+    wanted: str | None = Field(default=None, max_length=64)
+    previous: str | None = Field(default=None, max_length=64)
+    detail: str | None = Field(default=None, max_length=2000)
+    changed_at: AwareDatetime | None = None
+
+
 class Heartbeat(_Strict):
     doors: dict[str, str] = Field(default_factory=dict, max_length=2000)
     boards: dict[str, Literal["ok", "error"]] = Field(default_factory=dict, max_length=64)
     outbox_depth: int = Field(ge=0)
     version: str = Field(max_length=64)
+    # Added later, optional: a node of an earlier version sends neither, and a central of an
+    # earlier version never sees them (the node leaves out what is None).
+    health: NodeHealth | None = None
+    update: UpdateReport | None = None
+
+    @model_serializer(mode="wrap")
+    def _leave_out_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("health", "update"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class HeartbeatResult(BaseModel):
     server_time: int
     online: bool
+    # The node software version an admin wants on this bank; None: keep what runs.
+    wanted_version: str | None = None

@@ -39,6 +39,10 @@ NAVIGATION = (
     ("/ops/alerts", "Alerts"),
     ("/ops/charts", "Charts"),
     ("/ops/reports", "Reports"),
+    ("/ops/fleet", "Fleet"),
+    ("/ops/approvals", "Approvals"),
+    ("/ops/team", "Team"),
+    ("/ops/paging", "Paging"),
     ("/ops/audit", "Audit"),
 )
 

@@ -1,0 +1,12 @@
+"""Guarded opens: an action that opens more than one door ("open all") waits for a second admin's
+approval within ten minutes; both steps are audited."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from central.ops.auth import OperatorRoute
+
+# The JSON API (every call needs a signed-in operator) and the HTML pages.
+router = APIRouter(prefix="/ops/api", include_in_schema=False, route_class=OperatorRoute)
+pages = APIRouter(prefix="/ops", include_in_schema=False)

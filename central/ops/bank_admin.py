@@ -1,0 +1,12 @@
+"""Bank administration in the dashboard: maintenance of a bank or a compartment, and the bank's
+policy (hold hours, extensions, walk-ups, upsizing, opening hours). Admin only, audited."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from central.ops.auth import OperatorRoute
+
+# The JSON API (every call needs a signed-in operator) and the HTML pages.
+router = APIRouter(prefix="/ops/api", include_in_schema=False, route_class=OperatorRoute)
+pages = APIRouter(prefix="/ops", include_in_schema=False)
