@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from central.models import Node
 from central.nodes import repository as repo
+from central.nodes import updates
 from locker_wire.schemas import Heartbeat, HeartbeatResult
 
 HEARTBEAT_INTERVAL = timedelta(seconds=30)
@@ -22,7 +23,8 @@ def record_heartbeat(
     repo.record_heartbeat(session, node.id, now, health, body.version)
     if was_offline:
         repo.resolve_alerts(session, node.bank_id, "bank_offline", now)
-    return HeartbeatResult(server_time=int(now.timestamp()), online=True)
+    wanted = updates.record_update(session, node, body, now)
+    return HeartbeatResult(server_time=int(now.timestamp()), online=True, wanted_version=wanted)
 
 
 def mark_silent_nodes_offline(session: Session, now: datetime) -> int:
