@@ -48,7 +48,11 @@ def test_a_heartbeat_records_health_and_last_seen(
     clock.advance(seconds=30)
     response = node.post("/v1/node/heartbeat", BEAT)
     assert response.status_code == 200, response.text
-    assert response.json() == {"server_time": int(clock().timestamp()), "online": True}
+    assert response.json() == {
+        "server_time": int(clock().timestamp()),
+        "online": True,
+        "wanted_version": None,
+    }
     row = node_row(sessions, node)
     assert row.last_seen_at == clock() and row.online and row.version == "1.2.3"
     assert row.health == {
