@@ -62,6 +62,21 @@ class InvalidateCode(CommandPayload):
     reissue: bool = False
 
 
+class OpenCompartments(CommandPayload):
+    """Open several doors at once ("open all"): issued only after a second admin approved it.
+
+    `requested_by` and `approved_by` are the two admins (never the same), kept in the node's
+    audit with the approval's id.
+    """
+
+    command_type: ClassVar[str] = "open_compartments"
+    labels: list[str] = Field(min_length=1, max_length=2000)
+    approval_id: str = Field(min_length=1, max_length=64)
+    requested_by: str = Field(min_length=1, max_length=320)
+    approved_by: str = Field(min_length=1, max_length=320)
+    reason: str = Field(default="", max_length=500)
+
+
 COMMAND_PAYLOADS: dict[str, type[CommandPayload]] = {
     model.command_type: model
     for model in (
@@ -71,6 +86,7 @@ COMMAND_PAYLOADS: dict[str, type[CommandPayload]] = {
         CancelReservation,
         ExtendDeadline,
         InvalidateCode,
+        OpenCompartments,
     )
 }
 if set(COMMAND_PAYLOADS) != set(get_args(CommandType)):
