@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@$(BIN)/locker-central demo --with-nodes
 
-## The browser assets of the dashboard (Chart.js) and of the API docs page (Swagger UI), from npm
-## (never a CDN): installed from the lock file without install scripts (only dist files are used),
+## The browser assets of the dashboard (Chart.js, Leaflet) and of the API docs page (Swagger UI),
+## from npm (never a CDN): installed from the lock file without install scripts (only dist files are used),
 ## then the files the pages load copied into central/ops/static/vendor/.
 FRONTEND := central/ops/frontend
 VENDOR := central/ops/static/vendor
@@ -34,6 +34,11 @@ $(VENDOR)/.stamp: $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
 	   $(FRONTEND)/node_modules/swagger-ui-dist/swagger-ui.css \
 	   $(FRONTEND)/node_modules/swagger-ui-dist/favicon-32x32.png \
 	   $(FRONTEND)/node_modules/swagger-ui-dist/LICENSE $(VENDOR)/swagger-ui/
+	mkdir -p $(VENDOR)/leaflet/images
+	cp $(FRONTEND)/node_modules/leaflet/dist/leaflet.js \
+	   $(FRONTEND)/node_modules/leaflet/dist/leaflet.css \
+	   $(FRONTEND)/node_modules/leaflet/LICENSE $(VENDOR)/leaflet/
+	cp $(FRONTEND)/node_modules/leaflet/dist/images/*.png $(VENDOR)/leaflet/images/
 	touch $@
 run: assets
 test: assets

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.app import build_carrier_adapters, build_keys, create_app
+from central.banks.cli import add_settings_commands
 from central.banks.service import (
     BankError,
     NewBank,
@@ -36,6 +37,7 @@ from central.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from central.nodes.commands import issue_command
 from central.nodes.enrollment import issue_enrollment_token
 from central.nodes.errors import NodeError
+from central.ops.accounts import audit
 from central.ops.cli import operator_app
 from central.scheduler import Jobs, start_scheduler
 from central.serving import (
@@ -57,6 +59,7 @@ app.add_typer(bank_app, name="bank")
 node_app = typer.Typer(no_args_is_help=True, help="Locker nodes.")
 app.add_typer(node_app, name="node")
 app.add_typer(operator_app, name="operator")
+add_settings_commands(bank_app, build_keys=build_keys, audit=audit)  # bank maintenance, policy
 
 
 def _fail(message: str) -> typer.Exit:
@@ -222,6 +225,12 @@ def node_command(
     ttl_minutes: Annotated[int, typer.Option(help="minutes the command stays valid")] = 15,
 ) -> None:
     """Sign and queue a command for the bank's node; prints its id."""
+    if command_type == "open_compartments":
+        # Several doors at once only ever follow a second admin's approval, in the dashboard.
+        raise _fail(
+            "open_compartments needs a second admin's approval: ask for it on the bank's page "
+            "at /ops (POST /ops/api/banks/{bank}/open-requests) and have another admin approve"
+        )
     try:
         body = json.loads(payload)
     except ValueError as exc:
@@ -243,6 +252,60 @@ def node_command(
         except NodeError as exc:
             raise _fail(str(exc)) from exc
     typer.echo(command.id)
+
+
+@node_app.command("update")
+def node_update(
+    version: Annotated[
+        str | None, typer.Option(help="the node version the banks should run (PEP 440)")
+    ] = None,
+    bank: Annotated[
+        list[str] | None, typer.Option("--bank", help="a bank to update (repeat for more)")
+    ] = None,
+    all_banks: Annotated[bool, typer.Option("--all", help="every bank")] = False,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="stop every rollout: nodes keep what they run")
+    ] = False,
+) -> None:
+    """Set the node version that banks should run (audited); nodes install it themselves."""
+    from central.nodes.updates import UpdateError, set_rollout, stop_rollouts
+    from central.ops.accounts import audit
+
+    if stop == (version is not None) or (not stop and all_banks == bool(bank)):
+        raise _fail("give --version X with --bank B (repeatable) or --all; or --stop alone")
+    banks = None if all_banks or stop else sorted(set(bank or []))
+    target = "all" if banks is None else ",".join(banks)[:64]
+    engine = make_engine(CentralSettings().database_url)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            now = utcnow()
+            if stop:
+                stopped = stop_rollouts(session, operator_id=None, now=now)
+                detail: dict[str, object] = {"via": "cli", "stopped": stopped}
+                message = f"{stopped} rollout(s) stopped; nodes keep the version they run"
+            else:
+                try:
+                    rollout = set_rollout(
+                        session, version=version or "", bank_ids=banks, operator_id=None, now=now
+                    )
+                except UpdateError as exc:
+                    raise _fail(f"{exc.code}: {exc.detail}") from exc
+                detail = {"via": "cli", "rollout_id": rollout.id, "version": rollout.version}
+                where = "every bank" if banks is None else ", ".join(banks)
+                message = f"rollout {rollout.id}: version {rollout.version} wanted for {where}"
+            audit(
+                session,
+                now=now,
+                operator_id=None,
+                action="stop_node_update" if stop else "set_node_version",
+                outcome="ok",
+                target_type="node_version",
+                target_id=target,
+                detail=detail,
+            )
+    finally:
+        engine.dispose()
+    typer.echo(message)
 
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Background jobs (the scheduler runs them).")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -83,6 +85,35 @@ class CentralSettings(BaseSettings):
     # (500 events) is about 260 kB, 1.7 MB with every field at its longest.
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_node_body_bytes: int = Field(default=4 << 20, ge=1024)
+    # Operator accounts in the dashboard (invitations, password resets): how long a one-time link
+    # to set a password stays valid.
+    ops_invite_link_hours: float = Field(default=72.0, gt=0, le=24 * 30)
+    ops_reset_link_hours: float = Field(default=1.0, gt=0, le=24 * 7)
+    # The overview's map (Leaflet): tiles from this URL template ({z}, {x}, {y}; {s} as the first
+    # label of the host for subdomains, {r} for retina), with this attribution (HTML shown on the
+    # map; OpenStreetMap's tile usage policy requires it). The overview page's
+    # Content-Security-Policy lets images come from the template's origin. Empty: no tiles, the
+    # banks on a plain background.
+    map_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    map_attribution: str = (
+        '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
+    )
+    # Paging (central.paging): raised and resolved alerts to the operators subscribed to them, by
+    # email (through smtp_url and notify_from above) and outgoing webhooks. When more than
+    # `paging_digest_threshold` pages are due for one destination at once, they go as one digest;
+    # a page that cannot go for `paging_retry_hours` is given up and shown as failed.
+    paging_digest_threshold: int = Field(default=5, ge=1)
+    paging_retry_hours: float = Field(default=24.0, gt=0)
+    # Fleet health (central.nodes.health): alerts from what heartbeats report of each node's
+    # computer. `overheating` when the CPU or the enclosure is hotter than its maximum, resolved
+    # once it is `health_temp_hysteresis_c` below it (a sensor hovering at the limit raises it
+    # once, not on every heartbeat); `disk_low` when free space of the node's data disk is under
+    # either minimum. `power_lost` and `battery_low` come from the node's UPS inputs.
+    health_cpu_temp_max_c: float = Field(default=80.0, gt=0, le=150)
+    health_enclosure_temp_max_c: float = Field(default=55.0, gt=0, le=150)
+    health_temp_hysteresis_c: float = Field(default=5.0, ge=0, le=30)
+    health_disk_free_min_mb: int = Field(default=500, ge=0)
+    health_disk_free_min_pct: float = Field(default=5.0, ge=0, le=100)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -103,3 +134,36 @@ class CentralSettings(BaseSettings):
                     f"{exc}; give IP addresses or networks, like 10.0.0.7 or 10.0.0.0/24"
                 ) from exc
         return value
+
+    @field_validator("map_tile_url")
+    @classmethod
+    def _check_map_tile_url(cls, value: str) -> str:
+        map_tile_origin(value)  # raises ValueError on a template browsers could not use
+        return value.strip()
+
+
+# A tile server's host and port, with `{s}.` (Leaflet's subdomains) allowed in front only.
+_TILE_NETLOC = re.compile(
+    r"(\{s\}\.)?([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
+)
+
+
+def map_tile_origin(template: str) -> str | None:
+    """The origin the map's tiles come from, as a CSP source (`https://tile.openstreetmap.org`,
+    `https://*.tile.example.com` for a `{s}` subdomain); None when tiles are off (empty)."""
+    template = template.strip()
+    if not template:
+        return None
+    parts = urlsplit(template)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("the map tile URL must be an http:// or https:// URL template")
+    if "@" in parts.netloc:
+        raise ValueError("the map tile URL must not carry a user name or password")
+    has_y = "{y}" in template or "{-y}" in template
+    if "{z}" not in template or "{x}" not in template or not has_y:
+        raise ValueError("the map tile URL must have {z}, {x} and {y} (or {-y}) placeholders")
+    match = _TILE_NETLOC.fullmatch(parts.netloc)
+    if match is None:
+        raise ValueError("the map tile URL's host may hold a placeholder only as {s}. in front")
+    subdomains, host, port = match.groups()
+    return f"{parts.scheme}://{'*.' if subdomains else ''}{host.lower()}{port or ''}"

@@ -22,6 +22,7 @@ from carrier_adapters.base import CarrierAdapter
 from central import leases
 from central.analytics.service import FillResult
 from central.analytics.tasks import AnalyticsJobs, FlushResult, build_sender
+from central.banks.settings import alert_overdue_maintenance
 from central.clock import Clock
 from central.config import CentralSettings
 from central.context import Ctx
@@ -34,6 +35,9 @@ from central.notices.tasks import NoticeDispatcher
 from central.notices.tasks import run_dispatch as run_notices
 from central.ops import alerts as ops_alerts
 from central.ops.insight.tasks import sample_occupancy
+from central.ops.open_requests import settle as settle_open_requests
+from central.paging.channels import build_page_dispatcher
+from central.paging.tasks import run_paging
 from central.reservations import repository as reservations_repository
 from central.reservations.transitions import expire_holds, expire_pickups, send_reminders
 from central.tracking.tasks import CarrierPoll, EventLoopThread, TrackingPoller
@@ -90,6 +94,8 @@ class Jobs:
             retry_for=timedelta(hours=settings.notice_retry_hours),
             first_retry=timedelta(seconds=settings.notice_first_retry_s),
         )
+        # Paging: every host scans and sends (see SHARED_JOBS); email as the notices' SMTP.
+        self.paging = build_page_dispatcher(sessions, keys, clock, settings, http)
         self.analytics = AnalyticsJobs(
             led,
             keys,
@@ -163,11 +169,25 @@ class Jobs:
         with self.led_sessions() as session, session.begin():
             return sample_occupancy(session, self.clock())
 
+    def settle_open_requests(self) -> int:
+        """Guarded opens: expire requests no second admin approved in time."""
+        with self.led_sessions() as session, session.begin():
+            return settle_open_requests(session, self.clock())
+
+    def alert_overdue_maintenance(self) -> int:
+        """Bank settings: banks and compartments in maintenance past their expected end."""
+        with self.led_sessions() as session, session.begin():
+            return alert_overdue_maintenance(session, self.clock())
+
     def deliver_webhooks(self) -> None:
         run_dispatch(self.dispatcher)
 
     def deliver_notices(self) -> None:
         run_notices(self.notices)
+
+    def page_alerts(self) -> int:
+        """Paging: alerts raised and resolved go to the operators subscribed to them."""
+        return run_paging(self.paging)
 
     def poll_tracking(self) -> dict[str, CarrierPoll]:
         if self.tracking is None:
@@ -189,6 +209,7 @@ class Jobs:
         """Stop the carrier I/O loop (a poll still running is cancelled) and the notice senders."""
         self._carrier_io.close()
         self.notices.close()
+        self.paging.close()
 
     def all(self) -> dict[str, Callable[[], object]]:
         return {
@@ -197,6 +218,7 @@ class Jobs:
             "send_reminders": self.send_reminders,
             "deliver_webhooks": self.deliver_webhooks,
             "deliver_notices": self.deliver_notices,
+            "page_alerts": self.page_alerts,
             "poll_tracking": self.poll_tracking,
             "detect_offline_nodes": self.detect_offline_nodes,
             "purge_node_nonces": self.purge_node_nonces,
@@ -204,12 +226,14 @@ class Jobs:
             "sample_occupancy": self.sample_occupancy,
             "fill_analytics": self.fill_analytics,
             "flush_analytics": self.flush_analytics,
+            "alert_overdue_maintenance": self.alert_overdue_maintenance,
+            "settle_open_requests": self.settle_open_requests,
         }
 
 
 # Jobs every host runs: their work is claimed row by row (FOR UPDATE SKIP LOCKED), so hosts
 # share it out and throughput grows with them. Every other job runs on the lease holder alone.
-SHARED_JOBS = frozenset({"deliver_webhooks", "deliver_notices"})
+SHARED_JOBS = frozenset({"deliver_webhooks", "deliver_notices", "page_alerts"})
 
 
 def _guarded(jobs: Jobs, name: str, job: Callable[[], object]) -> Callable[[], None]:
@@ -247,6 +271,7 @@ INTERVALS = {
     "send_reminders": 60,
     "deliver_webhooks": 2,
     "deliver_notices": 2,
+    "page_alerts": 5,
     "poll_tracking": 300,
     "detect_offline_nodes": 30,
     "purge_node_nonces": 60,
@@ -254,6 +279,8 @@ INTERVALS = {
     "sample_occupancy": 300,
     "fill_analytics": 60,
     "flush_analytics": 60,
+    "alert_overdue_maintenance": 60,
+    "settle_open_requests": 30,
 }
 
 

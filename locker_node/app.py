@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -19,6 +19,7 @@ from locker_node.boards import build_boards
 from locker_node.config import NodeConfig
 from locker_node.domain.crashpoints import NO_CRASHES, CrashPoints
 from locker_node.domain.doors import CompartmentWiring, DoorController, DoorMonitor
+from locker_node.flows import bank_settings
 from locker_node.flows.door_events import DoorEventRecorder
 from locker_node.flows.facade import LockerFlows
 from locker_node.flows.ports import FlowPolicy, Ports
@@ -34,8 +35,10 @@ from locker_node.systemd import NodeHealth, WatchdogFeeder
 if TYPE_CHECKING:
     import httpx
 
+    from locker_node.health.probes import HealthProbes
     from locker_node.sync.link import HttpCentralLink
     from locker_node.sync.service import SyncService
+    from locker_node.update.updater import Updater
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ def flow_policy(config: NodeConfig) -> FlowPolicy:
         deposit_timeout=timedelta(seconds=config.deposit.confirm_timeout_s),
         remote_open_limit=config.sync.remote_open_limit,
         remote_open_window=timedelta(seconds=config.sync.remote_open_window_s),
+        mass_open_limit=config.sync.mass_open_limit,
+        mass_open_window=timedelta(seconds=config.sync.mass_open_window_s),
     )
 
 
@@ -120,6 +125,8 @@ class Node:
     owns_boards: bool = True
     sync: SyncService | None = None
     central_link: HttpCentralLink | None = None  # the flows' (`ports.central`), closed here
+    health: HealthProbes | None = None  # read by the heartbeats; its UPS inputs closed here
+    pin_factory: Any = None  # the GPIO factory the node opened (UPS and boards), closed here
     started: bool = field(default=False, init=False)
 
     def start(self) -> None:
@@ -148,6 +155,10 @@ class Node:
         if self.owns_boards:
             for board in self.boards.values():
                 board.close()
+        if self.health is not None:
+            self.health.close()
+        if self.pin_factory is not None:
+            self.pin_factory.close()
         self.engine.dispose()
         self.started = False
 
@@ -181,6 +192,7 @@ def build_node(
     migrate_in_process: bool = False,
     housekeeping_interval_s: float = HOUSEKEEPING_INTERVAL_S,
     central_transport: httpx.BaseTransport | None = None,
+    pin_factory: Any = None,
 ) -> Node:
     """Config -> keys and store (schema upgraded) -> boards -> door controller -> kiosk app.
 
@@ -206,7 +218,7 @@ def build_node(
             )
             out_of_service = repo.out_of_service_labels(conn)
         owns_boards = boards is None
-        built = build_boards(config.boards) if boards is None else dict(boards)
+        built, health, gpio = build_hardware(config, boards, pin_factory)
     except BaseException:
         engine.dispose()
         raise
@@ -224,13 +236,15 @@ def build_node(
         out_of_service=[label for label in out_of_service if label in configured],
     )
     ports = Ports(engine, doors, journal, keys, flow_policy(config), clock=clock, crash=crash)
+    # Central's bank settings, once received, over the configuration's (`flows.bank_settings`).
+    bank_settings.load(ports)
     flows = LockerFlows(ports)
     app = create_kiosk_app(
         flows,
         kiosk_ui(config),
     )
     install_metrics(app, build_registry(engine, doors, config.bank_id))
-    sync, link = connect_central(config, flows, central_transport)
+    sync, link = connect_central(config, flows, central_transport, health)
     return Node(
         config=config,
         engine=engine,
@@ -245,19 +259,51 @@ def build_node(
         owns_boards=owns_boards,
         sync=sync,
         central_link=link,
+        health=health,
+        pin_factory=gpio,
     )
+
+
+def build_hardware(
+    config: NodeConfig, boards: Mapping[str, LockBoard] | None, pin_factory: Any
+) -> tuple[dict[str, LockBoard], HealthProbes | None, Any]:
+    """The boards (`boards` when given), the health probes of a node that has central to
+    report to, and the GPIO pin factory the node opened for them (None: none or not its own).
+
+    A UPS on the GPIO header shares one factory with the GPIO lock boards; `pin_factory`
+    (tests pass gpiozero's `MockFactory`) replaces it.
+    """
+    from locker_node.boards import open_pin_factory
+    from locker_node.health.probes import build_health_probes
+
+    ups = config.health.ups if config.central_url is not None else None
+    opened = open_pin_factory(ups.pin_factory) if pin_factory is None and ups else None
+    gpio = pin_factory if opened is None else opened
+    health = None
+    try:
+        if config.central_url is not None:
+            health = build_health_probes(config.health, data_dir=config.data_dir, pin_factory=gpio)
+        built = build_boards(config.boards, pin_factory=gpio) if boards is None else dict(boards)
+    except BaseException:
+        if health is not None:
+            health.close()
+        if opened is not None:
+            opened.close()
+        raise
+    return built, health, opened
 
 
 def connect_central(
     config: NodeConfig,
     flows: LockerFlows,
     transport: httpx.BaseTransport | None = None,
+    health: HealthProbes | None = None,
 ) -> tuple[SyncService | None, HttpCentralLink | None]:
     """For a node with a central_url and an enrollment: the sync loop, and the flows' link to
     central (`ports.central`) for what they ask while someone waits. Neither without."""
     if config.central_url is None:
         return None, None
-    sync = build_sync(config, flows, transport)
+    sync = build_sync(config, flows, transport, health)
     if sync is None:
         return None, None
     link = build_central_link(config, flows, transport)
@@ -292,6 +338,7 @@ def build_sync(
     config: NodeConfig,
     flows: LockerFlows,
     transport: httpx.BaseTransport | None = None,
+    health: HealthProbes | None = None,
 ) -> SyncService | None:
     """The sync loop, or None (logged) for a node that has a central_url but no enrollment."""
     # Imported here: a node without central never loads httpx or the wire's crypto.
@@ -323,6 +370,26 @@ def build_sync(
         data_dir=config.data_dir,
         board_of={c.label: c.board for c in config.compartments},
         version=_version(),
+        health=health,
+        updater=build_updater(config),
+    )
+
+
+def build_updater(config: NodeConfig) -> Updater | None:
+    """The node's updater when `[update]` is enabled (see `locker_node.update`), else None."""
+    if not config.update.enabled:
+        return None
+    from locker_node.update.state import SUPERVISED_ENV
+    from locker_node.update.updater import Updater, kiosk_answers
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.kiosk.host, config.kiosk.host)  # noqa: S104
+    url = f"http://{f'[{host}]' if ':' in host else host}:{config.kiosk.port}/api/status"
+    return Updater(
+        config.update,
+        _version(),
+        supervised=os.environ.get(SUPERVISED_ENV) == "1",
+        kiosk_check=lambda: kiosk_answers(url),
+        request_exit=lambda: os.kill(os.getpid(), signal.SIGTERM),
     )
 
 
@@ -341,9 +408,22 @@ def run_node(config: NodeConfig) -> None:
     With a `central_url` and an enrollment, sync runs beside them; when central cannot be
     reached the node serves pickups and deposits for everything it already knows.
     """
+    node = build_node(config, crash=crash_points_from_env())
+    try:
+        _serve(node, config)
+    finally:
+        updater = node.sync.updater if node.sync is not None else None
+        if updater is not None and updater.switched:
+            from locker_node.update.state import EXIT_SWITCHED
+
+            # Overrides the SystemExit(0) of the SIGTERM that stopped the kiosk: the supervisor
+            # starts the new version at once.
+            raise SystemExit(EXIT_SWITCHED)
+
+
+def _serve(node: Node, config: NodeConfig) -> None:
     import uvicorn
 
-    node = build_node(config, crash=crash_points_from_env())
     with node:
         # Bound here rather than by uvicorn so that the log line below comes only once the
         # doors have been read and the port is really listening.

@@ -192,6 +192,25 @@ def run(config: ConfigOption) -> None:
         run_node(_load(config))
 
 
+@app.command("supervise")
+def supervise(config: ConfigOption) -> None:
+    """Run the node as the service's main process, with node updates when `\\[update]` is on.
+
+    With updates off (the default) this is `locker-node run`, in this same process. With them
+    on it runs `<update.root>/current/bin/locker-node run` as a child and rolls an update back
+    when the new version is not healthy within `update.verify_timeout_s`.
+    """
+    node_config = _load(config)
+    if not node_config.update.enabled:
+        run(config)
+        return
+    configure_logging()
+    from locker_node.update.supervisor import Supervisor
+
+    supervisor = Supervisor(node_config.update, ["run", "--config", str(config.absolute())])
+    raise typer.Exit(supervisor.run())
+
+
 @app.command("seed-demo")
 def seed_demo(
     config: ConfigOption,

@@ -146,6 +146,108 @@ class SyncConfig(BaseModel):
         default=3, ge=0, le=100, description="remote opens allowed per window; more are refused"
     )
     remote_open_window_s: int = Field(default=600, ge=1)
+    # Guarded opens: central's approved "open all" commands allowed per window; more are refused.
+    mass_open_limit: int = Field(
+        default=2, ge=0, le=100, description="mass opens (several doors) allowed per window"
+    )
+    mass_open_window_s: int = Field(default=86_400, ge=1)
+
+
+GpioPinFactory = Literal["lgpio", "rpigpio", "pigpio", "native"]
+
+
+# Fleet health ([health]): what the heartbeat reports about the node's computer -----------------
+
+
+class UpsConfig(BaseModel):
+    """A UPS's status lines on GPIO inputs (read through gpiozero)::
+
+        [health.ups]
+        on_battery_pin = "GPIO6"   # asserted while the UPS runs on its battery
+        battery_low_pin = "GPIO5"  # optional: asserted when the battery runs low
+        active_high = true         # asserted means high (false: asserted means low)
+        pull = "down"              # internal resistor: "up", "down" or "none"
+
+    A node with GPIO lock boards shares one pin factory with them (the same `pin_factory`).
+    """
+
+    model_config = _STRICT
+
+    on_battery_pin: int | str
+    battery_low_pin: int | str | None = None
+    active_high: bool = True
+    # "none": no internal resistor, for a UPS that drives the line both ways.
+    pull: Literal["up", "down", "none"] = "down"
+    pin_factory: GpioPinFactory = "lgpio"
+
+    @property
+    def pull_up(self) -> bool | None:
+        """gpiozero's `pull_up`: True, False, or None for no resistor."""
+        return {"up": True, "down": False, "none": None}[self.pull]
+
+    @model_validator(mode="after")
+    def _check_pins(self) -> Self:
+        if self.battery_low_pin is not None and str(self.battery_low_pin) == str(
+            self.on_battery_pin
+        ):
+            raise ValueError("on_battery_pin and battery_low_pin must be different pins")
+        return self
+
+
+class EnclosureSensorConfig(BaseModel):
+    """A temperature sensor inside the enclosure, read from a file (a DS18B20 on 1-Wire:
+    `/sys/bus/w1/devices/28-.../temperature`, or its `w1_slave`)."""
+
+    model_config = _STRICT
+
+    sensor_file: Path
+
+
+class HealthConfig(BaseModel):
+    """What the heartbeat reports about the node's computer (`locker_node.health`)."""
+
+    model_config = _STRICT
+
+    disk_path: Path | None = Field(default=None, description="absent: the data directory")
+    cpu_temperature_file: Path = Path("/sys/class/thermal/thermal_zone0/temp")
+    ups: UpsConfig | None = None
+    enclosure: EnclosureSensorConfig | None = None
+
+
+# Node updates ([update]) ------------------------------------------------------------------------
+
+
+class UpdateConfig(BaseModel):
+    """Node updates (`[update]`): install the version central wants from the operator's own
+    package index into a fresh venv, switch to it, and go back by itself when it is not healthy
+    in time. Off by default; it needs `locker-node supervise` as the service's command."""
+
+    model_config = _STRICT
+
+    enabled: bool = False
+    index_url: str | None = Field(default=None, description="PEP 503 simple index of the operator")
+    find_links: str | None = Field(default=None, description="a page or folder of wheels")
+    trusted_host: str | None = Field(default=None, description="an index served over plain http")
+    root: Path = Field(
+        default=Path("/var/lib/locker-node/updates"),
+        description="holds venvs/<version>/, the `current` link and update-state.json",
+    )
+    verify_timeout_s: float = Field(default=300.0, ge=5, le=3600)
+    install_timeout_s: float = Field(default=900.0, ge=10, le=7200)
+    python: Path | None = Field(default=None, description="interpreter for new venvs")
+    package: str = Field(default="locker-network", min_length=1, max_length=100)
+    compile: bool = Field(default=True, description="byte-compile the new venv (slow SD cards)")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> Self:
+        if self.enabled and not (self.index_url or self.find_links):
+            raise ValueError("update.enabled needs index_url or find_links")
+        if not self.root.is_absolute():
+            raise ValueError("update.root must be an absolute path")
+        for url in (self.index_url, self.find_links):
+            if url is not None and not url.startswith(("https://", "http://", "file:", "/")):
+                raise ValueError(f"update: {url!r} is not an http(s) URL or a path")
+        return self
 
 
 class SerialBoardConfig(BaseModel):
@@ -294,6 +396,8 @@ class NodeConfig(BaseModel):
     deposit: DepositConfig = DepositConfig()
     doors: DoorsConfig = DoorsConfig()
     sync: SyncConfig = SyncConfig()
+    update: UpdateConfig = UpdateConfig()
+    health: HealthConfig = HealthConfig()
     boards: list[BoardConfig] = Field(min_length=1)
     compartments: list[CompartmentConfig] = Field(default_factory=list)
 
@@ -347,6 +451,22 @@ class NodeConfig(BaseModel):
                     f"{compartment.lock} on board {board.name!r}"
                 )
         self._check_guessing_bound()
+        return self
+
+    @model_validator(mode="after")
+    def _check_health_pins(self) -> Self:
+        """The UPS and GPIO lock boards share the header, so they share one pin factory."""
+        ups = self.health.ups
+        if ups is not None:
+            others = sorted(
+                {b.pin_factory for b in self.boards if isinstance(b, GpioBoardConfig)}
+                - {ups.pin_factory}
+            )
+            if others:
+                raise ValueError(
+                    f"health.ups: pin_factory {ups.pin_factory!r} differs from the GPIO "
+                    f"boards' ({', '.join(others)}); they share one header and one factory"
+                )
         return self
 
     def _check_guessing_bound(self) -> None:

@@ -384,3 +384,6 @@ class HeartbeatResult(BaseModel):
     online: bool
     # The node software version an admin wants on this bank; None: keep what runs.
     wanted_version: str | None = None
+    # The rollout that wants it: a node that failed to install a version does not try it again
+    # for the same rollout, only when an admin sets it anew (a new rollout id).
+    wanted_rollout: int | None = None

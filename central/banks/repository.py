@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Literal, NamedTuple, cast
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from central.models import (
     ACTIVE_STATUSES,
+    Alert,
     Bank,
     BankCapacity,
     Compartment,
@@ -78,10 +80,10 @@ def banks_in_box(
 def bank_spots_in_box(
     session: Session, box: tuple[float, float, float, float], *, limit: int = 5000
 ) -> list[BankSpot]:
-    """Active banks in the box, as `BankSpot`s."""
+    """Active banks in the box, as `BankSpot`s; not those in maintenance."""
     stmt = (
         select(Bank.id, Bank.name, Bank.lat, Bank.lon, Bank.max_weight_g, Bank.allow_upsize)
-        .where(_in_box(box, "active"))
+        .where(_in_box(box, "active"), Bank.maintenance_since.is_(None))  # allocation skips it
         .limit(limit)
     )
     return [BankSpot(*row) for row in session.execute(stmt)]
@@ -256,3 +258,183 @@ def recount_accessible_units(session: Session, bank_id: str) -> None:
         row.accessible_total = working.get(row.size, 0)
         row.accessible_available = row.accessible_total - held.get(row.size, 0)
     session.flush()
+
+
+# Bank settings (central.banks.settings) ----------------------------------------------------------
+
+
+def lock_bank(session: Session, bank_id: str) -> Bank | None:
+    """The bank, locked until commit: settings changes of one bank happen one after another.
+
+    FOR NO KEY UPDATE on PostgreSQL, which a reservation's foreign key check (KEY SHARE) does
+    not wait for: a reservation holding its class's capacity row while this waits for that row
+    (`recount_units`) would otherwise deadlock with it.
+    """
+    return session.scalars(
+        select(Bank)
+        .where(Bank.id == bank_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def lock_capacity(session: Session, bank_id: str) -> None:
+    """Lock the bank's capacity rows in class order before a compartment's: the order in which
+    a batch of node events mostly takes them (a pickup's released unit, then the compartment)."""
+    session.execute(
+        select(BankCapacity.size)
+        .where(BankCapacity.bank_id == bank_id)
+        .order_by(BankCapacity.size)
+        .with_for_update()
+    ).all()
+
+
+def lock_compartment(session: Session, bank_id: str, label: str) -> Compartment | None:
+    return session.scalars(
+        select(Compartment)
+        .where(Compartment.bank_id == bank_id, Compartment.label == label)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def compartment_labels_of(session: Session, bank_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(Compartment.label)
+            .where(Compartment.bank_id == bank_id)
+            .order_by(Compartment.label)
+        )
+    )
+
+
+def compartments_in_maintenance(session: Session, bank_id: str) -> Sequence[Compartment]:
+    return session.scalars(
+        select(Compartment)
+        .where(Compartment.bank_id == bank_id, Compartment.maintenance_since.is_not(None))
+        .order_by(Compartment.label)
+    ).all()
+
+
+def _holding() -> ColumnElement[bool]:
+    """The statuses in which a reservation holds its unit (`reservations.lifecycle`): until it
+    is picked up, cancelled, returned, or expires before its deposit."""
+    return or_(
+        Reservation.status.in_([s.value for s in ACTIVE_STATUSES]),
+        and_(
+            Reservation.status == ReservationStatus.EXPIRED.value,
+            Reservation.deposited_at.is_not(None),
+        ),
+    )
+
+
+def parcels_at(session: Session, bank_id: str, label: str | None = None) -> Sequence[Reservation]:
+    """The reservations that hold a unit at the bank (reserved, or a parcel in the locker), or,
+    with `label`, the parcels in that compartment; by carrier and id."""
+    stmt = select(Reservation).where(Reservation.bank_id == bank_id, _holding())
+    if label is not None:
+        stmt = stmt.where(
+            Reservation.compartment_label == label,
+            Reservation.status != ReservationStatus.RESERVED.value,
+        )
+    return session.scalars(stmt.order_by(Reservation.carrier_id, Reservation.id)).all()
+
+
+def recount_units(session: Session, bank_id: str) -> None:
+    """Set each class's counts from the bank's compartments and holds as they now stand:
+    `total` the working compartments (not out of service), `available` that less the units
+    reservations hold; the accessible counts alike.
+
+    For a compartment taken out of service by central itself (maintenance) and given back: the
+    figures are what the deltas of `nodes.repository.change_working_units` keep, counted
+    afresh, so leaving maintenance gives back exactly what entering it took, whatever happened
+    in between. The capacity rows are locked first, as in `recount_accessible_units`.
+    """
+    session.flush()
+    capacity = session.scalars(
+        select(BankCapacity)
+        .where(BankCapacity.bank_id == bank_id)
+        .order_by(BankCapacity.size)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    working = {
+        (size, bool(accessible)): count
+        for size, accessible, count in session.execute(
+            select(Compartment.size, Compartment.accessible, func.count())
+            .where(
+                Compartment.bank_id == bank_id,
+                Compartment.state != CompartmentState.OUT_OF_SERVICE.value,
+            )
+            .group_by(Compartment.size, Compartment.accessible)
+        ).all()
+    }
+    held = {
+        (size, bool(accessible)): count
+        for size, accessible, count in session.execute(
+            select(Reservation.size, Reservation.accessible_unit, func.count())
+            .where(Reservation.bank_id == bank_id, _holding())
+            .group_by(Reservation.size, Reservation.accessible_unit)
+        ).all()
+    }
+    for row in capacity:
+        accessible_working = working.get((row.size, True), 0)
+        accessible_held = held.get((row.size, True), 0)
+        row.total = working.get((row.size, False), 0) + accessible_working
+        row.available = row.total - accessible_held - held.get((row.size, False), 0)
+        row.accessible_total = accessible_working
+        row.accessible_available = accessible_working - accessible_held
+    session.flush()
+
+
+def banks_overdue(session: Session, now: datetime) -> Sequence[Bank]:
+    """Banks in maintenance past the end the admin expected."""
+    return session.scalars(
+        select(Bank).where(Bank.maintenance_since.is_not(None), Bank.maintenance_until < now)
+    ).all()
+
+
+def compartments_overdue(session: Session, now: datetime) -> Sequence[Compartment]:
+    return session.scalars(
+        select(Compartment).where(
+            Compartment.maintenance_since.is_not(None), Compartment.maintenance_until < now
+        )
+    ).all()
+
+
+def open_alerts_of_type(session: Session, alert_type: str) -> Sequence[Alert]:
+    return session.scalars(
+        select(Alert).where(Alert.type == alert_type, Alert.resolved_at.is_(None))
+    ).all()
+
+
+def has_open_alert(session: Session, bank_id: str, alert_type: str, subject: str) -> bool:
+    found = session.execute(
+        select(Alert.id)
+        .where(
+            Alert.bank_id == bank_id,
+            Alert.type == alert_type,
+            Alert.subject == subject,
+            Alert.resolved_at.is_(None),
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def add_alert(session: Session, alert: Alert) -> None:
+    session.add(alert)
+    session.flush()
+
+
+def compartment_in_maintenance(session: Session, bank_id: str, label: str) -> bool:
+    found = session.execute(
+        select(Compartment.id)
+        .where(
+            Compartment.bank_id == bank_id,
+            Compartment.label == label,
+            Compartment.maintenance_since.is_not(None),
+        )
+        .limit(1)
+    ).first()
+    return found is not None

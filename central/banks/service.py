@@ -184,7 +184,8 @@ def describe(bank: Bank, capacity: Sequence[BankCapacity], distance_km: float | 
         location=Location(lat=bank.lat, lon=bank.lon),
         timezone=bank.timezone,
         opening_hours=bank.opening_hours,
-        status=bank.status,
+        # A bank in maintenance stays active underneath (central.banks.settings).
+        status="maintenance" if bank.maintenance_since is not None else bank.status,
         distance_km=None if distance_km is None else round(distance_km, 3),
         capacity={
             SizeClass(row.size): ClassCapacity(
@@ -312,6 +313,12 @@ class BankDirectory:
         """The bank and its `option_for(..., optimistic=True)`, built once per snapshot."""
         _, bank, _, option = self._entry(session, bank_id)
         return bank, option
+
+    def forget(self, bank_id: str) -> None:
+        """Drop the bank's snapshot: a settings change takes effect at once in this process (in
+        the others within `ttl_s`)."""
+        with self._lock:
+            self._entries.pop(bank_id, None)
 
     def _entry(
         self, session: Session, bank_id: str

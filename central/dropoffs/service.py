@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from central.allocation.choice import Need, NoFit, choose_candidates
 from central.allocation.sizing import Dimensions
 from central.banks import repository as banks_repository
 from central.banks import service as banks
+from central.banks import settings as bank_settings
 from central.context import Ctx
 from central.dropoffs import repository as repo
 from central.dropoffs.codes import DropoffSecret
@@ -67,6 +67,15 @@ def create(
     capacity = banks_repository.capacity_of(ctx.session, [bank.id])[bank.id]
     option = banks.option_for(bank, capacity, 0.0)
     need = _need(body)
+    if bank_settings.in_maintenance(bank):
+        raise Conflict(
+            "bank_in_maintenance",
+            f"bank {bank.id} is in maintenance",
+            alternatives=[
+                a.model_dump()
+                for a in alternatives_near(ctx.session, need, (bank.lat, bank.lon), [option])
+            ],
+        )
     try:
         candidates = choose_candidates(need, [option])
     except NoFit as exc:
@@ -163,7 +172,7 @@ def _row(
         # The sender: who the network speaks to about this parcel, wiped when it ends.
         "recipient": (body.sender.model_dump(exclude_none=True) or None) if body.sender else None,
         "pickup_secret_sealed": seal_pickup(ctx.keys, secret.code, secret.qr_payload),
-        "reserved_until": ctx.now + timedelta(hours=hold),
+        "reserved_until": bank_settings.deadline(bank, ctx.now, hold),  # not while closed
         "pickup_deadline": None,
         "deposited_at": None,
         "closed_at": None,

@@ -1,6 +1,7 @@
 """Central's SQLAlchemy models; importing this module registers every table on `Base.metadata`."""
 
 from central.models.analytics import AnalyticsCursor, AnalyticsEvent, AnalyticsSubject
+from central.models.approvals import OpenRequest
 from central.models.banks import Bank, BankCapacity, Compartment
 from central.models.base import (
     ACTIVE_STATUSES,
@@ -26,11 +27,14 @@ from central.models.occupancy import OccupancySample
 from central.models.operators import (
     OperatorAccount,
     OperatorAuditEntry,
+    OperatorLink,
     OperatorLoginFailure,
     OperatorSession,
 )
+from central.models.paging import PageOutbox, PageScan, PageSubscription, PageTarget
 from central.models.reservations import Reservation, ReservationEvent
 from central.models.tracking import TrackingEventRecord
+from central.models.updates import NodeRollout, NodeRolloutBank, NodeUpdateStatus
 from central.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -54,12 +58,21 @@ __all__ = [
     "NodeCommand",
     "NodeEventRecord",
     "NodeNonce",
+    "NodeRollout",
+    "NodeRolloutBank",
+    "NodeUpdateStatus",
     "Notice",
     "OccupancySample",
+    "OpenRequest",
     "OperatorAccount",
     "OperatorAuditEntry",
+    "OperatorLink",
     "OperatorLoginFailure",
     "OperatorSession",
+    "PageOutbox",
+    "PageScan",
+    "PageSubscription",
+    "PageTarget",
     "Reservation",
     "ReservationEvent",
     "ReservationStatus",

@@ -30,6 +30,15 @@ class Bank(Base):
     max_weight_g: Mapped[int] = mapped_column(Integer, default=25_000)
     allow_upsize: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Bank settings (central.banks.settings). In maintenance while `maintenance_since` is set:
+    # the status stays active, allocation skips the bank, its node's kiosk says why.
+    maintenance_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    maintenance_since: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    maintenance_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Grows with every policy or maintenance change; the node's feed compares it with its own.
+    settings_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    allow_walk_up: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    max_extensions: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     compartments: Mapped[list[Compartment]] = relationship(
         back_populates="bank", lazy="raise", order_by="Compartment.label"
@@ -71,5 +80,9 @@ class Compartment(Base):
     state: Mapped[str] = mapped_column(String(16), default="free")
     # Within reach from a wheelchair (ADA height).
     accessible: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    # One compartment in maintenance (central.banks.settings): out of service while it lasts.
+    maintenance_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    maintenance_since: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    maintenance_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     bank: Mapped[Bank] = relationship(back_populates="compartments", lazy="raise")

@@ -18,7 +18,9 @@ class OperatorAccount(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)  # always lower-cased
-    password_hash: Mapped[str] = mapped_column(String(255))
+    # None until the operator sets one through an invitation or a password-reset link: such an
+    # account cannot sign in (an invited operator, or one whose password an admin reset).
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     role: Mapped[str] = mapped_column(String(16))  # admin | viewer
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
@@ -68,3 +70,25 @@ class OperatorAuditEntry(Base):
     reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     outcome: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class OperatorLink(Base):
+    """A one-time link to set an operator's password: an invitation or a password reset.
+
+    Only the SHA-256 of the link's random token is kept, never the token. A link is used once,
+    runs out at `expires_at`, and is revoked when a newer one is issued for the same operator or
+    the operator is disabled.
+    """
+
+    __tablename__ = "operator_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # invite | reset
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), index=True)
+    # The admin who issued it; None when it came from the command line.
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

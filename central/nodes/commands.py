@@ -16,6 +16,7 @@ from central.nodes import repository as repo
 from central.nodes.errors import NodeError
 from central.reservations import repository as reservations_repository
 from locker_wire import signing
+from locker_wire.commands import OpenCompartments
 from locker_wire.schemas import Command, CommandAck, CommandAckResult, CommandType
 
 COMMAND_TTL_LIMITS = (timedelta(minutes=1), timedelta(days=7))
@@ -95,6 +96,9 @@ def _check_payload(
         if not isinstance(label, str) or repo.compartment(session, bank_id, label) is None:
             raise NodeError(f"{command_type} needs the label of one of the bank's compartments")
         return
+    if command_type == "open_compartments":
+        _check_open_many(session, bank_id, payload)
+        return
     reservation_id = payload.get("reservation_id")
     reservation = (
         reservations_repository.get(session, reservation_id)
@@ -107,6 +111,18 @@ def _check_payload(
         hours = payload.get("hours")
         if not isinstance(hours, int) or isinstance(hours, bool) or not 1 <= hours <= 168:
             raise NodeError("extend_deadline needs hours between 1 and 168")
+
+
+def _check_open_many(session: Session, bank_id: str, payload: dict[str, Any]) -> None:
+    """A mass open names doors of this bank, its approval and two different admins."""
+    try:
+        parsed = OpenCompartments.model_validate(payload)
+    except ValueError as exc:
+        raise NodeError(f"open_compartments: {exc}") from exc
+    if parsed.requested_by == parsed.approved_by:
+        raise NodeError("open_compartments needs two different admins")
+    if any(repo.compartment(session, bank_id, label) is None for label in parsed.labels):
+        raise NodeError("open_compartments needs labels of the bank's compartments")
 
 
 def ack_command(

@@ -201,11 +201,23 @@ async def get_feed(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
     courier_codes: Annotated[bool, Query(description="include courier code hashes")] = True,
+    settings_version: Annotated[
+        int | None,
+        Query(ge=0, description="the bank settings version the node has; `bank` when it differs"),
+    ] = None,
 ) -> FeedResponse:
-    """Reservations changed since the cursor, pending signed commands, courier code hashes."""
+    """Reservations changed since the cursor, pending signed commands, courier code hashes,
+    and the bank's settings when they differ from the node's `settings_version`."""
     response, due, bank_id = await work.run(
         lambda ctx, node, _body: (
-            *feed.feed(ctx, node, cursor, limit, courier_codes=courier_codes),
+            *feed.feed(
+                ctx,
+                node,
+                cursor,
+                limit,
+                courier_codes=courier_codes,
+                settings_version=settings_version,
+            ),
             node.bank_id,
         )
     )
@@ -238,11 +250,12 @@ async def ack_command(command_id: str, work: NodeWorkDep) -> CommandAckResult:
     responses=_SIGNED_ERRORS,
     openapi_extra=_json_body(Heartbeat),
 )
-async def heartbeat(work: NodeWorkDep) -> HeartbeatResult:
+async def heartbeat(request: Request, work: NodeWorkDep) -> HeartbeatResult:
     """The node is alive: doors, boards and outbox depth."""
+    limits = health.HealthLimits.from_settings(request.app.state.settings)
     return await work.run(
         lambda ctx, node, body: health.record_heartbeat(
-            ctx.session, node, parse_body(Heartbeat, body), ctx.now
+            ctx.session, node, parse_body(Heartbeat, body), ctx.now, limits
         )
     )
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, timedelta
+from datetime import UTC
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from central.analytics.node_events import NODE_EVENT_MODELS
 from central.banks import repository as banks_repository
+from central.banks import settings as bank_settings
 from central.context import Ctx
 from central.errors import ApiError
 from central.models import Actor, CompartmentState, Node, Reservation, ReservationStatus
@@ -186,7 +187,10 @@ def _on_deposited(
         changes={
             "compartment_label": compartment.label,
             "deposited_at": deposited_at,
-            "pickup_deadline": deposited_at + timedelta(hours=state.bank.pickup_hours),
+            # Never while the bank is closed: then to the end of its next open period.
+            "pickup_deadline": bank_settings.deadline(
+                state.bank, deposited_at, state.bank.pickup_hours
+            ),
             # For the recipient's page and notices; sealed, and wiped when the parcel leaves.
             "pickup_secret_sealed": secret.sealed,
         },
@@ -294,6 +298,8 @@ def _on_in_service(
     if compartment.state != CompartmentState.OUT_OF_SERVICE:
         return
     state.resolve_alert("compartment_out_of_service", compartment.label)
+    if banks_repository.compartment_in_maintenance(ctx.session, node.bank_id, compartment.label):
+        return  # an admin keeps it out of service until the maintenance ends
     occupied = repo.compartment_holds_parcel(ctx.session, node.bank_id, compartment.label)
     state.set_state(compartment, CompartmentState.OCCUPIED if occupied else CompartmentState.FREE)
 

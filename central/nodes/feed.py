@@ -14,6 +14,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from central.banks import repository as banks_repository
+from central.banks import settings as bank_settings
 from central.context import Ctx
 from central.errors import ApiError
 from central.models import Bank, Node, Reservation
@@ -59,7 +60,13 @@ class CourierCodeDue:
 
 
 def feed(
-    ctx: Ctx, node: Node, cursor: str | None, limit: int, *, courier_codes: bool = True
+    ctx: Ctx,
+    node: Node,
+    cursor: str | None,
+    limit: int,
+    *,
+    courier_codes: bool = True,
+    settings_version: int | None = None,
 ) -> tuple[FeedResponse, list[CourierCodeDue]]:
     """Reservations changed after the cursor, pending commands and courier code hashes.
 
@@ -71,6 +78,9 @@ def feed(
 
     Courier codes come back unhashed, for `hash_courier_codes` to hash once the transaction is
     over: scrypt takes a while, and no database lock should wait for it.
+
+    The bank's settings (`bank`) come when the node's `settings_version` is not the bank's: a
+    node that sends none (an earlier version) gets them every time, and ignores them.
     """
     after = decode_cursor(cursor) if cursor else (_EPOCH, "")
     rows = repo.changed_reservations(ctx.session, node.bank_id, after, limit)
@@ -103,9 +113,11 @@ def feed(
         cursor=encode_cursor(position),
         more=more,
     )
+    bank = banks_repository.get_referenced_bank(ctx.session, node.bank_id)
+    if settings_version is None or settings_version != bank.settings_version:
+        response.bank = bank_settings.feed_bank(ctx.session, bank)
     if not courier_codes:
         return response, []
-    bank = banks_repository.get_referenced_bank(ctx.session, node.bank_id)
     return response, _courier_codes(ctx, bank)
 
 

@@ -474,3 +474,55 @@ def resolve_subject_alerts(
 
 def alerts_of(session: Session, bank_id: str) -> Sequence[Alert]:
     return session.scalars(select(Alert).where(Alert.bank_id == bank_id).order_by(Alert.id)).all()
+
+
+# Fleet health -------------------------------------------------------------------------------------
+
+
+class FleetRow(NamedTuple):
+    bank_id: str
+    bank_name: str
+    timezone: str
+    node_id: str | None
+    online: bool | None
+    version: str | None
+    last_seen_at: datetime | None
+    health: dict[str, Any] | None
+
+
+def fleet_rows(session: Session) -> list[FleetRow]:
+    """Every bank with its active node (None when it has none), in bank id order: one query."""
+    rows = session.execute(
+        select(
+            Bank.id,
+            Bank.name,
+            Bank.timezone,
+            Node.id,
+            Node.online,
+            Node.version,
+            Node.last_seen_at,
+            Node.health,
+        )
+        .outerjoin(Node, and_(Node.bank_id == Bank.id, Node.revoked_at.is_(None)))
+        .order_by(Bank.id, Node.enrolled_at.desc())
+    )
+    seen: set[str] = set()
+    out: list[FleetRow] = []
+    for row in rows:
+        if row[0] in seen:  # an enrollment revokes the bank's earlier node; the newest counts
+            continue
+        seen.add(row[0])
+        out.append(FleetRow(*row))
+    return out
+
+
+def open_alerts_of_types(
+    session: Session, types: Sequence[str]
+) -> list[tuple[str, int, str, str | None, datetime]]:
+    """Open bank alerts of these types: (bank_id, id, type, subject, created_at), oldest first."""
+    rows = session.execute(
+        select(Alert.bank_id, Alert.id, Alert.type, Alert.subject, Alert.created_at)
+        .where(Alert.resolved_at.is_(None), Alert.bank_id.is_not(None), Alert.type.in_(list(types)))
+        .order_by(Alert.id)
+    )
+    return [(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]

@@ -8,17 +8,19 @@ import hmac
 import math
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from central.config import CentralSettings
 from central.keys import ServiceKeys
-from central.models import OperatorAccount, OperatorAuditEntry, OperatorSession
+from central.models import OperatorAccount, OperatorAuditEntry, OperatorLink, OperatorSession
 from central.ops import repository as repo
 
 Role = Literal["admin", "viewer"]
@@ -329,3 +331,229 @@ def resolve_session(
 def end_session(session: Session, signed_in: SignedIn, now: datetime) -> None:
     if repo.revoke_session(session, signed_in.session_id, now):
         audit(session, now=now, operator_id=signed_in.operator_id, action="logout", outcome="ok")
+
+
+# Team: invitations, password resets, roles ----------------------------------------------------
+# An invited operator has no password (and cannot sign in) until they set one through a one-time
+# link; a password reset removes the old password at once and issues such a link. Only the
+# link's SHA-256 is stored: the token is shown once to whoever issued it, and emailed.
+
+LinkPurpose = Literal["invite", "reset"]
+OperatorState = Literal["active", "invited", "reset_pending", "disabled"]
+
+
+class AccountRefused(AccountError):
+    """An account request refused for a reason with a machine-readable `code`: operator_exists,
+    unknown_operator, invalid_email, invalid_role, last_admin, not_yourself, operator_disabled,
+    link_unknown, link_used, link_expired, link_revoked."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class LinkValidity:
+    invite: timedelta
+    reset: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: CentralSettings) -> LinkValidity:
+        return cls(
+            invite=timedelta(hours=settings.ops_invite_link_hours),
+            reset=timedelta(hours=settings.ops_reset_link_hours),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLink:
+    operator_id: int
+    email: str
+    role: str
+    purpose: LinkPurpose
+    token: str = field(repr=False)  # shown once; the database keeps its SHA-256
+    expires_at: datetime
+
+    def url(self, public_url: str) -> str:
+        # In the fragment, which browsers never send: no server or proxy log sees the token.
+        return f"{public_url.rstrip('/')}/ops/account#{self.token}"
+
+
+def operator_state(account: OperatorAccount) -> OperatorState:
+    if account.disabled_at is not None:
+        return "disabled"
+    if account.password_hash is None:
+        return "invited" if account.last_login_at is None else "reset_pending"
+    return "active"
+
+
+def operator_id_by_email(session: Session, email: str) -> int:
+    account = repo.operator_by_email(session, _address(email))
+    if account is None:
+        raise AccountRefused("unknown_operator", f"no operator {email}")
+    return account.id
+
+
+def invite_operator(
+    session: Session,
+    email: str,
+    role: str,
+    *,
+    created_by: int | None,
+    now: datetime,
+    validity: LinkValidity,
+) -> IssuedLink:
+    """A new operator without a password, and the link with which they set one."""
+    address = _address(email)
+    try:
+        checked_role = _check_role(role)
+    except AccountError as exc:
+        raise AccountRefused("invalid_role", str(exc)) from exc
+    exists = AccountRefused("operator_exists", f"an operator {address} exists already")
+    if repo.operator_by_email(session, address) is not None:
+        raise exists
+    account = OperatorAccount(email=address, password_hash=None, role=checked_role, created_at=now)
+    try:
+        with session.begin_nested():  # two admins inviting the same address at once
+            repo.add(session, account)
+    except IntegrityError as exc:
+        raise exists from exc
+    return _issue_link(session, account, "invite", created_by, now, validity.invite)
+
+
+def issue_password_reset(
+    session: Session,
+    operator_id: int,
+    *,
+    created_by: int | None,
+    now: datetime,
+    validity: LinkValidity,
+) -> IssuedLink:
+    """Remove the operator's password, end their sessions and issue a link to set a new one.
+    For an operator who never had a password, a fresh invitation instead."""
+    account = _operator_for_update(session, operator_id)
+    if account.disabled_at is not None:
+        raise AccountRefused("operator_disabled", "enable the operator before resetting it")
+    never_signed_in = account.password_hash is None and account.last_login_at is None
+    account.password_hash = None
+    repo.revoke_sessions_of(session, account.id, now)
+    if never_signed_in:
+        return _issue_link(session, account, "invite", created_by, now, validity.invite)
+    return _issue_link(session, account, "reset", created_by, now, validity.reset)
+
+
+def change_operator(
+    session: Session,
+    operator_id: int,
+    *,
+    acting_id: int | None,
+    role: str | None,
+    disabled: bool | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Change an operator's role and/or enable or disable them; returns what changed.
+
+    Disabling ends their sessions and revokes their unused links at once. Never leaves the
+    network without an active admin (`last_admin`), and an admin does not disable or demote
+    themselves (`not_yourself`)."""
+    # Every active admin is locked, in one order, before anything is decided: two admins
+    # disabling each other at once take turns, and the second sees the first's change.
+    admins = _active_admins_for_update(session)
+    account = _operator_for_update(session, operator_id)
+    try:
+        new_role = account.role if role is None else _check_role(role)
+    except AccountError as exc:
+        raise AccountRefused("invalid_role", str(exc)) from exc
+    disabling = disabled is True and account.disabled_at is None
+    if disabling or (account.role == "admin" and new_role != "admin"):
+        if admins == [account.id]:
+            raise AccountRefused("last_admin", "the network needs at least one active admin")
+        if account.id == acting_id:
+            raise AccountRefused("not_yourself", "another admin must disable or demote you")
+    changes: dict[str, Any] = {"email": account.email}
+    if new_role != account.role:
+        changes["role"] = [account.role, new_role]
+        account.role = new_role
+    if disabling:
+        account.disabled_at = now
+        changes["disabled"] = True
+        changes["sessions_ended"] = repo.revoke_sessions_of(session, account.id, now)
+        _revoke_open_links(session, account.id, now)
+    elif disabled is False and account.disabled_at is not None:
+        account.disabled_at = None
+        changes["disabled"] = False
+    session.flush()
+    return changes
+
+
+def _address(email: str) -> str:
+    try:
+        return normalize_email(email)
+    except AccountError as exc:
+        raise AccountRefused("invalid_email", str(exc)) from exc
+
+
+def _operator_for_update(session: Session, operator_id: int) -> OperatorAccount:
+    account = session.scalars(
+        select(OperatorAccount)
+        .where(OperatorAccount.id == operator_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if account is None:
+        raise AccountRefused("unknown_operator", f"no operator {operator_id}")
+    return account
+
+
+def _active_admins_for_update(session: Session) -> list[int]:
+    """Admins who can sign in: enabled, with a password."""
+    return list(
+        session.scalars(
+            select(OperatorAccount.id)
+            .where(
+                OperatorAccount.role == "admin",
+                OperatorAccount.disabled_at.is_(None),
+                OperatorAccount.password_hash.isnot(None),
+            )
+            .order_by(OperatorAccount.id)
+            .with_for_update()
+        ).all()
+    )
+
+
+def _revoke_open_links(session: Session, operator_id: int, now: datetime) -> None:
+    session.execute(
+        update(OperatorLink)
+        .where(
+            OperatorLink.operator_id == operator_id,
+            OperatorLink.used_at.is_(None),
+            OperatorLink.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    )
+
+
+def _issue_link(
+    session: Session,
+    account: OperatorAccount,
+    purpose: LinkPurpose,
+    created_by: int | None,
+    now: datetime,
+    valid_for: timedelta,
+) -> IssuedLink:
+    _revoke_open_links(session, account.id, now)  # one live link per operator
+    token = secrets.token_urlsafe(32)
+    expires_at = now + valid_for
+    repo.add(
+        session,
+        OperatorLink(
+            token_hash=session_id_of(token),  # 256 random bits: a fast hash is enough
+            purpose=purpose,
+            operator_id=account.id,
+            created_by=created_by,
+            created_at=now,
+            expires_at=expires_at,
+        ),
+    )
+    session.flush()
+    return IssuedLink(account.id, account.email, account.role, purpose, token, expires_at)

@@ -3,7 +3,8 @@
 Types: `bank_offline`, `door_left_open`, `door_fault` (a jammed door), `door_forced_open`,
 `compartment_out_of_service`, `layout_mismatch` (raised by central.nodes.events and .enrollment),
 `parcel_past_deadline` (the pickup-expiry job), `webhook_failing` (the webhook dispatcher, no bank)
-and `manual` (raised by an operator).
+and `manual` (raised by an operator). Fleet health (central.nodes.health) raises `power_lost`,
+`battery_low`, `overheating` and `disk_low` from heartbeats and resolves them the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +31,22 @@ ALERT_TYPES: tuple[str, ...] = (
     "parcel_past_deadline",
     "webhook_failing",
     "recipient_problem",
+    "maintenance_overdue",  # a bank or compartment in maintenance past its expected end
     "manual",
+    # Guarded opens (central.ops.open_requests): waiting for a second admin; approved, until the
+    # node answers.
+    "mass_open_requested",
+    "mass_open_approved",
+    # Fleet health (central.nodes.health), from each node's heartbeat: the UPS runs on its
+    # battery, the battery runs low, the CPU or the enclosure (subject) too hot, the disk full.
+    "power_lost",
+    "battery_low",
+    "overheating",
+    "disk_low",
+    # Raised elsewhere: the fleet's remote opens at their budget (central.ops.actions) and a
+    # node update that failed or rolled back (central.nodes.updates).
+    "remote_open_budget_exhausted",
+    "update_failed",
 )
 # An endpoint counts as failing after this many failed attempts in a row (about 15 minutes of
 # the dispatcher's backoff for one delivery).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -11,23 +12,32 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from central.ops.auth import Operator, operator_or_none
+from central.config import map_tile_origin
+from central.ops.auth import Operator, operator_or_none, settings_of
+from central.paging.words import ALERT_KINDS
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 STATIC_PATH = "/ops/static"
 
-# Everything the pages load comes from central itself: no CDN, no inline script, no framing.
-# Chart.js and the scripts set element styles through the CSSOM, which `style-src` does not cover.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+
+def security_headers(*, image_origins: tuple[str, ...] = ()) -> dict[str, str]:
+    """Everything the pages load comes from central itself: no CDN, no inline script, no
+    framing; images also from `image_origins` (the overview's map tiles). Chart.js, Leaflet and
+    the scripts set element styles through the CSSOM, which `style-src` does not cover."""
+    images = " ".join(("'self'", "data:", *image_origins))
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'self'; img-src {images}; object-src 'none'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+    }
+
+
+SECURITY_HEADERS = security_headers()
 
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ops", include_in_schema=False)
@@ -73,7 +83,14 @@ def _login_redirect(request: Request) -> RedirectResponse:
     )
 
 
-def _render(request: Request, template: str, operator: Operator | None, **context: Any) -> Response:
+def _render(
+    request: Request,
+    template: str,
+    operator: Operator | None,
+    *,
+    headers: Mapping[str, str] = SECURITY_HEADERS,
+    **context: Any,
+) -> Response:
     return templates.TemplateResponse(
         request,
         template,
@@ -84,15 +101,22 @@ def _render(request: Request, template: str, operator: Operator | None, **contex
             "static": STATIC_PATH,
             **context,
         },
-        headers=SECURITY_HEADERS,
+        headers=dict(headers),
     )
 
 
-async def _page(request: Request, template: str, active: str, **context: Any) -> Response:
+async def _page(
+    request: Request,
+    template: str,
+    active: str,
+    *,
+    headers: Mapping[str, str] = SECURITY_HEADERS,
+    **context: Any,
+) -> Response:
     operator = await operator_or_none(request)
     if operator is None:
         return _login_redirect(request)
-    return _render(request, template, operator, active=active, **context)
+    return _render(request, template, operator, headers=headers, active=active, **context)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -107,7 +131,17 @@ async def login_page(
 
 @router.get("", response_class=HTMLResponse)
 async def overview_page(request: Request) -> Response:
-    return await _page(request, "overview.html", "/ops")
+    # The map's tiles come from the tile server's origin: only this page lets images come from it.
+    settings = settings_of(request)
+    origin = map_tile_origin(settings.map_tile_url)
+    return await _page(
+        request,
+        "overview.html",
+        "/ops",
+        headers=security_headers(image_origins=(origin,) if origin else ()),
+        map_tile_url=settings.map_tile_url,
+        map_attribution=settings.map_attribution,
+    )
 
 
 @router.get("/banks/{bank_id}", response_class=HTMLResponse)
@@ -122,7 +156,7 @@ async def parcels_page(request: Request) -> Response:
 
 @router.get("/alerts", response_class=HTMLResponse)
 async def alerts_page(request: Request) -> Response:
-    return await _page(request, "alerts.html", "/ops/alerts")
+    return await _page(request, "alerts.html", "/ops/alerts", alert_kinds=ALERT_KINDS)
 
 
 @router.get("/charts", response_class=HTMLResponse)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,6 +15,7 @@ from central.allocation.sizing import Dimensions
 from central.banks import geo
 from central.banks import repository as banks_repository
 from central.banks import service as banks
+from central.banks import settings as bank_settings
 from central.context import Ctx
 from central.errors import Conflict, NotFound, Unprocessable
 from central.models import (
@@ -192,6 +192,8 @@ def _options(
     """The banks to try, as the allocation sees them, and where the search is centred."""
     if to.bank_id is not None:
         bank = banks.require_bank(session, to.bank_id)
+        if bank_settings.in_maintenance(bank):
+            raise Conflict("bank_in_maintenance", f"bank {bank.id} is in maintenance")
         capacity = banks_repository.capacity_of(session, [bank.id])[bank.id]
         distance = geo.haversine_km(old_bank.lat, old_bank.lon, bank.lat, bank.lon)
         return [banks.option_for(bank, capacity, distance)], {bank.id: bank}, (bank.lat, bank.lon)
@@ -202,7 +204,7 @@ def _options(
     near = [
         (bank, distance, capacity)
         for bank, distance, capacity in banks.banks_near(session, lat, lon, radius)
-        if bank.id != old_bank.id
+        if bank.id != old_bank.id and not bank_settings.in_maintenance(bank)
     ]
     options = [banks.option_for(bank, capacity, distance) for bank, distance, capacity in near]
     return options, {bank.id: bank for bank, _, _ in near}, (lat, lon)
@@ -270,7 +272,9 @@ def _move(
         "bank_id": bank.id,
         "size": size.value,
         # The new bank's hold from now, unless the one it had runs longer.
-        "reserved_until": max(reservation.reserved_until, now + timedelta(hours=bank.hold_hours)),
+        "reserved_until": max(
+            reservation.reserved_until, bank_settings.deadline(bank, now, bank.hold_hours)
+        ),
         "updated_at": now,
         "accessible_unit": target.accessible_unit,
         # A group is of one bank: the parcel shares no code with the parcels of its old one.

@@ -7,7 +7,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.orm import Session
@@ -21,6 +21,7 @@ from central.allocation.choice import BankOption, Candidate, Need, NoFit, choose
 from central.allocation.sizing import Dimensions
 from central.banks import repository as banks_repository
 from central.banks import service as banks
+from central.banks import settings as bank_settings
 from central.carriers.service import key_revoked
 from central.context import Ctx
 from central.errors import ApiError, Conflict, Unprocessable
@@ -267,12 +268,38 @@ def _options(
             bank = banks.require_bank(session, body.bank_id)
             capacity = banks_repository.capacity_of(session, [bank.id])[bank.id]
             option = banks.option_for(bank, capacity, 0.0)
+        if bank_settings.in_maintenance(bank):
+            raise _in_maintenance(session, bank, body, option)
         return [option], {bank.id: bank}, (bank.lat, bank.lon)
     if body.near is None:  # `ReservationCreate` validates exactly one of bank_id or near
         raise ValueError("a reservation request names a bank or a place near one")
-    near = banks.banks_near(session, body.near.lat, body.near.lon, body.near.radius_km)
+    near = [
+        (bank, distance, cap)
+        for bank, distance, cap in banks.banks_near(
+            session, body.near.lat, body.near.lon, body.near.radius_km
+        )
+        if not bank_settings.in_maintenance(bank)  # allocation skips a bank in maintenance
+    ]
     options = [banks.option_for(bank, cap, distance) for bank, distance, cap in near]
     return options, {bank.id: bank for bank, _, _ in near}, (body.near.lat, body.near.lon)
+
+
+def _in_maintenance(
+    session: Session, bank: Bank, body: ReservationCreate, option: BankOption
+) -> Conflict:
+    """409 `bank_in_maintenance` for a request naming a bank in maintenance, with the nearby
+    banks that have room, as `no_capacity` lists them."""
+    until = bank.maintenance_until
+    return Conflict(
+        "bank_in_maintenance",
+        f"bank {bank.id} is in maintenance"
+        + (f" until about {until.isoformat()}" if until is not None else ""),
+        maintenance_until=until.isoformat() if until is not None else None,
+        alternatives=[
+            a.model_dump()
+            for a in _alternatives(session, _need(body), (bank.lat, bank.lon), [option])
+        ],
+    )
 
 
 def _check_hold(plan: _Plan, bank: Bank) -> int:
@@ -330,7 +357,8 @@ def _attempt(
         height_mm=parcel.height_mm if parcel else None,
         weight_g=parcel.weight_g if parcel else None,
         recipient=recipient,
-        reserved_until=now + timedelta(hours=hold),
+        # Never while the bank is closed: then the hold runs to the end of its next open period.
+        reserved_until=bank_settings.deadline(bank, now, hold),
         created_at=now,
         accessible=plan.need.accessible,
         group_id=group_id_for(ctx.keys, bank.id, plan.carrier_id, recipient),

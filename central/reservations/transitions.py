@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 from central.banks import repository as banks_repository
+from central.banks import settings as bank_settings
 from central.context import Ctx
 from central.db import scrub_after_commit
 from central.errors import Conflict
@@ -141,7 +142,8 @@ def extend(
 ) -> ReservationOut:
     """Move the deadline that applies now: the hold before deposit, the pickup deadline after.
 
-    Bounded by the bank's policy: at most `max_extension_hours` beyond the original deadline.
+    Bounded by the bank's policy: at most `max_extension_hours` beyond the original deadline,
+    and at most `max_extensions` times for each deadline when the bank sets a count.
     """
     bank = banks_repository.get_referenced_bank(ctx.session, reservation.bank_id)
     limit = timedelta(hours=bank.max_extension_hours)
@@ -160,13 +162,20 @@ def extend(
             status=reservation.status,
         )
     ceiling = original + limit
-    new_deadline = current + timedelta(hours=hours)
-    if new_deadline > ceiling:
+    if current + timedelta(hours=hours) > ceiling:
         raise Conflict(
             "extension_limit",
             f"the deadline can move to {ceiling.isoformat()} at the latest",
             max_deadline=ceiling.isoformat(),
         )
+    done = sum(
+        1
+        for entry in repo.history_of(ctx.session, reservation.id)
+        if entry.type == "extended" and (entry.data or {}).get("field") == field
+    )
+    bank_settings.check_extensions(bank, done)
+    # Not while the bank is closed either: then to the end of its next open period.
+    new_deadline = bank_settings.deadline(bank, current, hours)
     repo.update_fields(ctx.session, reservation.id, {field: new_deadline, "updated_at": ctx.now})
     setattr(reservation, field, new_deadline)
     reservation.updated_at = ctx.now

@@ -23,6 +23,10 @@ EventType = Literal[
     "dropoff.collected",
     "dropoff.expired",
     "dropoff.cancelled",
+    # A bank (or one compartment) in maintenance and back: one event per carrier with parcels
+    # there, listing them (central.banks.settings).
+    "bank.maintenance_started",
+    "bank.maintenance_ended",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 

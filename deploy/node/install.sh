@@ -198,6 +198,20 @@ data_dir = "$DATA_DIR"
 name = "main"
 protocol = "simulated"
 locks = 1
+
+# Fleet health, reported with each heartbeat (all optional). A UPS's status lines on GPIO
+# inputs give power_lost and battery_low alerts; check your UPS's manual for its pins and
+# whether a line is high or low when asserted.
+# [health]
+# disk_path = "/var/lib/locker-node"          # default: data_dir
+# cpu_temperature_file = "/sys/class/thermal/thermal_zone0/temp"
+# [health.ups]
+# on_battery_pin = "GPIO6"                    # asserted while the UPS runs on its battery
+# battery_low_pin = "GPIO5"                   # optional
+# active_high = true
+# pull = "down"                               # "up", "down" or "none" (a line the UPS drives both ways)
+# [health.enclosure]
+# sensor_file = "/sys/bus/w1/devices/28-000005e2fdc3/temperature"   # a DS18B20 (1-Wire)
 EOF
     say "config: $CONFIG written, standalone (not enrolled)"
 }

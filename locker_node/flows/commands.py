@@ -19,6 +19,7 @@ from locker_node.domain.doors import CompartmentUnavailable, DoorOpened, Unknown
 from locker_node.domain.lifecycle import CodeStatus
 from locker_node.flows.errors import CommandRefused, Refused
 from locker_node.flows.feed import cancel_reservation, follow_pickup_deadline
+from locker_node.flows.mass_open import open_many
 from locker_node.flows.ports import Ports
 from locker_node.store import groups as group_codes
 from locker_node.store import repository as repo
@@ -31,6 +32,7 @@ from locker_wire.commands import (
     ExtendDeadline,
     InvalidateCode,
     OpenCompartment,
+    OpenCompartments,
     parse_command,
 )
 from locker_wire.events import ParcelCodeReissued
@@ -115,6 +117,13 @@ def _open(ports: Ports, command_id: str, payload: OpenCompartment, now: datetime
     return CommandAck(outcome="failed", detail=f"door: {type(outcome).__name__}")
 
 
+def _open_many(
+    ports: Ports, command_id: str, payload: OpenCompartments, now: datetime
+) -> CommandAck:
+    """A mass open central issued after a second admin approved it: each door, once."""
+    return open_many(ports, command_id, payload, now)
+
+
 def _disable(
     ports: Ports, command_id: str, payload: DisableCompartment, now: datetime
 ) -> CommandAck:
@@ -182,6 +191,7 @@ _HANDLERS: dict[type[CommandPayload], Callable[[Ports, str, Any, datetime], Comm
     CancelReservation: _cancel,
     ExtendDeadline: _extend,
     InvalidateCode: _invalidate,
+    OpenCompartments: _open_many,
 }
 
 

@@ -21,6 +21,7 @@ from locker_node.domain.lifecycle import (
     Purpose,
     ReservationStatus,
 )
+from locker_node.flows import bank_settings
 from locker_node.flows.courier import Courier
 from locker_node.flows.deposit_doors import bind_free, open_for_removal, rebind
 from locker_node.flows.doors import (
@@ -73,6 +74,7 @@ def start_deposit(
     with ports.flow_lock:
         now = ports.now()
         with ports.unit_of_work() as conn:
+            bank_settings.refuse_if_in_maintenance(conn)
             reservation = _deposit_reservation(conn, ports, courier, tracking, size, now)
             deposit_id, label = _bind(conn, ports, courier, reservation, now)
             command_id = plan_open(
@@ -414,7 +416,7 @@ def _store_parcel(
     now: datetime,
 ) -> repo.Parcel:
     reservation = _reservation_of(conn, deposit)
-    deadline = now + ports.policy.pickup_hold
+    deadline = ports.policy.pickup_deadline(now)
     parcel = repo.Parcel(
         id=new_id(),
         reservation_id=reservation.id,

@@ -20,6 +20,7 @@ from locker_node.domain.doors import (
     UnlockOutcome,
 )
 from locker_node.domain.lifecycle import Purpose
+from locker_node.flows.bank_settings import labels_in_maintenance
 from locker_node.flows.errors import Conflict, DoorFault
 from locker_node.flows.ports import Ports
 from locker_node.hardware.board import DoorState
@@ -74,9 +75,10 @@ def plan_open(
 
 
 def free_compartments(conn: Connection, ports: Ports) -> list[Candidate]:
-    """Free compartments in service whose board answers: a silent board's doors wait for it."""
-    silent = ports.doors.silent_labels()
-    return [c for c in repo.free_candidates(conn) if c.label not in silent]
+    """Free compartments in service whose board answers, and not in central's maintenance: a
+    silent board's doors wait for it."""
+    unavailable = ports.doors.silent_labels() | labels_in_maintenance(conn)
+    return [c for c in repo.free_candidates(conn) if c.label not in unavailable]
 
 
 def fire(

@@ -28,7 +28,7 @@ from locker_node.domain.lifecycle import (
     Purpose,
     ReservationStatus,
 )
-from locker_node.flows import keypad
+from locker_node.flows import bank_settings, keypad
 from locker_node.flows.deposit_doors import bind_free, open_for_removal, rebind
 from locker_node.flows.doors import (
     fire,
@@ -157,6 +157,7 @@ def start_dropoff(ports: Ports, code: str) -> DropoffView:
     if not codes.is_well_formed_code(code):
         raise BadInput(f"a drop-off code is {codes.DROPOFF_CODE_DIGITS} digits")
     with ports.unit_of_work() as conn:
+        bank_settings.refuse_if_in_maintenance(conn)
         # Refused before any hashing: a locked keypad tells nothing and costs no scrypt.
         keypad.refuse_if_locked(conn, ports, ports.now())
         prefixes = store.hash_prefixes(conn)
@@ -196,6 +197,7 @@ def start_dropoff_qr(ports: Ports, token: str) -> DropoffView:
     with ports.flow_lock:
         now = ports.now()
         with ports.unit_of_work() as conn:
+            bank_settings.refuse_if_in_maintenance(conn)
             live = store.find_code(conn, CodeStatus.ACTIVE, qr_hash=digest)
             if live is None and store.find_code(conn, CodeStatus.USED, qr_hash=digest):
                 raise _already_dropped_off()

@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from locker_node.domain.doors import UnknownCompartment
-from locker_node.flows import collect, courier, deposit, dropoff, overflow, pickup, returns, upkeep
+from locker_node.flows import (
+    bank_settings,
+    collect,
+    courier,
+    deposit,
+    dropoff,
+    overflow,
+    pickup,
+    returns,
+    upkeep,
+)
 from locker_node.flows.collect import CollectItem
 from locker_node.flows.courier import Courier, LoginResult
 from locker_node.flows.deposit import CancelledDeposit, ConfirmedDeposit, DepositView
@@ -132,6 +142,13 @@ class LockerFlows:
         from locker_node.flows import feed
 
         feed.apply_page(self.ports, page)
+
+    def settings_version(self) -> int | None:
+        """The version of central's bank settings the node has (None before any)."""
+        return bank_settings.settings_version(self.ports)
+
+    def bank_settings(self) -> bank_settings.BankSettings | None:
+        return bank_settings.current_settings(self.ports)
 
     def handle_command(self, command: Command, *, verify: Verify) -> CommandAck:
         from locker_node.flows import commands

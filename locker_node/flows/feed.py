@@ -16,7 +16,7 @@ from locker_node.domain.allocation import SIZE_CLASSES
 from locker_node.domain.credentials import CredentialFormatError, format_courier_hash
 from locker_node.domain.inputs import normalise_carrier, normalise_tracking_number
 from locker_node.domain.lifecycle import CodeStatus, ReservationStatus
-from locker_node.flows import dropoff
+from locker_node.flows import bank_settings, dropoff
 from locker_node.flows.errors import Refused
 from locker_node.flows.ports import Ports
 from locker_node.store import couriers
@@ -190,7 +190,10 @@ def _scrypt_fields(stored: str) -> tuple[str, str, int, int, int]:
 def apply_page(ports: Ports, page: FeedResponse) -> None:
     """One feed page in one transaction; what the node cannot accept is logged and skipped."""
     now = ports.now()
+    settings = None
     with ports.unit_of_work() as conn:
+        if page.bank is not None:
+            settings = bank_settings.apply_bank(conn, page.bank, now)
         for reservation in page.reservations:
             try:
                 if reservation.status == "reserved":
@@ -239,3 +242,6 @@ def apply_page(ports: Ports, page: FeedResponse) -> None:
                 add_courier_credential(conn, credential, now)
             except Refused as exc:
                 logger.error("courier code for %s refused: %s", code.carrier, exc)
+    if settings is not None:
+        # Once they are in the store: a policy in force is always one the node keeps.
+        bank_settings.use(ports, settings)

@@ -24,6 +24,7 @@ from locker_node.domain.lifecycle import (
     OperationResult,
     Purpose,
 )
+from locker_node.flows import bank_settings
 from locker_node.flows.courier import Courier
 from locker_node.flows.deposit import DepositView, require_waiting
 from locker_node.flows.deposit_doors import new_deposit
@@ -63,6 +64,7 @@ def _qualifying(
     if reservation.group_id is None:
         return []
     silent = ports.doors.silent_labels()
+    in_maintenance = bank_settings.labels_in_maintenance(conn)
     rank = size_rank(reservation.size)
     return [
         door.label
@@ -71,6 +73,7 @@ def _qualifying(
         )
         if door.in_service
         and door.label not in silent
+        and door.label not in in_maintenance
         and size_rank(door.size) >= rank
         # A recipient who asked for an accessible compartment gets one with the group-mate too.
         and (door.accessible or not reservation.accessible)
@@ -93,6 +96,7 @@ def start_shared_deposit(
     with ports.flow_lock:
         now = ports.now()
         with ports.unit_of_work() as conn:
+            bank_settings.refuse_if_in_maintenance(conn)
             reservation = _shareable_reservation(conn, courier, tracking, now)
             deposit_id, moved_from = _bind_shared(conn, ports, courier, reservation, label, now)
             command_id = plan_open(

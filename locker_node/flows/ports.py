@@ -18,6 +18,7 @@ from locker_node.domain.lockout import LockoutPolicy
 from locker_node.store.database import transaction
 from locker_node.store.journal import SqliteCommandJournal
 from locker_node.store.keys import NodeKeys
+from locker_wire.opening_hours import OpeningHours, next_deadline
 
 RECIPIENT = "recipient"
 SYSTEM = "system"
@@ -44,6 +45,18 @@ class FlowPolicy:
     # compromised path cannot empty a bank.
     remote_open_limit: int = 3
     remote_open_window: timedelta = timedelta(minutes=10)
+    # From central's bank settings (`flows.bank_settings`): a pickup deadline never falls while
+    # the bank is closed. None: always open.
+    opening_hours: OpeningHours | None = None
+    timezone: str = "UTC"
+    # Approved mass opens ("open all") from central: at most this many in the window, so that
+    # even a compromised central cannot empty the bank again and again.
+    mass_open_limit: int = 2
+    mass_open_window: timedelta = timedelta(hours=24)
+
+    def pickup_deadline(self, deposited_at: datetime) -> datetime:
+        """The hold from the deposit, moved past any closed hours (the rule central follows)."""
+        return next_deadline(deposited_at, self.pickup_hold, self.opening_hours, self.timezone)
 
     @property
     def pickup_scope(self) -> str:

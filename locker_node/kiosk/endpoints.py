@@ -22,7 +22,7 @@ from locker_node.flows import errors, groups
 from locker_node.flows.deposit import DepositView
 from locker_node.flows.facade import LockerFlows
 from locker_node.flows.pickup import DoorResult
-from locker_node.kiosk import dropoff_routes, overflow_routes, schemas
+from locker_node.kiosk import bank_status, dropoff_routes, overflow_routes, schemas
 from locker_node.kiosk.deps import SESSION_COOKIE, CourierDep
 from locker_node.kiosk.i18n import STRINGS
 from locker_node.kiosk.layout import bank_columns
@@ -204,12 +204,15 @@ def _add_recipient_routes(app: FastAPI, flows: LockerFlows, ui: KioskUi) -> None
     @app.get("/api/status")
     def status(door: Annotated[str | None, Query(max_length=16)] = None) -> schemas.StatusOut:
         keypad = flows.keypad_status()
+        settings = flows.bank_settings()
         return schemas.StatusOut(
             bank_id=ui.bank_id,
             kiosk_id=flows.policy.kiosk_id,
             code_digits=flows.policy.code_digits,
             keypad=schemas.KeypadOut(locked=keypad.locked, retry_after_s=keypad.retry_after_s),
             door=None if door is None else _door_state(flows, door),
+            maintenance=bank_status.maintenance_out(settings),
+            settings=bank_status.settings_out(settings),
         )
 
     @app.post(

@@ -160,6 +160,16 @@ STRINGS: dict[str, dict[str, str]] = {
         "collect.collected": "Collected, door closed",
         "collect.done": "Recorded as collected.",
         "collect.door_fault": "Door {label} did not open. Try again, or report it.",
+        # Maintenance: the bank takes no parcels in; parcels inside still go out
+        "maintenance.title": "This locker is closed for maintenance",
+        "maintenance.reason": "Reason: {reason}",
+        "maintenance.until": "Expected to reopen: {when}",
+        "maintenance.no_until": "It is not known yet when it reopens.",
+        "maintenance.pickup": "Parcels already inside can still be picked up.",
+        "maintenance.nearby": "Nearest lockers",
+        "scan.maintenance": "This locker is closed for maintenance and takes no parcels now.",
+        "dropoff.maintenance": "This locker is closed for maintenance and takes no parcels "
+        "now. Please use a nearby locker.",
     },
     "es": {
         "lang.other": "English",
@@ -319,5 +329,16 @@ STRINGS: dict[str, dict[str, str]] = {
         "collect.collected": "Recogido, puerta cerrada",
         "collect.done": "Registrado como recogido.",
         "collect.door_fault": "La puerta {label} no se abrió. Inténtelo de nuevo o avise.",
+        # Mantenimiento: el casillero no admite paquetes; los que ya están se pueden recoger
+        "maintenance.title": "Este casillero está cerrado por mantenimiento",
+        "maintenance.reason": "Motivo: {reason}",
+        "maintenance.until": "Reapertura prevista: {when}",
+        "maintenance.no_until": "Aún no se sabe cuándo volverá a abrir.",
+        "maintenance.pickup": "Los paquetes que ya están dentro se pueden recoger.",
+        "maintenance.nearby": "Casilleros más cercanos",
+        "scan.maintenance": "Este casillero está cerrado por mantenimiento y ahora no admite "
+        "paquetes.",
+        "dropoff.maintenance": "Este casillero está cerrado por mantenimiento y ahora no admite "
+        "paquetes. Use un casillero cercano.",
     },
 }

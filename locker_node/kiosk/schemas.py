@@ -131,6 +131,43 @@ class DoorStateOut(BaseModel):
     state: str = Field(description="`open`, `closed`, or `unknown` when the sensor is not read")
 
 
+class MaintenanceNearbyOut(BaseModel):
+    bank_id: str
+    name: str
+    address: str
+    distance_km: float
+
+
+class MaintenanceOut(BaseModel):
+    reason: str
+    since: datetime
+    until: datetime | None = Field(description="the expected end, if central gave one")
+    nearby: list[MaintenanceNearbyOut] = Field(description="the nearest banks, nearest first")
+
+
+class CompartmentMaintenanceOut(BaseModel):
+    label: str
+    reason: str
+    until: datetime | None
+
+
+class SettingsOut(BaseModel):
+    """Central's bank settings in force on the node (they override its configuration)."""
+
+    version: int
+    hold_hours: int
+    pickup_hours: int
+    allow_walk_up: bool
+    allow_upsize: bool
+    max_extensions: int | None
+    opening_hours: dict[str, list[list[str]]] | None = Field(
+        description="per weekday (mon..sun) [start, end] periods in the bank's time; null: "
+        "always open"
+    )
+    timezone: str
+    compartments_in_maintenance: list[CompartmentMaintenanceOut]
+
+
 class StatusOut(BaseModel):
     bank_id: str
     kiosk_id: str
@@ -140,6 +177,13 @@ class StatusOut(BaseModel):
         default=None,
         description="the door asked for with `?door=<label>`, so that the open-door screen can "
         "go home once it is shut; null when not asked for or not a compartment of this bank",
+    )
+    maintenance: MaintenanceOut | None = Field(
+        default=None,
+        description="the bank is in maintenance: nothing goes in, pickups still work",
+    )
+    settings: SettingsOut | None = Field(
+        default=None, description="central's bank settings; null until the node has any"
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -254,4 +255,17 @@ door_operations = Table(
     Column("result", String(16), nullable=True),
     _at("finished_at", nullable=True),
     Index("ix_door_operations_result", "result"),
+)
+
+# The bank's settings as central last sent them through the feed (`FeedBank`, as JSON), and
+# their version, which the node sends back so that central sends them again only on a change.
+# One row: the settings override the node's configuration once received, across restarts.
+bank_settings = Table(
+    "bank_settings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+    Column("settings", Text, nullable=False),
+    _at("updated_at"),
+    CheckConstraint("id = 1", name="one_row"),
 )

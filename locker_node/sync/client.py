@@ -173,7 +173,12 @@ class CentralClient:
         )
 
     def feed(
-        self, cursor: str | None, *, limit: int = 200, courier_codes: bool = True
+        self,
+        cursor: str | None,
+        *,
+        limit: int = 200,
+        courier_codes: bool = True,
+        settings_version: int | None = None,
     ) -> FeedResponse:
         params: dict[str, str | int] = {
             "limit": limit,
@@ -181,6 +186,9 @@ class CentralClient:
         }
         if cursor:
             params["cursor"] = cursor
+        if settings_version is not None:
+            # The bank settings the node has: central sends `bank` only when its differ.
+            params["settings_version"] = settings_version
         return _parse(
             FeedResponse, _send(self._client, self.ca_bundle, "GET", "/v1/node/feed", params=params)
         )

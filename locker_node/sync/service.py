@@ -16,6 +16,7 @@ from locker_node.config import SyncConfig
 from locker_node.domain.doors import DoorController
 from locker_node.flows.errors import CommandRefused
 from locker_node.flows.facade import LockerFlows
+from locker_node.health.probes import HealthProbes
 from locker_node.store import outbox
 from locker_node.store.database import transaction
 from locker_node.store.keys import NodeKeys
@@ -26,6 +27,7 @@ from locker_node.sync.client import (
     CentralUntrusted,
 )
 from locker_node.sync.identity import NodeIdentity, write_atomically
+from locker_node.update.updater import Updater
 from locker_wire.schemas import Command, CommandAck, DepositedData, Heartbeat
 from locker_wire.sealing import seal, seal_context
 from locker_wire.signing import InvalidCommand, verify_command
@@ -53,6 +55,8 @@ class SyncService:
         data_dir: Path,
         board_of: Mapping[str, str],
         version: str = "0",
+        updater: Updater | None = None,
+        health: HealthProbes | None = None,
     ) -> None:
         self._flows = flows
         ports = flows.ports
@@ -66,6 +70,9 @@ class SyncService:
         self._cursor_path = data_dir / CURSOR_FILE
         self._board_of = dict(board_of)
         self._version = version
+        # Node updates (`[update]` enabled): reports in each heartbeat, acts on its result.
+        self.updater = updater
+        self._health = health
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_heartbeat: float | None = None
@@ -168,7 +175,11 @@ class SyncService:
             time.monotonic() - self._last_codes >= self.config.courier_codes_s
         )
         for _ in range(MAX_FEED_PAGES):
-            page = self._client.feed(self.read_cursor(), courier_codes=codes)
+            page = self._client.feed(
+                self.read_cursor(),
+                courier_codes=codes,
+                settings_version=self._flows.settings_version(),
+            )
             if codes:
                 self._last_codes = time.monotonic()
                 codes = False
@@ -221,11 +232,21 @@ class SyncService:
                 boards[board] = "error" if unread or boards.get(board) == "error" else "ok"
         with transaction(self._engine) as conn:
             depth = outbox.outbox_depth(conn)
-        self._client.heartbeat(
+        health = None if self._health is None else self._health.read()
+        result = self._client.heartbeat(
             Heartbeat.model_validate(
-                {"doors": doors, "boards": boards, "outbox_depth": depth, "version": self._version}
+                {
+                    "doors": doors,
+                    "boards": boards,
+                    "outbox_depth": depth,
+                    "version": self._version,
+                    "health": health,
+                    "update": None if self.updater is None else self.updater.report(),
+                }
             )
         )
+        if self.updater is not None:
+            self.updater.after_heartbeat(result)
 
     # Loop -------------------------------------------------------------------------------------
 

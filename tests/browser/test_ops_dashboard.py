@@ -569,3 +569,25 @@ def test_a_parcels_notices_show_in_the_bank_parcel_and_overview_pages(
     expect(page.locator('[data-total="notices_failed"]')).to_have_text(re.compile(r"^[1-9]\d*$"))
     expect(page.locator('[data-total="notices_waiting"]')).to_have_text(re.compile(r"^[1-9]\d*$"))
     screenshot(page, "overview-notices-390")
+
+
+def test_fleet_page_shows_the_nodes_version_and_health(network: Network, page: Page) -> None:
+    # The real node process reports its computer's health with each heartbeat (fleet health).
+    from tests.browser.test_overview_map import audit
+
+    sign_in(page, network, ADMIN, "/ops/fleet")
+    row = page.locator(f'#fleet-rows tr[data-bank="{BANK}"]')
+    expect(row).to_be_visible(timeout=WAIT_MS)
+    expect(row.locator("td").nth(0)).to_have_text("online")
+    expect(row.locator("td[data-version]")).not_to_have_attribute("data-version", "")
+    expect(row.locator("td").nth(2)).to_have_text(re.compile(r"\d+ (min|h|d)"))  # uptime
+    expect(row.locator("td").nth(3)).to_have_text(re.compile(r"GB|MB"))  # disk free
+    expect(page.locator("#fleet-versions tr[data-version]")).to_have_count(1)
+    expect(page.locator("#node-updates")).to_be_visible()
+    page.locator("#fleet-status").select_option("offline")
+    expect(row).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"status=offline"))
+    page.locator("#fleet-status").select_option("all")
+    expect(row).to_be_visible()
+    audit(page, "ops-fleet")
+    screenshot(page, "fleet")

@@ -91,3 +91,16 @@ def test_duplicate_carrier_is_refused(env: str) -> None:
     assert runner.invoke(app, ["carrier", "add", "dhl"]).exit_code == 0
     again = runner.invoke(app, ["carrier", "add", "dhl"])
     assert again.exit_code == 1 and "exists already" in again.output
+
+
+def test_node_command_will_not_open_several_doors_without_a_second_admin(env: str) -> None:
+    """`open_compartments` goes only through an approved open request, never from the CLI."""
+    payload = (
+        '{"labels": ["A01", "A02"], "approval_id": "opr_made_up", '
+        '"requested_by": "a@x.test", "approved_by": "b@x.test"}'
+    )
+    result = runner.invoke(
+        app, ["node", "command", "NYC-0042", "open_compartments", "--payload", payload]
+    )
+    assert result.exit_code != 0
+    assert "second admin" in result.output

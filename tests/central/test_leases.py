@@ -98,10 +98,10 @@ def test_sending_jobs_run_on_every_host_the_rest_on_the_leader_only(
     leader, other = jobs_for(app, clock), jobs_for(app, clock)
     assert leader.is_leader()
     ran: list[str] = []
-    for name in ("deliver_webhooks", "deliver_notices", "expire_reservations"):
+    for name in ("deliver_webhooks", "deliver_notices", "page_alerts", "expire_reservations"):
         _guarded(other, name, lambda name=name: ran.append(name))()  # type: ignore[misc]
-    assert ran == ["deliver_webhooks", "deliver_notices"]
-    assert {"deliver_webhooks", "deliver_notices"} == SHARED_JOBS
+    assert ran == ["deliver_webhooks", "deliver_notices", "page_alerts"]
+    assert {"deliver_webhooks", "deliver_notices", "page_alerts"} == SHARED_JOBS
 
 
 def waiting_on_a_lock(app: FastAPI) -> bool:

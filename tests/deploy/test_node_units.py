@@ -122,8 +122,9 @@ def test_the_node_unit_runs_the_real_cli_under_systemd_watchdog_with_its_devices
     argv = shlex.split(settings["ExecStart"][0])
 
     assert argv[0] == "/opt/locker-node/venv/bin/locker-node"
-    assert argv[1:] == ["run", "--config", "/etc/locker-node/node.toml"]
-    # ... and parse as `locker-node run` parses them (nothing runs).
+    # `supervise`: `run` itself unless the config turns node updates on.
+    assert argv[1:] == ["supervise", "--config", "/etc/locker-node/node.toml"]
+    # ... and parse as `locker-node supervise` parses them (nothing runs).
     group = typer.main.get_command(node_cli)
     parent = group.make_context("locker-node", argv[1:])
     run = group.get_command(parent, argv[1])  # type: ignore[attr-defined]

@@ -58,6 +58,9 @@ def central_server(url: str, port: int, data_dir: Path) -> Iterator[str]:
         "LOCKER_SCHEDULER_ENABLED": "false",
         "LOCKER_ALLOW_INSECURE_WEBHOOKS": "true",
     }
+    # No map tiles unless a test's environment names a tile server: a browser on the dashboard's
+    # overview would fetch them from the internet (OpenStreetMap's, the default).
+    env.setdefault("LOCKER_MAP_TILE_URL", "")
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "central.app:app_from_environment",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from central.models import Bank
 from locker_node.store import couriers, outbox
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
@@ -29,7 +30,12 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def provision_walk_up_node(world: World) -> tuple[Path, int]:
-    """`provision_node`, and the installer lets this bank take parcels with no reservation."""
+    """`provision_node`, and the bank takes parcels with no reservation: central's bank policy
+    says so (its feed's bank settings override the node's configuration)."""
+    with world.sessions.begin() as session:
+        bank = session.get(Bank, BANK)
+        assert bank is not None
+        bank.allow_walk_up = True
     config, port = provision_node(world)
     config.write_text(config.read_text() + "\n[deposit]\nallow_walk_up = true\n")
     return config, port

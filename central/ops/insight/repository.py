@@ -65,7 +65,14 @@ def _rows(session: Session, stmt: Select[*tuple[Any, ...]]) -> Rows:
 
 def banks(session: Session, bank_id: str | None = None) -> Rows:
     stmt = select(
-        Bank.id, Bank.name, Bank.address, Bank.lat, Bank.lon, Bank.timezone, Bank.status
+        Bank.id,
+        Bank.name,
+        Bank.address,
+        Bank.lat,
+        Bank.lon,
+        Bank.timezone,
+        Bank.status,
+        Bank.maintenance_since,  # in maintenance when set (central.banks.settings)
     ).order_by(Bank.id)
     if bank_id is not None:
         stmt = stmt.where(Bank.id == bank_id)

@@ -70,6 +70,7 @@ class BankSummary(TypedDict):
     open_alerts: int
     occupancy_pct: float
     classes: dict[str, ClassFigures]
+    maintenance: bool  # in maintenance (central.banks.settings): allocation skips it
 
 
 def iso(value: datetime | None) -> str | None:
@@ -114,7 +115,9 @@ def summarise_banks(
     open_alerts = {bank: int(n) for bank, n in repo.open_alert_counts(session, bank_id)}
     summaries: list[BankSummary] = []
     health: dict[str, Any] = {}
-    for bank, name, address, lat, lon, timezone, status in repo.banks(session, bank_id):
+    for bank, name, address, lat, lon, timezone, status, maintenance_since in repo.banks(
+        session, bank_id
+    ):
         node = node_of.get(bank)
         shown = {
             size: row
@@ -140,6 +143,7 @@ def summarise_banks(
                 "open_alerts": open_alerts.get(bank, 0),
                 "occupancy_pct": percent(occupied, total),
                 "classes": shown,
+                "maintenance": maintenance_since is not None,
             }
         )
         if node is not None:

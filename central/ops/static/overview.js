@@ -1,4 +1,4 @@
-// The network overview: totals, banks grouped by region, a location plot; polled every 5 s.
+// The network overview: totals, banks grouped by region, a map of the banks; polled every 5 s.
 // Recipient notices that failed or wait for another try show beside the totals.
 import { api, esc, fmtPct, fmtTime, occupancyClass, poll, stackBar } from "./ops.js";
 
@@ -96,9 +96,10 @@ function classCells(classes) {
 }
 
 function bankRow(bank) {
-  const status = bank.online
+  const status = (bank.online
     ? `<span class="pill ok">online</span>`
-    : `<span class="pill off">offline</span>`;
+    : `<span class="pill off">offline</span>`) +
+    (bank.maintenance ? ` <span class="pill maintenance">maintenance</span>` : "");
   const alerts = bank.open_alerts
     ? `<a class="pill alert" href="/ops/alerts?bank_id=${encodeURIComponent(bank.id)}">${bank.open_alerts}</a>`
     : `<span class="muted">0</span>`;
@@ -179,41 +180,202 @@ regionsBox.addEventListener("click", (event) => {
   render();
 });
 
-// Banks placed by longitude and latitude (equirectangular, scaled at the middle latitude).
+// ---- The map: Leaflet (from npm, static/vendor/leaflet), circles coloured by occupancy and state.
+// The tile server is a setting (the element's data-tile-url; empty: no tiles). Without tiles, or
+// with the tile server unreachable, the circles, popups and legend work on a plain background.
+const Leaflet = globalThis.L;
+const mapStatus = document.getElementById("map-status");
+// Beyond this many banks on the map their circles leave the Tab order (the tables list them all):
+// a thousand tab stops before the tables would make the page unusable from the keyboard.
+const MAX_FOCUSABLE = 100;
+const STATE_CLASSES = ["occ-low", "occ-mid", "occ-high", "occ-offline", "is-offline", "is-maintenance"];
+let map = null;
+let markerLayer = null;
+const markers = new Map(); // bank id -> { marker, classes, popup, label }
+let fittedKey = "";
+let openBank = null;
+
+function createMap() {
+  // A view from the start: Leaflet adds layers (and makes their elements) only once it has one.
+  const created = Leaflet.map(mapBox, { maxZoom: 19, zoomSnap: 0.5 }).setView([20, 0], 1);
+  const url = mapBox.dataset.tileUrl;
+  if (url) {
+    let failed = false;
+    Leaflet.tileLayer(url, {
+      attribution: mapBox.dataset.attribution || "",
+      maxZoom: 19,
+      // The pages send no Referer elsewhere; a tile server (OpenStreetMap's requires one) gets
+      // this site's origin only, never a dashboard path.
+      referrerPolicy: "strict-origin-when-cross-origin",
+    })
+      .on("tileerror", () => {
+        if (failed) return;
+        failed = true;
+        mapBox.classList.add("tiles-failed");
+        mapStatus.textContent = "The map tiles could not be loaded: the banks are shown on a plain background.";
+      })
+      .on("tileload", () => {
+        if (!failed) return;
+        failed = false;
+        mapBox.classList.remove("tiles-failed");
+        mapStatus.textContent = "";
+      })
+      .addTo(created);
+  } else {
+    mapBox.classList.add("no-tiles");
+    mapStatus.textContent = "Map tiles are off: the banks are shown on a plain background.";
+  }
+  created.on("popupopen", (event) => { openBank = event.popup.options.bankId || null; });
+  created.on("popupclose", () => { openBank = null; });
+  markerLayer = Leaflet.layerGroup().addTo(created);
+  // Escape closes a popup and gives the focus back to its bank's circle (Leaflet's own Escape
+  // handling works only while the map itself has the focus).
+  mapBox.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || !openBank) return;
+    const entry = markers.get(openBank);
+    created.closePopup();
+    if (entry) entry.marker.getElement()?.focus();
+  });
+  return created;
+}
+
+function bankState(bank) {
+  const classes = [occupancyClass(bank.occupancy_pct, bank.online)];
+  if (!bank.online) classes.push("is-offline");
+  if (bank.maintenance) classes.push("is-maintenance");
+  return classes;
+}
+
+function maintenanceText(maintenance) {
+  if (!maintenance || typeof maintenance !== "object") return "in maintenance";
+  const until = maintenance.until ? `, expected to end ${fmtTime(maintenance.until)}` : "";
+  return `in maintenance${maintenance.reason ? `: ${maintenance.reason}` : ""}${until}`;
+}
+
+function markerLabel(bank) {
+  const states = [bank.online ? "online" : "offline"];
+  if (bank.maintenance) states.push("in maintenance");
+  const alerts = bank.open_alerts ? `, ${bank.open_alerts} open alert${bank.open_alerts === 1 ? "" : "s"}` : "";
+  return `${bank.name} (${bank.id}): ${fmtPct(bank.occupancy_pct)} occupied, ${states.join(", ")}${alerts}`;
+}
+
+function popupHtml(bank) {
+  const href = `/ops/banks/${encodeURIComponent(bank.id)}`;
+  const rows = CLASS_ORDER.filter((size) => bank.classes && bank.classes[size] && bank.classes[size].total)
+    .map((size) => {
+      const c = bank.classes[size];
+      return `<tr data-class="${size}"><th scope="row">${size}</th><td>${c.occupied}</td><td>${c.reserved}</td><td>${c.free}</td><td>${c.total}</td></tr>`;
+    });
+  const status = bank.online ? `<span class="pill ok">online</span>` : `<span class="pill off">offline</span>`;
+  const maintenance = bank.maintenance
+    ? ` <span class="pill maintenance" data-maintenance>${esc(maintenanceText(bank.maintenance))}</span>`
+    : "";
+  const alerts = bank.open_alerts
+    ? `<a href="/ops/alerts?bank_id=${encodeURIComponent(bank.id)}">${bank.open_alerts} open alert${bank.open_alerts === 1 ? "" : "s"}</a>`
+    : "no open alerts";
+  const table = rows.length
+    ? `<table class="popup-classes"><caption class="visually-hidden">Compartments by size</caption><thead><tr><th scope="col">Size</th><th scope="col"><abbr title="occupied">Occ.</abbr></th><th scope="col"><abbr title="reserved">Res.</abbr></th><th scope="col">Free</th><th scope="col">Total</th></tr></thead><tbody>${rows.join("")}</tbody></table>`
+    : `<p class="muted">No compartments.</p>`;
+  return `<div class="bank-popup" data-bank="${esc(bank.id)}">` +
+    `<p class="popup-title"><a href="${href}" data-bank-link>${esc(bank.name)}</a></p>` +
+    `<p class="sub">${esc(bank.id)} · ${esc(bank.address || "")}</p>` +
+    `<p>${status}${maintenance}</p>${table}` +
+    `<p><span data-occupancy>${fmtPct(bank.occupancy_pct)} occupied</span> · <span data-alerts>${alerts}</span></p>` +
+    `<p><a href="${href}">Open the bank's page</a></p></div>`;
+}
+
+// Enter or Space on a focused circle opens its popup and moves the focus into it.
+function wireMarkerKeys(marker, element) {
+  element.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== " ") return;
+    event.preventDefault();
+    marker.openPopup();
+    marker.getPopup().getElement()?.querySelector("[data-bank-link]")?.focus();
+  });
+}
+
+function addMarker(bank, radius) {
+  const marker = Leaflet.circleMarker([bank.lat, bank.lon], {
+    radius,
+    weight: 2,
+    fillOpacity: 0.9,
+    className: "bank-marker",
+  });
+  // The popup fits the map's narrow column, clear of the zoom buttons at the top left.
+  marker.bindPopup("", {
+    bankId: bank.id,
+    maxWidth: 210,
+    minWidth: 170,
+    autoPanPaddingTopLeft: [48, 8],
+    autoPanPaddingBottomRight: [8, 8],
+  });
+  marker.addTo(markerLayer);
+  const element = marker.getElement();
+  element.setAttribute("role", "button");
+  element.dataset.bank = bank.id;
+  wireMarkerKeys(marker, element);
+  const entry = { marker, classes: [], popup: "", label: "" };
+  markers.set(bank.id, entry);
+  return entry;
+}
+
+function updateMarker(entry, bank, radius, focusable) {
+  const { marker } = entry;
+  const element = marker.getElement();
+  const classes = bankState(bank);
+  if (classes.join(" ") !== entry.classes.join(" ")) {
+    element.classList.remove(...STATE_CLASSES);
+    element.classList.add(...classes);
+    entry.classes = classes;
+  }
+  element.dataset.occupancy = String(bank.occupancy_pct);
+  element.dataset.state = !bank.online ? "offline" : bank.maintenance ? "maintenance" : "online";
+  element.setAttribute("tabindex", focusable ? "0" : "-1");
+  const label = markerLabel(bank);
+  if (label !== entry.label) {
+    element.setAttribute("aria-label", label);
+    entry.label = label;
+  }
+  const popup = popupHtml(bank);
+  if (popup !== entry.popup) {
+    marker.setPopupContent(popup);
+    entry.popup = popup;
+  }
+  const position = marker.getLatLng();
+  if (position.lat !== bank.lat || position.lng !== bank.lon) marker.setLatLng([bank.lat, bank.lon]);
+  if (marker.getRadius() !== radius) marker.setRadius(radius);
+}
+
+// Banks on the map: only circles whose figures changed are touched, and the view is fitted to the
+// banks only when the set shown changes (a filter), never on a poll, so a pan or zoom stays.
 function renderMap(banks) {
-  const placed = banks.filter((b) => typeof b.lat === "number" && typeof b.lon === "number");
-  if (!placed.length) {
-    mapBox.innerHTML = `<p class="muted">No located banks.</p>`;
+  if (!Leaflet) {
+    mapBox.innerHTML = `<p class="muted">The map could not load (its script is missing); the tables list every bank.</p>`;
     return;
   }
-  let minLat = Infinity, maxLat = -Infinity, minLon = Infinity, maxLon = -Infinity;
-  for (const b of placed) {
-    minLat = Math.min(minLat, b.lat); maxLat = Math.max(maxLat, b.lat);
-    minLon = Math.min(minLon, b.lon); maxLon = Math.max(maxLon, b.lon);
+  if (!map) map = createMap();
+  const placed = banks.filter((b) => Number.isFinite(b.lat) && Number.isFinite(b.lon));
+  const radius = placed.length > 500 ? 4 : placed.length > 50 ? 6 : 8;
+  const focusable = placed.length <= MAX_FOCUSABLE;
+  const shown = new Set(placed.map((b) => b.id));
+  for (const [id, entry] of markers) {
+    if (!shown.has(id)) {
+      markerLayer.removeLayer(entry.marker);
+      markers.delete(id);
+    }
   }
-  const kx = Math.cos(((minLat + maxLat) / 2) * Math.PI / 180) || 1;
-  // A lone bank, or banks in one street, would otherwise fill the plot from one corner.
-  const spanX = Math.max((maxLon - minLon) * kx, 0.02);
-  const spanY = Math.max(maxLat - minLat, 0.02);
-  const midLon = (minLon + maxLon) / 2;
-  const midLat = (minLat + maxLat) / 2;
-  const width = 400;
-  const height = Math.max(180, Math.min(320, (width * spanY) / spanX));
-  const pad = 12;
-  const r = placed.length > 500 ? 2.5 : placed.length > 50 ? 4 : 6;
-  const scale = Math.min((width - 2 * pad) / spanX, (height - 2 * pad) / spanY);
-  const project = (b) => [
-    width / 2 + (b.lon - midLon) * kx * scale,
-    height / 2 - (b.lat - midLat) * scale,
-  ];
-  const dots = placed.map((b) => {
-    const [x, y] = project(b);
-    return `<a href="/ops/banks/${encodeURIComponent(b.id)}" tabindex="-1"><circle class="${occupancyClass(b.occupancy_pct, b.online)}" cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="${r}"><title>${esc(b.name)} (${esc(b.id)}): ${fmtPct(b.occupancy_pct)}${b.online ? "" : ", offline"}</title></circle></a>`;
-  });
-  const range = (lo, hi) => (lo === hi ? lo.toFixed(2) : `${lo.toFixed(2)} to ${hi.toFixed(2)}`);
-  const extent = `latitude ${range(minLat, maxLat)}, longitude ${range(minLon, maxLon)}`;
-  mapBox.innerHTML = `<svg viewBox="0 0 ${width} ${height.toFixed(0)}" role="img" aria-label="${placed.length} banks by location, coloured by occupancy"><rect class="map-bg" width="${width}" height="${height.toFixed(0)}" rx="6"/>${dots.join("")}</svg>` +
-    `<p class="sub">${placed.length} bank${placed.length === 1 ? "" : "s"} · ${extent}</p>`;
+  for (const bank of placed) updateMarker(markers.get(bank.id) || addMarker(bank, radius), bank, radius, focusable);
+  mapBox.dataset.markers = String(placed.length);
+  const key = [...shown].sort().join("\n");
+  if (key !== fittedKey && placed.length) {
+    const bounds = Leaflet.latLngBounds(placed.map((b) => [b.lat, b.lon]));
+    map.fitBounds(bounds, { padding: [24, 24], maxZoom: 15, animate: false });
+  } else if (!placed.length) {
+    map.setView([20, 0], 1, { animate: false });
+  }
+  fittedKey = key;
+  const keys = focusable ? "" : " Filter to 100 or fewer to reach them with the Tab key.";
+  mapBox.setAttribute("aria-label", `Map of ${placed.length} bank${placed.length === 1 ? "" : "s"}.${keys}`);
 }
 
 function render() {

@@ -78,7 +78,41 @@ const ALERT_WORDS = {
     return `Webhook endpoint of ${d.carrier || "a carrier"} failing since ${fmtTime(d.failing_since)}` +
       (d.host ? ` (${d.host}${last})` : last ? ` (${last.slice(2)})` : "");
   },
+  update_failed: (d, a) => {
+    const what = d.state === "rolled_back" ? "rolled back from" : "failed to install";
+    return `Node of bank ${a.bank_id} ${what} version ${d.version || "?"} (runs ${d.running || "?"})` +
+      (d.reason ? `: ${d.reason}` : "");
+  },
   manual: (d) => `${d.note || "Raised by an operator"}${d.raised_by ? ` (raised by ${d.raised_by})` : ""}`,
+  remote_open_budget_exhausted: (d) =>
+    "Remote opens reached the fleet's budget: further opens are refused" +
+    (d.bank_id ? ` (the last refused: ${d.bank_id}/${d.compartment || "?"} by ${d.operator || "?"})` : ""),
+  maintenance_overdue: (d, a) => {
+    const what = d.compartment ? `Compartment ${d.compartment} of bank ${a.bank_id}` : `Bank ${a.bank_id}`;
+    return `${what} still in maintenance past its expected end (${fmtTime(d.until)})` +
+      (d.reason ? `: ${d.reason}` : "");
+  },
+  mass_open_requested: (d, a) => {
+    const what = d.doors === "all" ? "every door" : `${d.doors || "several"} doors`;
+    return `${d.requested_by || "An admin"} asks to open ${what} of bank ${a.bank_id}; ` +
+      `a second admin must approve by ${fmtTime(d.expires_at)}` + (d.reason ? ` (${d.reason})` : "");
+  },
+  mass_open_approved: (d, a) =>
+    `${d.approved_by || "A second admin"} approved opening ${d.door_count || "several"} doors of bank ${a.bank_id}` +
+    (d.requested_by ? `, asked by ${d.requested_by}` : ""),
+  // Fleet health (central.nodes.health): what the node's heartbeat said when it was raised.
+  power_lost: (d, a) => `Bank ${a.bank_id} lost mains power: its UPS runs on battery`,
+  battery_low: (d, a) => `UPS battery of bank ${a.bank_id} is low${d.power === "battery" ? " and the bank runs on it" : ""}`,
+  overheating: (d, a) => {
+    const what = (d.sensor || a.subject) === "enclosure" ? "Enclosure" : "CPU";
+    const reading = Number.isFinite(d.temp_c) ? ` at ${d.temp_c.toFixed(1)} °C` : "";
+    const limit = Number.isFinite(d.max_c) ? ` (limit ${d.max_c} °C)` : "";
+    return `${what} of bank ${a.bank_id} too hot${reading}${limit}`;
+  },
+  disk_low: (d, a) => {
+    const free = Number.isFinite(d.free_bytes) ? ` (${(d.free_bytes / 1e9).toFixed(2)} GB free${Number.isFinite(d.free_pct) ? `, ${d.free_pct} %` : ""})` : "";
+    return `Disk of bank ${a.bank_id}'s node almost full${free}`;
+  },
 };
 
 // An alert in one sentence: `alert` has the alerts API's shape (type, subject, bank_id, detail).

@@ -51,7 +51,8 @@
     already_dropped_off: "dropoff.already",
     dropoff_cancelled: "dropoff.cancelled",
     dropoff_expired: "dropoff.expired",
-    no_capacity: "dropoff.no_capacity"
+    no_capacity: "dropoff.no_capacity",
+    bank_in_maintenance: "dropoff.maintenance"
   };
 
   function handleStart(answer, message, byQr) {

@@ -25,7 +25,11 @@
     lastPickup: null,
     a11y: false,
     layout: null,
-    mapDoor: null
+    mapDoor: null,
+    // Central's maintenance of this bank ({reason, until, nearby}) and the bank's time zone, as
+    // maintenance.js last read them from /api/status; null when the bank is open.
+    maintenance: null,
+    bankTimezone: null
   };
   // Screens whose heading is news (a door opened, a door failed, a lockout): read out at once.
   var ANNOUNCED = ["door-open", "door-problem", "deposit", "deposit-done", "locked"];
@@ -113,6 +117,9 @@
     if (enter) { enter(); }
   }
 
+  // Where "home" is: the maintenance screen while the bank is in maintenance.
+  function homeScreen() { return state.maintenance ? "maintenance" : "home"; }
+
   function goHome() {
     if (COURIER_SCREENS.indexOf(state.screen) >= 0) {
       api("POST", "/api/courier/logout");
@@ -120,7 +127,7 @@
     state.deposit = null;
     state.pendingTracking = null;
     setLanguage(config.language);
-    show("home");
+    show(homeScreen());
   }
 
   var ENTER = {
@@ -163,7 +170,7 @@
     document.addEventListener(type, touched, true);
   });
   setInterval(function () {
-    if (state.screen !== "home" && Date.now() - state.lastActivity > config.idleTimeoutS * 1000) {
+    if (state.screen !== homeScreen() && Date.now() - state.lastActivity > config.idleTimeoutS * 1000) {
       goHome();
       // Whoever walks up next may not need large text or the controls low down, and would
       // have to find the switch to get the usual screen back: the mode ends with the visit.
@@ -433,7 +440,7 @@
 
   $("door-problem-retry").addEventListener("click", function () {
     var last = state.lastPickup;
-    if (!last) { show("home"); return; }
+    if (!last) { show(homeScreen()); return; }
     var request = last.kind === "qr"
       ? api("POST", "/api/pickup/qr", { token: last.value })
       : api("POST", "/api/pickup", { code: last.value });
@@ -542,7 +549,8 @@
     no_accessible_compartment: "scan.no_accessible",
     already_deposited: "scan.already",
     reservation_cancelled: "scan.cancelled",
-    reservation_expired: "scan.expired"
+    reservation_expired: "scan.expired",
+    bank_in_maintenance: "scan.maintenance"
   };
 
   function startDeposit(tracking, size) {
@@ -824,7 +832,7 @@
     announce: announce, state: state, config: config, enter: ENTER, announced: ANNOUNCED,
     courierScreens: COURIER_SCREENS, showProblem: showProblem, showLocked: showLocked,
     courierExpired: courierExpired, bindKeypad: bindKeypad, edit: edit,
-    showDoorOpen: showDoorOpen, renderDoorMap: renderDoorMap
+    showDoorOpen: showDoorOpen, renderDoorMap: renderDoorMap, homeScreen: homeScreen
   };
 
   applyLanguage();

@@ -52,6 +52,7 @@ def test_a_heartbeat_records_health_and_last_seen(
         "server_time": int(clock().timestamp()),
         "online": True,
         "wanted_version": None,
+        "wanted_rollout": None,
     }
     row = node_row(sessions, node)
     assert row.last_seen_at == clock() and row.online and row.version == "1.2.3"

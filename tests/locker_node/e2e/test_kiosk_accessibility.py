@@ -8,7 +8,9 @@ that never ships); its reports go to test-artifacts/axe/<screen>-<lang>[-a11y].j
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 from locker_node.hardware.simulator import Fault
+from tests.locker_node.bank_settings import send_settings
 from tests.locker_node.dropoffs import CODE as DROPOFF_CODE
 from tests.locker_node.dropoffs import add_dropoff
 from tests.locker_node.e2e.test_kiosk_browser import (  # noqa: F401 (fixtures)
@@ -233,6 +236,52 @@ def test_every_drop_off_and_overflow_screen_passes_axe(
         "overflow",
         "overflow-done",
     ]
+
+
+@pytest.mark.parametrize("mode", MODES.keys())
+def test_the_maintenance_screen_passes_axe_and_keeps_pickups(
+    open_kiosk: Callable[..., Kiosk],  # noqa: F811
+    mode: str,
+) -> None:
+    """While central has the bank in maintenance the kiosk's home says why, until when (in the
+    bank's time) and where to go instead, and still leads to a pickup."""
+    language, a11y = MODES[mode]
+    kiosk = open_kiosk(kiosk={"language": language})
+    rig, page = kiosk.rig, kiosk.page
+    if a11y:
+        page.set_viewport_size(PORTRAIT)
+        page.locator("#a11y-toggle").click()
+    audit = Auditor(kiosk, mode, a11y=a11y)
+    until = datetime(2026, 3, 3, 17, 30, tzinfo=UTC)  # 18:30 in Madrid
+    send_settings(
+        rig.node.flows, 1, maintenance="Door repairs", until=until, timezone="Europe/Madrid"
+    )
+    page.reload()  # read at once, rather than at the kiosk's next look
+    if a11y:
+        page.locator("#a11y-toggle").click()
+
+    expect(kiosk.screen("maintenance")).to_be_visible()
+    expect(page.locator("#maintenance-reason")).to_contain_text("Door repairs")
+    # In the kiosk's language: 06:30 PM in English, 18:30 in Spanish.
+    expect(page.locator("#maintenance-until")).to_contain_text(re.compile(r"\b(18|06):30"))
+    expect(page.locator("#maintenance-nearby li")).to_have_count(2)
+    expect(page.locator("#maintenance-nearby li").first).to_contain_text("Station")
+    audit("maintenance")
+    if not a11y:
+        assert_fits(kiosk, "maintenance")
+        kiosk.screenshot(f"maintenance-{language}")
+
+    page.locator("#maintenance-pickup").click()
+    expect(kiosk.screen("pickup")).to_be_visible()
+    page.locator("#screen-pickup [data-goto='home']").click()
+    expect(kiosk.screen("maintenance")).to_be_visible()  # home is the maintenance screen
+    assert audit.seen == ["maintenance"]
+    if mode == "en":  # central ends it: the kiosk sees so by itself, no reload
+        send_settings(rig.node.flows, 2)
+        expect(kiosk.screen("home")).to_be_visible()
+        expect(page.locator("#go-dropoff")).to_be_visible()
+    if a11y:
+        kiosk.screenshot("a11y-maintenance-portrait")
 
 
 def press_until_focused(kiosk: Kiosk, selector: str, *, limit: int = 40) -> None:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.models import BankCapacity, Reservation
+from central.models import Bank, BankCapacity, Reservation
 from locker_node.store import repository as repo
 from locker_node.store.database import transaction
 from locker_node.store.schema import reservations
@@ -24,8 +24,13 @@ from tests.locker_node.sync.test_delivery import CarrierReceiver, dispatch, subs
 
 
 @pytest.fixture
-def node(make_node: Callable[..., SyncedNode]) -> SyncedNode:
-    """A node of bank NYC-1 that takes parcels with no reservation (`allow_walk_up`)."""
+def node(make_node: Callable[..., SyncedNode], sessions: sessionmaker[Session]) -> SyncedNode:
+    """A node of bank NYC-1 that takes parcels with no reservation (`allow_walk_up`): central's
+    bank policy says so, and its feed's bank settings override the node's configuration."""
+    with sessions.begin() as session:
+        bank = session.get(Bank, "NYC-1")
+        assert bank is not None
+        bank.allow_walk_up = True
     return make_node(deposit={"allow_walk_up": True})
 
 

@@ -1,0 +1,1 @@
+"""Paging: raised and resolved alerts go to the operators subscribed to them."""
