@@ -591,3 +591,15 @@ def test_fleet_page_shows_the_nodes_version_and_health(network: Network, page: P
     expect(row).to_be_visible()
     audit(page, "ops-fleet")
     screenshot(page, "fleet")
+
+    # A rollout set from the page shows against the bank, then stops (nodes keep what they run).
+    page.locator("#rollout-some").check()
+    page.locator("#rollout-banks").fill(BANK)
+    page.locator("#rollout-version").fill("9.9.9")
+    page.locator("#rollout-submit").click()
+    update_row = page.locator(f'#updates-rows tr[data-bank="{BANK}"]')
+    expect(update_row.locator("td").nth(2)).to_have_text("9.9.9")
+    expect(page.locator("#updates-rollouts")).to_contain_text(f"banks {BANK}")
+    page.locator("#rollout-stop").click()
+    expect(page.locator("#updates-rollouts")).to_contain_text("No rollout active")
+    expect(update_row.locator("td").nth(2)).to_have_text("—")
