@@ -54,8 +54,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## The suite runs on every core (pytest-xdist, at most four workers), a test file per worker at a
+## time; each worker has its own PostgreSQL database (tests/conftest.py). PYTEST_WORKERS=0: one
+## process. PYTEST_ARGS: more pytest options, e.g. PYTEST_ARGS='-k paging'.
+PYTEST_WORKERS ?= auto
 unit: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/allocation.py
