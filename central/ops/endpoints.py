@@ -74,9 +74,11 @@ async def _audited(
     target_id: str,
     reason: str | None,
     work: Callable[[Ctx], tuple[T, dict[str, Any]]],
+    admin_only: bool = True,
 ) -> T:
     """Run an admin's state change and audit it in the same transaction; audit a refusal (not an
-    admin, or the change refused) in a transaction of its own, since the change rolls back."""
+    admin, or the change refused) in a transaction of its own, since the change rolls back.
+    `admin_only=False`: a change any operator may make to what is theirs (their paging)."""
 
     def record(ctx: Ctx, outcome: str, detail: dict[str, Any] | None) -> None:
         accounts.audit(
@@ -92,7 +94,7 @@ async def _audited(
         )
 
     def unit(ctx: Ctx) -> T:
-        if operator.role != "admin":
+        if admin_only and operator.role != "admin":
             raise Forbidden()
         result, detail = work(ctx)
         record(ctx, "ok", detail or None)

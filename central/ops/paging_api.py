@@ -68,32 +68,17 @@ async def _audited_own(
     target_id: str,
     work: Callable[[Ctx], tuple[T, dict[str, Any]]],
 ) -> T:
-    """An operator's change to their own paging, audited like an admin's (`_audited`) but open
-    to every role: in its transaction when done, in one of its own when refused."""
-
-    def record(ctx: Ctx, outcome: str, detail: dict[str, Any] | None) -> None:
-        accounts.audit(
-            ctx.session,
-            now=ctx.now,
-            operator_id=operator.id,
-            action=action,
-            outcome=outcome,
-            target_type="page_subscription",
-            target_id=target_id,
-            detail=detail,
-        )
-
-    def unit(ctx: Ctx) -> T:
-        result, detail = work(ctx)
-        record(ctx, "ok", detail or None)
-        return result
-
-    try:
-        return await run_unit(request, unit)
-    except ApiError as exc:
-        code, refusal = exc.code, {"status": exc.status, "detail": exc.detail}
-        await run_unit(request, lambda ctx: record(ctx, code, refusal))
-        raise
+    """An operator's change to their own paging: audited like an admin's, open to every role."""
+    return await _audited(
+        request,
+        operator,
+        action=action,
+        target_type="page_subscription",
+        target_id=target_id,
+        reason=None,
+        work=work,
+        admin_only=False,
+    )
 
 
 def _require_admin(operator: Operator) -> None:
