@@ -274,7 +274,6 @@ def build_hardware(
     (tests pass gpiozero's `MockFactory`) replaces it.
     """
     from locker_node.boards import open_pin_factory
-    from locker_node.health.probes import build_health_probes
 
     ups = config.health.ups if config.central_url is not None else None
     opened = open_pin_factory(ups.pin_factory) if pin_factory is None and ups else None
@@ -282,6 +281,10 @@ def build_hardware(
     health = None
     try:
         if config.central_url is not None:
+            # Imported only here: gpiozero and the wire's schemas stay out of a node that has
+            # no central to report its health to.
+            from locker_node.health.probes import build_health_probes
+
             health = build_health_probes(config.health, data_dir=config.data_dir, pin_factory=gpio)
         built = build_boards(config.boards, pin_factory=gpio) if boards is None else dict(boards)
     except BaseException:

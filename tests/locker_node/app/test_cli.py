@@ -147,3 +147,25 @@ def test_the_kiosk_serves_without_the_modules_a_node_leaves_out() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["200", "422", "bad_input", "[]"]
+
+
+STANDALONE_CHECK = """
+import sys
+from locker_node.app import build_hardware
+from locker_node.config import load_config
+boards, health, gpio = build_hardware(load_config(sys.argv[1]), None, None)
+print(health is None, "gpiozero" in sys.modules, "locker_wire.schemas" in sys.modules)
+"""
+
+
+def test_a_node_without_central_loads_no_health_probes(tmp_path: Path) -> None:
+    """Health goes out with heartbeats: a node with no central to send them to builds no probes
+    and keeps gpiozero and the wire's schemas out of its memory (the kiosk's 80 MB budget)."""
+    done = subprocess.run(
+        [sys.executable, "-c", STANDALONE_CHECK, str(write(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False"]
