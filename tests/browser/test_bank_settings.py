@@ -4,117 +4,81 @@ its policy; carriers are refused and told, and the node's kiosk learns both from
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
 from central.models import WebhookDelivery
-from central.ops.accounts import Passwords, add_operator
-from tests.browser.test_mass_open import audit_accessibility
-from tests.browser.test_ops_dashboard import open_page, screenshot
-from tests.e2e.harness import BANK, World, create_world, e2e_bank, eventually, provision_node
-from tests.locker_node.e2e.nodes import NodeProcess, spawn
-from tests.locker_node.e2e.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.support import Network, audit, open_page, screenshot, sign_in
+from tests.browser.support import network as start_network
+from tests.e2e.harness import BANK, World, e2e_bank, eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ADMIN = ("settings-admin@ops.test", "admin-password-0123")
 VIEWER = ("settings-viewer@ops.test", "viewer-password-0123")
 NEIGHBOUR = "E2E-2"
-WAIT_MS = 20_000
 REASON = "Replacing the lock board"
+PAGE = f"/ops/banks/{BANK}"
 
 
-@dataclass
-class Network:
-    world: World
-    node: NodeProcess
-    kiosk: httpx.Client
-
-    @property
-    def base(self) -> str:
-        return self.world.base
-
-    def kiosk_status(self) -> dict[str, Any]:
-        answer = self.kiosk.get(f"{self.node.base_url}/api/status")
-        assert answer.status_code == 200, answer.text
-        status: dict[str, Any] = answer.json()
-        return status
-
-    def reserve(self, tracking: str) -> httpx.Response:
-        return httpx.post(
-            f"{self.base}/v1/reservations",
-            json={"tracking_number": tracking, "bank_id": BANK, "size": "S"},
-            headers=self.world.carrier.headers,
-        )
-
-    def queued(self, event_type: str) -> int:
-        with self.world.sessions() as session:
-            return len(
-                session.scalars(
-                    select(WebhookDelivery).where(WebhookDelivery.event_type == event_type)
-                ).all()
-            )
+def subscribe_to_webhooks(world: World) -> None:
+    """The carrier's webhook endpoint: what it is told of the maintenance is queued for it."""
+    hook = httpx.post(
+        f"{world.base}/v1/webhooks",
+        json={"url": "http://carrier.test/hooks", "secret": "whsec-0123456789abcdef"},
+        headers=world.carrier.headers,
+    )
+    assert hook.status_code == 201, hook.text
 
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    banks = [e2e_bank(), e2e_bank(NEIGHBOUR, name="Next door", lat=40.752, lon=-73.99)]
-    with create_world(tmp_path_factory.mktemp("bank-settings"), banks) as world:
-        passwords = Passwords(time_cost=1, memory_kib=1024, parallelism=1)
-        with world.sessions.begin() as session:
-            for (email, password), role in ((ADMIN, "admin"), (VIEWER, "viewer")):
-                add_operator(session, passwords, email, role, password, datetime.now(UTC))
-        with world.server():
-            hook = httpx.post(
-                f"{world.base}/v1/webhooks",
-                json={"url": "http://carrier.test/hooks", "secret": "whsec-0123456789abcdef"},
-                headers=world.carrier.headers,
-            )
-            assert hook.status_code == 201, hook.text
-            config, port = provision_node(world)
-            node = spawn(config, port=port)
-            try:
-                with httpx.Client(timeout=5) as kiosk:
-                    node.wait_ready(kiosk)
-                    yield Network(world, node, kiosk)
-            finally:
-                node.stop()
+    with start_network(
+        tmp_path_factory.mktemp("bank-settings"),
+        {ADMIN: "admin", VIEWER: "viewer"},
+        banks=[e2e_bank(), e2e_bank(NEIGHBOUR, name="Next door", lat=40.752, lon=-73.99)],
+        before_node=subscribe_to_webhooks,
+    ) as network:
+        yield network
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+def kiosk_status(network: Network) -> dict[str, Any]:
+    answer = network.kiosk.get(f"{network.node.base_url}/api/status")
+    assert answer.status_code == 200, answer.text
+    status: dict[str, Any] = answer.json()
+    return status
 
 
-def sign_in(page: Page, network: Network, who: tuple[str, str]) -> None:
-    page.goto(f"{network.base}/ops/banks/{BANK}")
-    expect(page).to_have_url(re.compile(r"/ops/login\?next="))
-    page.locator("#email").fill(who[0])
-    page.locator("#password").fill(who[1])
-    page.locator("#login-submit").click()
-    expect(page.locator("#operator-email")).to_have_text(who[0])
+def reserve(network: Network, tracking: str) -> httpx.Response:
+    return httpx.post(
+        f"{network.base}/v1/reservations",
+        json={"tracking_number": tracking, "bank_id": BANK, "size": "S"},
+        headers=network.world.carrier.headers,
+    )
+
+
+def queued(network: Network, event_type: str) -> int:
+    with network.world.sessions() as session:
+        return len(
+            session.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.event_type == event_type)
+            ).all()
+        )
 
 
 def test_maintenance_on_and_off_reaches_carriers_and_the_kiosk(
     network: Network, browser: Browser
 ) -> None:
-    assert network.reserve("ACME-BS-1").status_code == 201  # the carrier has a parcel there
+    assert reserve(network, "ACME-BS-1").status_code == 201  # the carrier has a parcel there
     until = (datetime.now(UTC) + timedelta(hours=3)).replace(second=0, microsecond=0)
     with open_page(browser) as page:
-        sign_in(page, network, ADMIN)
+        sign_in(page, network.base, ADMIN, PAGE)
         expect(page.locator("#maintenance-none")).to_be_visible()
         page.locator("#maintenance-reason").fill(REASON)
         page.locator("#maintenance-until").fill(until.strftime("%Y-%m-%dT%H:%M"))
@@ -123,39 +87,39 @@ def test_maintenance_on_and_off_reaches_carriers_and_the_kiosk(
         expect(page.locator("#maintenance-banner")).to_be_visible()
         expect(page.locator("#maintenance-summary")).to_contain_text(REASON)
         expect(page.locator("#maintenance-status")).to_have_text("The bank is in maintenance.")
-        refused = network.reserve("ACME-BS-2")
+        refused = reserve(network, "ACME-BS-2")
         assert refused.status_code == 409
         assert refused.json()["error"] == "bank_in_maintenance"
         assert [a["bank_id"] for a in refused.json()["alternatives"]] == [NEIGHBOUR]
-        assert network.queued("bank.maintenance_started") == 1
+        assert queued(network, "bank.maintenance_started") == 1
 
         def kiosk_in_maintenance() -> dict[str, Any] | None:
-            maintenance = network.kiosk_status().get("maintenance")
+            maintenance = kiosk_status(network).get("maintenance")
             return maintenance if maintenance and maintenance["reason"] == REASON else None
 
         maintenance = eventually(kiosk_in_maintenance, "the kiosk to show the maintenance")
         assert datetime.fromisoformat(maintenance["until"]) == until
         assert [n["bank_id"] for n in maintenance["nearby"]] == [NEIGHBOUR]
         screenshot(page, "bank-maintenance")
-        audit_accessibility(page, "ops-bank-maintenance", "#bank-maintenance")
+        audit(page, "ops-bank-maintenance", "#bank-maintenance")
 
         page.locator("#maintenance-end").click()
 
         expect(page.locator("#maintenance-banner")).to_be_hidden()
         expect(page.locator("#maintenance-none")).to_be_visible()
         eventually(
-            lambda: network.kiosk_status().get("maintenance") is None or None,
+            lambda: kiosk_status(network).get("maintenance") is None or None,
             "the kiosk to leave maintenance",
         )
-        assert network.reserve("ACME-BS-2").status_code == 201
-        assert network.queued("bank.maintenance_ended") == 1
+        assert reserve(network, "ACME-BS-2").status_code == 201
+        assert queued(network, "bank.maintenance_ended") == 1
 
 
 def test_a_policy_edit_reaches_the_node_and_a_viewer_only_reads_it(
     network: Network, browser: Browser
 ) -> None:
     with open_page(browser) as page:
-        sign_in(page, network, ADMIN)
+        sign_in(page, network.base, ADMIN, PAGE)
         expect(page.locator("#policy-hold-hours")).to_have_value("72")
         page.locator("#policy-hold-hours").fill("24")
         page.locator("#policy-walk-ups").check()
@@ -167,7 +131,7 @@ def test_a_policy_edit_reaches_the_node_and_a_viewer_only_reads_it(
         expect(page.locator("#policy-status")).to_contain_text("Saved")
 
         def kiosk_settings() -> dict[str, Any] | None:
-            settings = network.kiosk_status().get("settings")
+            settings = kiosk_status(network).get("settings")
             return settings if settings and settings["hold_hours"] == 24 else None
 
         settings = eventually(kiosk_settings, "the policy to reach the node")
@@ -175,10 +139,10 @@ def test_a_policy_edit_reaches_the_node_and_a_viewer_only_reads_it(
         assert settings["opening_hours"]["mon"] == [["08:00", "12:00"], ["13:00", "20:00"]]
         assert "sat" not in settings["opening_hours"]
         screenshot(page, "bank-policy")
-        audit_accessibility(page, "ops-bank-policy", "#bank-policy")
+        audit(page, "ops-bank-policy", "#bank-policy")
 
     with open_page(browser) as page:
-        sign_in(page, network, VIEWER)
+        sign_in(page, network.base, VIEWER, PAGE)
         expect(page.locator("#policy-hold-hours")).to_have_value("24")
         expect(page.locator("#policy-hold-hours")).to_be_disabled()  # its fieldset is
         expect(page.locator("#maintenance-form")).to_have_count(0)

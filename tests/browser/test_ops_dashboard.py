@@ -11,136 +11,56 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 from sqlalchemy import select
 
 from central.models import Alert, Notice, Reservation
-from central.ops.accounts import Passwords, add_operator
 from central.ops.pages import safe_next
 from locker_node.store import outbox as node_outbox
-from locker_node.store.database import database_path, transaction
-from locker_node.store.database import make_engine as make_node_engine
-from tests.e2e.harness import (
-    BANK,
-    World,
-    create_world,
-    deposit,
-    eventually,
-    provision_node,
-    reserve,
+from tests.browser.support import (
+    WAIT_MS,
+    Allowed,
+    Network,
+    audit,
+    open_page,
+    screenshot,
+    sign_in,
+    source,
 )
-from tests.locker_node.e2e.nodes import NodeProcess, spawn
-from tests.locker_node.e2e.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.support import network as start_network
+from tests.e2e.harness import BANK, deposit, eventually, reserve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 ADMIN = ("admin@ops.test", "admin-password-0123")
 VIEWER = ("viewer@ops.test", "viewer-password-0123")
-WAIT_MS = 20_000  # node sync, event application and one poll of the page fit well within this
-
-
-@dataclass
-class Network:
-    world: World
-    node: NodeProcess
-    kiosk: httpx.Client
-    config: Path
-
-    @property
-    def base(self) -> str:
-        return self.world.base
-
-    def node_audit(self, action: str, command_id: str) -> bool:
-        engine = make_node_engine(database_path(self.config.parent / "data"))
-        try:
-            with transaction(engine) as conn:
-                return node_outbox.audit_for_command(conn, action, command_id) is not None
-        finally:
-            engine.dispose()
 
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     """Central (with an admin and a viewer) and the bank's enrolled node, shared by the module."""
-    with create_world(tmp_path_factory.mktemp("ops")) as world:
-        # The accounts' own function; cheap hashing parameters keep sign-in quick in tests.
-        passwords = Passwords(time_cost=1, memory_kib=1024, parallelism=1)
-        with world.sessions.begin() as session:
-            for (email, password), role in ((ADMIN, "admin"), (VIEWER, "viewer")):
-                add_operator(session, passwords, email, role, password, datetime.now(UTC))
-        with world.server():
-            config, port = provision_node(world)
-            node = spawn(config, port=port)
-            try:
-                with httpx.Client(timeout=5) as kiosk:
-                    node.wait_ready(kiosk)
-                    yield Network(world, node, kiosk, config)
-            finally:
-                node.stop()
+    operators = {ADMIN: "admin", VIEWER: "viewer"}
+    with start_network(tmp_path_factory.mktemp("ops"), operators) as network:
+        yield network
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+def refused_sign_in(message: ConsoleMessage) -> bool:
+    """The browser logs the 401 of a refused sign-in; the form showing it is tested."""
+    return "status of 401" in message.text and source(message).endswith("/ops/api/session")
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with open_page(browser) as page:
-        yield page
+def expected_console_errors() -> Allowed:
+    return refused_sign_in
 
 
-@contextmanager
-def open_page(browser: Browser, timezone_id: str = "UTC") -> Iterator[Page]:
-    """A fresh browser profile; a console error (a CSP refusal, a script error, a failed
-    request) fails the test."""
-    context = browser.new_context(
-        viewport={"width": 1360, "height": 900}, locale="en-US", timezone_id=timezone_id
-    )
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        url = str(message.location.get("url", ""))
-        # The browser logs the 401 of a refused sign-in; the form showing it is tested.
-        refused_sign_in = "status of 401" in message.text and url.endswith("/ops/api/session")
-        if message.type == "error" and not refused_sign_in:
-            errors.append(f"{message.text} at {url}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == []
-
-
-def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=full_page)
-
-
-def sign_in(page: Page, network: Network, who: tuple[str, str], path: str = "/ops") -> None:
-    page.goto(f"{network.base}{path}")
-    expect(page).to_have_url(re.compile(r"/ops/login\?next="))
-    page.locator("#email").fill(who[0])
-    page.locator("#password").fill(who[1])
-    page.locator("#login-submit").click()
-    expect(page.locator("#operator-email")).to_have_text(who[0])
-    expect(page).to_have_url(f"{network.base}{path}")
+def node_audited(network: Network, action: str, command_id: str) -> bool:
+    with network.node_database() as conn:
+        return node_outbox.audit_for_command(conn, action, command_id) is not None
 
 
 def test_admin_sees_a_deposit_change_occupancy_without_reloading(
@@ -153,7 +73,7 @@ def test_admin_sees_a_deposit_change_occupancy_without_reloading(
     page.locator("#password").fill("not-the-password")
     page.locator("#login-submit").click()
     expect(page.locator("#login-error")).to_have_text("Wrong email or password.")
-    sign_in(page, network, ADMIN)
+    sign_in(page, network.base, ADMIN)
     expect(page.locator("#operator-role")).to_have_text("admin")
     small = page.locator(f'tr[data-bank="{BANK}"] td[data-class="S"]')
     expect(small).to_have_attribute("data-occupied", "0")
@@ -183,7 +103,7 @@ def test_admin_sees_a_deposit_change_occupancy_without_reloading(
 
 
 def test_admin_raises_and_acknowledges_an_alert(network: Network, page: Page) -> None:
-    sign_in(page, network, ADMIN, "/ops/alerts")
+    sign_in(page, network.base, ADMIN, "/ops/alerts")
     page.locator("#raise-bank").fill(BANK)
     page.locator("#raise-note").fill("Graffiti on the bank's front panel")
     page.locator("#raise-submit").click()
@@ -207,7 +127,7 @@ def test_admin_raises_and_acknowledges_an_alert(network: Network, page: Page) ->
 
 
 def test_admin_opens_a_door_remotely_and_the_node_does_it(network: Network, page: Page) -> None:
-    sign_in(page, network, ADMIN, f"/ops/banks/{BANK}")
+    sign_in(page, network.base, ADMIN, f"/ops/banks/{BANK}")
     page.locator('#compartment-grid [data-size="M"][data-state="free"]').first.click()
     dialog = page.locator("#compartment-dialog")
     expect(dialog).to_be_visible()
@@ -224,7 +144,7 @@ def test_admin_opens_a_door_remotely_and_the_node_does_it(network: Network, page
     expect(status).to_contain_text("acknowledged")
     command_id = status.get_attribute("data-command-id")
     assert command_id
-    assert network.node_audit("remote_open", command_id)
+    assert node_audited(network, "remote_open", command_id)
     screenshot(page, "bank-remote-open", full_page=False)  # the dialog's backdrop fills the view
 
 
@@ -248,7 +168,7 @@ def a_parcel_and_an_open_alert(network: Network) -> None:
 
 def test_viewer_sees_no_controls_and_cannot_act(network: Network, page: Page) -> None:
     a_parcel_and_an_open_alert(network)
-    sign_in(page, network, VIEWER, f"/ops/banks/{BANK}")
+    sign_in(page, network.base, VIEWER, f"/ops/banks/{BANK}")
     expect(page.locator("#operator-role")).to_have_text("viewer")
     expect(page.locator("#compartment-grid [data-label]").first).to_be_visible()
     # A parcel and an alert are there; their action buttons are not.
@@ -283,7 +203,7 @@ def test_viewer_sees_no_controls_and_cannot_act(network: Network, page: Page) ->
 
 
 def test_charts_and_reports_render(network: Network, page: Page) -> None:
-    sign_in(page, network, ADMIN, "/ops/charts")
+    sign_in(page, network.base, ADMIN, "/ops/charts")
     for chart in ("occupancy", "dwell", "throughput", "faults"):
         expect(page.locator(f"figure:has(#{chart}-chart)")).to_have_attribute(
             "data-points", re.compile(r"^\d+$")
@@ -305,7 +225,7 @@ def test_charts_and_reports_render(network: Network, page: Page) -> None:
 
 def test_overview_fits_a_phone_screen(network: Network, page: Page) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
-    sign_in(page, network, ADMIN)
+    sign_in(page, network.base, ADMIN)
     expect(page.locator(f'tr[data-bank="{BANK}"]')).to_be_visible()
     # The page itself never scrolls sideways; a wide table scrolls inside its own box.
     page.evaluate("window.scrollTo(1000, 0)")
@@ -328,7 +248,7 @@ def freeze_polling(page: Page) -> None:
 
 
 def test_compartment_dialog_shows_an_actions_outcome_at_once(network: Network, page: Page) -> None:
-    sign_in(page, network, ADMIN, f"/ops/banks/{BANK}")
+    sign_in(page, network.base, ADMIN, f"/ops/banks/{BANK}")
     cell = page.locator('#compartment-grid [data-state="free"]').last
     label = cell.get_attribute("data-label")
     freeze_polling(page)
@@ -410,7 +330,7 @@ def add_system_alerts(network: Network) -> dict[str, str]:
 
 def test_alerts_say_what_happened_in_words(network: Network, page: Page) -> None:
     raw = add_system_alerts(network)
-    sign_in(page, network, ADMIN, "/ops/alerts?status=all")
+    sign_in(page, network.base, ADMIN, "/ops/alerts?status=all")
     door = page.locator('#alert-rows tr[data-alert-type="door_left_open"]').first
     expect(door).to_contain_text("Door A03 left open for 75 s")
     offline = page.locator('#alert-rows tr[data-alert-type="bank_offline"]').first
@@ -437,8 +357,8 @@ def test_alerts_say_what_happened_in_words(network: Network, page: Page) -> None
 
 def test_times_carry_their_time_zone(network: Network, browser: Browser) -> None:
     add_system_alerts(network)
-    with open_page(browser, timezone_id="America/New_York") as page:
-        sign_in(page, network, ADMIN, "/ops/alerts?status=all&type=door_left_open")
+    with open_page(browser, timezone_id="America/New_York", allow=refused_sign_in) as page:
+        sign_in(page, network.base, ADMIN, "/ops/alerts?status=all&type=door_left_open")
         raised = page.locator("#alert-rows tr[data-alert-type] td time").first
         expect(raised).to_have_text(re.compile(r"02:02\sPM EST$"))
         offline = page.locator('#alert-rows tr[data-alert-type="bank_offline"]')
@@ -530,7 +450,7 @@ def test_a_parcels_notices_show_in_the_bank_parcel_and_overview_pages(
     network: Network, page: Page
 ) -> None:
     rid, tracking = add_notices(network)
-    sign_in(page, network, VIEWER, f"/ops/banks/{BANK}")
+    sign_in(page, network.base, VIEWER, f"/ops/banks/{BANK}")
     toggle = page.locator(f'#bank-parcels tr[data-reservation="{rid}"] .notice-toggle')
     expect(toggle).to_have_text(re.compile(r"1 sent\s*·\s*⚠ 1 failed\s*·\s*1 waiting"))
     expect(toggle).to_have_attribute("aria-expanded", "false")
@@ -573,9 +493,7 @@ def test_a_parcels_notices_show_in_the_bank_parcel_and_overview_pages(
 
 def test_fleet_page_shows_the_nodes_version_and_health(network: Network, page: Page) -> None:
     # The real node process reports its computer's health with each heartbeat (fleet health).
-    from tests.browser.test_overview_map import audit
-
-    sign_in(page, network, ADMIN, "/ops/fleet")
+    sign_in(page, network.base, ADMIN, "/ops/fleet")
     row = page.locator(f'#fleet-rows tr[data-bank="{BANK}"]')
     expect(row).to_be_visible(timeout=WAIT_MS)
     expect(row.locator("td").nth(0)).to_have_text("online")

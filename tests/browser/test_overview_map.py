@@ -10,16 +10,14 @@ test-artifacts/axe/ops-overview.json.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,7 +25,6 @@ from central.config import CentralSettings
 from central.context import Ctx
 from central.models import Actor, Compartment, ReservationStatus
 from central.nodes.enrollment import enroll, issue_enrollment_token
-from central.ops.accounts import Passwords, add_operator
 from central.ops.alerts import raise_alert
 from central.reservations import repository as reservations_repository
 from central.reservations.schemas import ReservationCreate
@@ -35,15 +32,19 @@ from central.reservations.service import create
 from central.reservations.transitions import transition
 from locker_wire import signing
 from locker_wire.schemas import EnrollmentRequest
+from tests.browser.support import (
+    add_operators,
+    audit,
+    open_page,
+    screenshot,
+    serving,
+    sign_in,
+    source,
+)
 from tests.e2e.harness import World, create_world, e2e_bank
-from tests.locker_node.e2e.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-AXE = ROOT / "central" / "ops" / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
-AXE_REPORTS = ROOT / "test-artifacts" / "axe"
 VIEWER = ("map-viewer@ops.test", "viewer-password-0123")
 TILES = "https://tile.openstreetmap.org/"
 # A 1x1 PNG: what the played tile server answers for every tile.
@@ -118,29 +119,15 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for i, (bank_id, (name, spec, *_)) in enumerate(BANKS.items())
     ]
     with create_world(tmp_path_factory.mktemp("map"), banks) as world:
-        now = datetime.now(UTC)
-        passwords = Passwords(time_cost=1, memory_kib=1024, parallelism=1)
+        add_operators(world, {VIEWER: "viewer"})
         with world.sessions.begin() as session:
-            add_operator(session, passwords, VIEWER[0], "viewer", VIEWER[1], now)
-            seed(session, world, now)
+            seed(session, world, datetime.now(UTC))
         # The harness turns tiles off for every other test; here they are on, with the default
         # (OpenStreetMap's) URL, which Playwright plays.
-        with pytest.MonkeyPatch.context() as env:
-            default = CentralSettings.model_fields["map_tile_url"].default
-            assert default.startswith(TILES)
-            env.setenv("LOCKER_MAP_TILE_URL", default)
-            with world.server():
-                yield world.base
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+        default = CentralSettings.model_fields["map_tile_url"].default
+        assert default.startswith(TILES)
+        with serving(world, {"LOCKER_MAP_TILE_URL": default}):
+            yield world.base
 
 
 def with_maintenance(route: Route) -> None:
@@ -152,50 +139,29 @@ def with_maintenance(route: Route) -> None:
     route.fulfill(response=response, json=data)
 
 
+def failed_tile(message: ConsoleMessage) -> bool:
+    """A tile the played tile server refused (the map is tested without them)."""
+    return source(message).startswith(TILES) and message.text.startswith("Failed to load resource")
+
+
 @contextmanager
 def open_overview(
     browser: Browser, base: str, tiles: Callable[[Route], None]
 ) -> Iterator[tuple[Page, list[str]]]:
     """The signed-in overview with the tile server played by `tiles`. Any console error fails
     the test except a failed load of a tile; the tile URLs asked for are listed."""
-    context = browser.new_context(viewport={"width": 1360, "height": 900}, locale="en-US")
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    errors: list[str] = []
     asked: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        url = str(message.location.get("url", ""))
-        failed_tile = url.startswith(TILES) and message.text.startswith("Failed to load resource")
-        if message.type == "error" and not failed_tile:
-            errors.append(f"{message.text} at {url}")
 
     def tile(route: Route) -> None:
         asked.append(route.request.url)
         tiles(route)
 
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.route(f"{TILES}**", tile)
-    page.route(re.compile(r".*/ops/api/overview\?.*"), with_maintenance)
-    page.goto(f"{base}/ops")
-    page.locator("#email").fill(VIEWER[0])
-    page.locator("#password").fill(VIEWER[1])
-    page.locator("#login-submit").click()
-    expect(page.locator("#operator-email")).to_have_text(VIEWER[0])
-    try:
+    with open_page(browser, allow=failed_tile) as page:
+        page.route(f"{TILES}**", tile)
+        page.route(re.compile(r".*/ops/api/overview\?.*"), with_maintenance)
+        sign_in(page, base, VIEWER)
         expect(page.locator("#bank-map path.bank-marker")).to_have_count(len(BANKS))
-    except AssertionError:
-        print(
-            "DEBUG",
-            errors,
-            page.locator("#bank-map").inner_html()[:2000],
-            page.locator("#regions").inner_text()[:500],
-        )
-        raise
-    yield page, asked
-    context.close()
-    assert errors == []
+        yield page, asked
 
 
 POPUP_IN_VIEW = """() => {
@@ -210,22 +176,6 @@ POPUP_IN_VIEW = """() => {
 
 def marker(page: Page, bank_id: str) -> Any:
     return page.locator(f'#bank-map path.bank-marker[data-bank="{bank_id}"]')
-
-
-def audit(page: Page, name: str) -> None:
-    """axe-core over the page: no serious or critical violation."""
-    page.evaluate(AXE.read_text(encoding="utf-8"))
-    report: list[dict[str, Any]] = page.evaluate(
-        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-    )
-    AXE_REPORTS.mkdir(parents=True, exist_ok=True)
-    (AXE_REPORTS / f"{name}.json").write_text(json.dumps(report, indent=2))
-    bad = [
-        (v["id"], v["impact"], [node["target"] for node in v["nodes"]])
-        for v in report
-        if v["impact"] in ("serious", "critical")
-    ]
-    assert bad == []
 
 
 def served(route: Route) -> None:
@@ -280,8 +230,7 @@ def test_banks_on_the_map_by_occupancy_and_state_with_a_popup_each(
         expect(alerts).to_have_attribute("href", "/ops/alerts?bank_id=MAP-MID")
         # The popup pans the map until all of it is in view, clear of the zoom buttons.
         page.wait_for_function(POPUP_IN_VIEW)
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=SCREENSHOTS / "overview-map.png", animations="disabled")
+        screenshot(page, "overview-map", full_page=False, animations="disabled")
         audit(page, "ops-overview")
 
         page.locator("#bank-map .leaflet-popup-close-button").click()
@@ -319,13 +268,12 @@ def test_the_map_works_from_the_keyboard(base: str, browser: Browser) -> None:
 
 
 def test_with_the_tile_server_unreachable_the_banks_still_show(base: str, browser: Browser) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with open_overview(browser, base, lambda route: route.abort()) as (page, asked):
         expect(page.locator("#map-status")).to_contain_text("could not be loaded")
         assert asked
         expect(page.locator("#bank-map img.leaflet-tile-loaded")).to_have_count(0)
         expect(marker(page, "MAP-HIGH")).to_have_class(re.compile(r"\bocc-high\b"))
-        page.screenshot(path=SCREENSHOTS / "overview-map-no-tiles.png", full_page=True)
+        screenshot(page, "overview-map-no-tiles")
         marker(page, "MAP-LOW").click()
         popup = page.locator("#bank-map .leaflet-popup .bank-popup")
         expect(popup).to_have_attribute("data-bank", "MAP-LOW")

@@ -4,41 +4,29 @@ and sees the page the job sent in the outbox; the page passes axe-core."""
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from central.ops.accounts import Passwords, add_operator
 from central.paging.senders import WebhookSender
 from central.paging.tasks import PageDispatcher, PagingChannels, run_paging
+from tests.browser.support import audit, central, sign_in
 from tests.central.paging.support import raise_alert
 from tests.central.paging.test_acceptance import HookServer
-from tests.e2e.harness import BANK, World, create_world
-from tests.locker_node.e2e.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.harness import BANK, World
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-AXE = ROOT / "central" / "ops" / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
-REPORTS = ROOT / "test-artifacts" / "axe"
 ADMIN = ("pager@ops.test", "pager-password-0123")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with create_world(tmp_path_factory.mktemp("paging")) as world:
-        passwords = Passwords(time_cost=1, memory_kib=1024, parallelism=1)
-        with world.sessions.begin() as session:
-            add_operator(session, passwords, ADMIN[0], "admin", ADMIN[1], datetime.now(UTC))
-        with world.server():
-            yield world
+    with central(tmp_path_factory.mktemp("paging"), {ADMIN: "admin"}) as world:
+        yield world
 
 
 @pytest.fixture(scope="module")
@@ -49,44 +37,10 @@ def hooks() -> Iterator[HookServer]:
     server.stop()
 
 
-@pytest.fixture
-def page() -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser: Browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1360, "height": 900}, locale="en-US")
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        yield page
-        browser.close()
-        assert errors == []
-
-
-def _axe(page: Page, name: str) -> None:
-    page.evaluate(AXE.read_text(encoding="utf-8"))
-    report: list[dict[str, Any]] = page.evaluate(
-        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-    )
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / f"{name}.json").write_text(json.dumps(report, indent=2))
-    bad = [
-        (v["id"], [n["target"] for n in v["nodes"]])
-        for v in report
-        if v["impact"] in ("serious", "critical")
-    ]
-    assert bad == []
-
-
 def test_an_admin_sets_up_paging_and_sees_the_page_go(
     world: World, hooks: HookServer, page: Page
 ) -> None:
-    page.goto(f"{world.base}/ops/paging")
-    expect(page).to_have_url(re.compile(r"/ops/login\?next="))
-    page.locator("#email").fill(ADMIN[0])
-    page.locator("#password").fill(ADMIN[1])
-    page.locator("#login-submit").click()
+    sign_in(page, world.base, ADMIN, "/ops/paging")
     expect(page.locator("h1")).to_have_text("Paging")
 
     page.get_by_label("Name").fill("ops-chat")
@@ -111,7 +65,7 @@ def test_an_admin_sets_up_paging_and_sees_the_page_go(
     expect(mine).to_contain_text("Door faulty")
     expect(mine).to_contain_text("Webhook: ops-chat")
     expect(page.locator("#all-subscriptions")).to_contain_text(ADMIN[0])
-    _axe(page, "ops-paging")
+    audit(page, "ops-paging")
 
     with world.sessions.begin() as session:
         raise_alert(

@@ -11,15 +11,14 @@ every request here comes from 127.0.0.1: the tests load few pages between them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 from sqlalchemy import select
 
 from central.models import Notice, Reservation, ReservationStatus
@@ -27,15 +26,16 @@ from central.nodes.enrollment import issue_enrollment_token
 from central.notices.pickup import seal_pickup
 from central.notices.tokens import make_page_token
 from locker_wire import signing
-from tests.e2e.harness import BANK, World, create_world
-from tests.locker_node.e2e.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import support
+from tests.browser.support import central
+from tests.e2e.harness import BANK, World
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 CODE = "4815162342"
 QR_PAYLOAD = "LKR1:browser-test-qr"
 PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
 
 
 @dataclass
@@ -95,7 +95,7 @@ def ready_parcel(world: World, tracking: str, recipient: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def parcels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parcels]:
-    with create_world(tmp_path_factory.mktemp("parcel-page")) as world, world.server():
+    with central(tmp_path_factory.mktemp("parcel-page"), {}) as world:
         enroll_node(world)
         english = ready_parcel(world, "ACME-PAGE-EN", {"email": "ann@example.com"})
         spanish = ready_parcel(
@@ -104,42 +104,21 @@ def parcels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parcels]:
         yield Parcels(world, english, spanish)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+def error_page(message: ConsoleMessage) -> bool:
+    """The status of the error pages themselves, which is what they are for."""
+    return "status of 404" in message.text or "status of 410" in message.text
 
 
-@contextmanager
-def open_page(browser: Browser, viewport: dict[str, int] | None = None) -> Iterator[Page]:
+def open_page(
+    browser: Browser, viewport: dict[str, int] | None = None
+) -> AbstractContextManager[Page]:
     """A fresh profile; a console error (a CSP refusal, a failed load) fails the test, but for
-    the status of the error pages themselves, which is what they are for."""
-    context = browser.new_context(
-        viewport=viewport or {"width": 1280, "height": 900}, locale="en-US", timezone_id="UTC"
-    )
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        expected = "status of 404" in message.text or "status of 410" in message.text
-        if message.type == "error" and not expected:
-            errors.append(f"{message.text} at {message.location.get('url', '')}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == []
+    the status of the error pages."""
+    return support.open_page(browser, viewport=viewport or DESKTOP, allow=error_page)
 
 
 def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"parcel-page-{name}.png", full_page=True)
+    support.screenshot(page, f"parcel-page-{name}")
 
 
 def expect_qr_loaded(page: Page) -> None:

@@ -7,124 +7,62 @@ test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from contextlib import AbstractContextManager
 
 import pytest
-from playwright.sync_api import (
-    Browser,
-    ConsoleMessage,
-    Page,
-    Request,
-    expect,
-    sync_playwright,
-)
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect
 
-from central.ops.accounts import Passwords, add_operator
+from tests.browser.support import (
+    add_operators,
+    audit,
+    open_page,
+    screenshot,
+    serving,
+    sign_in,
+    source,
+)
 from tests.e2e.harness import World, create_world
-from tests.locker_node.e2e.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-AXE = ROOT / "central" / "ops" / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
-AXE_REPORTS = ROOT / "test-artifacts" / "axe"
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 ADMIN = ("admin@ops.test", "admin-password-0123")
 INVITEE = ("new.operator@ops.test", "the invitee's own passphrase")
+VIEWPORT = {"width": 1280, "height": 900}
+CLIPBOARD = ("clipboard-read", "clipboard-write")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """Central with one admin; its links name the address it really listens on."""
     with create_world(tmp_path_factory.mktemp("team")) as world:
-        passwords = Passwords(time_cost=1, memory_kib=1024, parallelism=1)
-        with world.sessions.begin() as session:
-            add_operator(session, passwords, ADMIN[0], "admin", ADMIN[1], datetime.now(UTC))
-        with pytest.MonkeyPatch.context() as env:
-            # The server's environment is this process's: see tests.e2e.harness.central_server.
-            env.setenv("LOCKER_PUBLIC_URL", world.base)
-            env.setenv("LOCKER_OPS_ARGON2_TIME_COST", "1")
-            env.setenv("LOCKER_OPS_ARGON2_MEMORY_KIB", "1024")
-            env.setenv("LOCKER_OPS_ARGON2_PARALLELISM", "1")
-            with world.server():
-                yield world
+        add_operators(world, {ADMIN: "admin"})
+        env = {
+            "LOCKER_PUBLIC_URL": world.base,
+            "LOCKER_OPS_ARGON2_TIME_COST": "1",
+            "LOCKER_OPS_ARGON2_MEMORY_KIB": "1024",
+            "LOCKER_OPS_ARGON2_PARALLELISM": "1",
+        }
+        with serving(world, env):
+            yield world
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+def refused_link(message: ConsoleMessage) -> bool:
+    """The browser logs the refusal of an unusable link; the page showing it is tested."""
+    return "status of 4" in message.text and source(message).endswith("/ops/api/account/link")
 
 
-@contextmanager
-def open_page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser profile, with clipboard access; a console error fails the test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    context.grant_permissions(["clipboard-read", "clipboard-write"])
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        url = str(message.location.get("url", ""))
-        # The browser logs the refusal of an unusable link; the page showing it is tested.
-        refused = "status of 4" in message.text and url.endswith("/ops/api/account/link")
-        if message.type == "error" and not refused:
-            errors.append(f"{message.text} at {url}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == []
-
-
-def sign_in(page: Page, base: str, who: tuple[str, str], path: str) -> None:
-    page.goto(f"{base}{path}")
-    expect(page).to_have_url(re.compile(r"/ops/login\?next="))
-    page.locator("#email").fill(who[0])
-    page.locator("#password").fill(who[1])
-    page.locator("#login-submit").click()
-    expect(page.locator("#operator-email")).to_have_text(who[0])
-    expect(page).to_have_url(f"{base}{path}")
-
-
-def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
-
-
-def audit_accessibility(page: Page, name: str) -> None:
-    """axe-core over the page: no serious or critical violation."""
-    page.evaluate(AXE.read_text(encoding="utf-8"))
-    violations: list[dict[str, Any]] = page.evaluate(
-        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-    )
-    AXE_REPORTS.mkdir(parents=True, exist_ok=True)
-    (AXE_REPORTS / f"{name}.json").write_text(json.dumps(violations, indent=2))
-    bad = [
-        (v["id"], [node["target"] for node in v["nodes"]])
-        for v in violations
-        if v["impact"] in ("serious", "critical")
-    ]
-    assert bad == [], bad
+def open_team_page(browser: Browser) -> AbstractContextManager[Page]:
+    """A fresh browser profile, with clipboard access."""
+    return open_page(browser, viewport=VIEWPORT, permissions=CLIPBOARD, allow=refused_link)
 
 
 def test_an_invited_operator_signs_in_and_loses_the_session_when_disabled(
     world: World, browser: Browser
 ) -> None:
     base = world.base
-    with open_page(browser) as admin, open_page(browser) as invitee:
+    with open_team_page(browser) as admin, open_team_page(browser) as invitee:
         sign_in(admin, base, ADMIN, "/ops/team")
         admin.locator("#invite-email").fill(INVITEE[0])
         admin.locator("#invite-role").select_option("viewer")
@@ -139,7 +77,7 @@ def test_an_invited_operator_signs_in_and_loses_the_session_when_disabled(
         assert admin.evaluate("navigator.clipboard.readText()") == link
         row = admin.locator(f'#team-rows tr[data-operator="{INVITEE[0]}"]')
         expect(row).to_have_attribute("data-state", "invited")
-        audit_accessibility(admin, "ops-team")
+        audit(admin, "ops-team")
         screenshot(admin, "team")
 
         # The invitee, in a browser of their own, with nothing but the link.
@@ -152,7 +90,7 @@ def test_an_invited_operator_signs_in_and_loses_the_session_when_disabled(
         assert invitee.url == f"{base}/ops/account"
         invitee.locator("#account-password").fill("short")
         expect(invitee.locator("#password-hint")).to_contain_text("more characters needed")
-        audit_accessibility(invitee, "ops-account")
+        audit(invitee, "ops-account")
         screenshot(invitee, "account")
         invitee.locator("#account-password").fill(INVITEE[1])
         expect(invitee.locator("#password-hint")).to_have_text("Strong.")
@@ -184,7 +122,7 @@ def test_an_invited_operator_signs_in_and_loses_the_session_when_disabled(
         expect(invitee.locator("#account-refused")).to_have_attribute("data-code", "link_used")
         expect(invitee.locator("#account-title")).to_have_text("This link cannot be used")
         assert invitee.url == f"{base}/ops/account"
-        audit_accessibility(invitee, "ops-account-refused")
+        audit(invitee, "ops-account-refused")
         screenshot(invitee, "account-refused")
         # Another link pasted into the same page: only the fragment changes, the page checks it.
         invitee.goto(f"{base}/ops/account#{'x' * 43}")

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from locker_node.hardware.simulator import Fault
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, launch_chromium
 from tests.locker_node.e2e.nodes import free_port
 from tests.locker_node.kiosk.rig import (
     COURIER_CODE,
@@ -28,17 +29,7 @@ from tests.locker_node.kiosk.rig import (
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS"]  # where other modules import them from; see support
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "kiosk"
 
 
@@ -108,12 +99,8 @@ def serve(rig: Rig) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")
