@@ -62,6 +62,15 @@ app.add_typer(operator_app, name="operator")
 add_settings_commands(bank_app, build_keys=build_keys, audit=audit)  # bank maintenance, policy
 
 
+def configure_logging() -> None:
+    """Central's own INFO lines; httpx and httpcore only from WARNING up. httpx logs every
+    request's full URL at INFO: carriers' webhook endpoints and paging targets may carry a token
+    in theirs, and central's own code logs a failed delivery with the host only."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=1)
@@ -361,7 +370,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the carrier API (and /docs); runs the background jobs too unless --no-scheduler."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     settings = _settings()
     jobs = scheduler and settings.scheduler_enabled
     _serve(settings, host, port, workers, jobs, access_log=access_log)
@@ -478,7 +487,7 @@ def demo(
         typer.echo(f"  API key ({carrier_id:5}) {key}")
     typer.echo(f"  try: curl -H 'Authorization: Bearer {credentials['usps']}' {base}/v1/banks")
     typer.echo("")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     _serve(settings, host, port, 1, settings.scheduler_enabled)
 
 

@@ -104,3 +104,23 @@ def test_node_command_will_not_open_several_doors_without_a_second_admin(env: st
     )
     assert result.exit_code != 0
     assert "second admin" in result.output
+
+
+def test_central_keeps_request_urls_out_of_its_log(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx logs each request's full URL at INFO; webhook endpoints may carry a token in it."""
+    import logging
+
+    import httpx
+
+    from central.cli import configure_logging
+
+    for name in ("httpx", "httpcore"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    configure_logging()
+    transport = httpx.MockTransport(lambda request: httpx.Response(204))
+    with caplog.at_level(logging.INFO), httpx.Client(transport=transport) as client:
+        client.post("https://hooks.example.net/services/T000/B000/secret-token", json={})
+    assert "secret-token" not in caplog.text
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
