@@ -174,6 +174,12 @@ POPUP_IN_VIEW = """() => {
 }"""
 
 
+# The popup in view and the map no longer panning (Leaflet marks its pane while it pans).
+POPUP_SETTLED = (
+    f"() => !document.querySelector('#bank-map .leaflet-pan-anim') && ({POPUP_IN_VIEW})()"
+)
+
+
 def marker(page: Page, bank_id: str) -> Any:
     return page.locator(f'#bank-map path.bank-marker[data-bank="{bank_id}"]')
 
@@ -240,6 +246,8 @@ def test_banks_on_the_map_by_occupancy_and_state_with_a_popup_each(
         expect(popup.locator("[data-maintenance]")).to_contain_text("Door panel replacement")
         expect(popup.locator(".pill.ok")).to_have_text("online")
 
+        # Clicked once the popup's pan has ended: a click during the pan can miss the link.
+        page.wait_for_function(POPUP_SETTLED)
         popup.locator("[data-bank-link]").click()
         expect(page).to_have_url(f"{base}/ops/banks/MAP-MAINT")
 
