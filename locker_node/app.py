@@ -25,7 +25,7 @@ from locker_node.flows.facade import LockerFlows
 from locker_node.flows.ports import FlowPolicy, Ports
 from locker_node.hardware.board import LockBoard
 from locker_node.kiosk.endpoints import KioskUi, create_kiosk_app
-from locker_node.metrics import build_registry, install_metrics
+from locker_node.metrics_route import install_metrics
 from locker_node.store import repository as repo
 from locker_node.store.database import database_path, ensure_schema, make_engine, transaction
 from locker_node.store.journal import SqliteCommandJournal
@@ -243,7 +243,7 @@ def build_node(
         flows,
         kiosk_ui(config),
     )
-    install_metrics(app, build_registry(engine, doors, config.bank_id))
+    install_metrics(app, engine, doors, config.bank_id)
     sync, link = connect_central(config, flows, central_transport, health)
     return Node(
         config=config,

@@ -163,12 +163,14 @@ def configure_logging() -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-# Modules FastAPI and Starlette load when they are installed, for what a kiosk never has: models
-# of pydantic's version 1, e-mail address fields, form uploads. Central needs some of them, so
-# they are installed; a node's process refuses them (importing one raises ModuleNotFoundError,
-# which those libraries expect of a module that is not installed), and keeps about 2 MB of a
-# small board's memory (`bench/kiosk.py`).
-UNUSED_MODULES = ("pydantic.v1", "email_validator", "python_multipart", "multipart")
+# Modules FastAPI, Starlette and uvicorn load when they are installed, for what a kiosk never has:
+# models of pydantic's version 1, e-mail address fields, form uploads, reloading the server when
+# its source changes (watchfiles; uvicorn falls back to its own reloader, which the node never
+# starts either). Central or development needs some of them, so they are installed; a node's
+# process refuses them (importing one raises ModuleNotFoundError, which those libraries expect of
+# a module that is not installed), and keeps about 2.8 MB of a small board's memory
+# (`bench/kiosk.py`).
+UNUSED_MODULES = ("pydantic.v1", "email_validator", "python_multipart", "multipart", "watchfiles")
 
 
 def leave_out_unused_modules() -> None:

@@ -169,3 +169,36 @@ def test_a_node_without_central_loads_no_health_probes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False", "False"]
+
+
+METRICS_CHECK = """
+import sys
+from fastapi.testclient import TestClient
+from locker_node.app import build_node
+from locker_node.cli import leave_out_unused_modules
+from locker_node.config import load_config
+leave_out_unused_modules()
+import uvicorn.supervisors
+node = build_node(load_config(sys.argv[1]), migrate_in_process=True)
+before = "prometheus_client" in sys.modules
+with TestClient(node.app) as client:
+    scraped = client.get("/metrics")
+    again = client.get("/metrics")
+print(before, "prometheus_client" in sys.modules, scraped.status_code, again.status_code)
+print("locker_node_doors{state=" in scraped.text, "watchfiles" in str(uvicorn.supervisors.ChangeReload))
+"""
+
+
+def test_a_node_loads_prometheus_client_at_the_first_scrape(tmp_path: Path) -> None:
+    """A node nobody scrapes keeps prometheus_client (and its HTTP and WSGI servers) out of its
+    memory; the first `GET /metrics` loads it and answers as before. Without watchfiles, which
+    the node refuses, uvicorn falls back to its own reloader."""
+    done = subprocess.run(
+        [sys.executable, "-c", METRICS_CHECK, str(write(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "200", "200", "True", "False"]
