@@ -9,7 +9,12 @@ on the way out) and three door alerts per parcel (`door.left_open`, `door.forced
 events in all by default. Then it starts central again on the same port and times the node's own
 sync client draining its outbox over real HTTP, in signed batches. It prints the drain time and
 events/s and checks that central holds every event exactly once, applied, with every parcel
-picked up and one open alert per door and kind of trouble.
+picked up, one open alert per door and kind of trouble, and one webhook delivery per deposit and
+per pickup. Before the drain, in the same run, the same node sends as many empty batches as the
+drain will take requests (signed, through its own client): the baseline, what a request costs
+without events, which the drain's time per request is compared with, so the figures read the
+same on any machine. Central's CPU time and that of its PostgreSQL backends are read from /proc
+for both.
 
 Every reservation has a recipient with an email address (`--phone`: and a phone number), so each
 deposit and each pickup of the drain also writes its recipient notices at central ("ready",
@@ -33,12 +38,14 @@ throw-away databases on; they are dropped at the end.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,7 +67,7 @@ from central.banks.service import (
 )
 from central.carriers.service import add_carrier, create_api_key
 from central.db import make_engine, make_sessionmaker
-from central.models import Alert, NodeEventRecord, Notice, Reservation
+from central.models import Alert, NodeEventRecord, Notice, Reservation, WebhookDelivery
 from central.nodes.enrollment import issue_enrollment_token
 from locker_node.app import Node, build_node
 from locker_node.config import load_config
@@ -219,6 +226,28 @@ def queue_outage(
     return queued, len(troubles)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time these processes have used so far (gone ones count 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """Wall time and CPU time (central's process, its database backends) of a stretch."""
+
+    wall_s: float
+    central_cpu_s: float
+    database_cpu_s: float
+
+
 class Central:
     """`locker-central serve` on one port, stopped for the outage and started again after it."""
 
@@ -239,6 +268,38 @@ class Central:
         if self.process is not None:
             stop(self.process)
             self.process = None
+
+    def backends(self) -> list[int]:
+        """The pids of the PostgreSQL backends serving central (on this machine)."""
+        engine = make_engine(self.database_url, pool_size=1)
+        try:
+            with engine.connect() as conn:
+                pids = conn.execute(
+                    text(
+                        "SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalars()
+                return [int(pid) for pid in pids]
+        finally:
+            engine.dispose()
+
+    def measure(self, work: Callable[[], object]) -> Spent:
+        """Run `work()` and say what it took: wall time, and the CPU time of central's process
+        and of its database backends (a backend opened meanwhile counts from its start)."""
+        if self.process is None:
+            raise RuntimeError("central is not running")
+        server = self.process.pid
+        central_before = cpu_seconds([server])
+        database_before = {pid: cpu_seconds([pid]) for pid in self.backends()}
+        started = time.perf_counter()
+        work()
+        wall = time.perf_counter() - started
+        central = cpu_seconds([server]) - central_before
+        database = sum(
+            cpu_seconds([pid]) - database_before.get(pid, 0.0) for pid in self.backends()
+        )
+        return Spent(wall, central, database)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +322,9 @@ class Outage:
     again: int
     elapsed_s: float
     waited_s: float
+    drain: Spent
+    baseline: Spent  # as many empty batches as the drain took requests
+    requests: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +344,7 @@ class Held:
     picked: int
     alerts: int
     notices: dict[tuple[str, str], int]  # (kind, channel) -> rows
+    webhooks: dict[str, int]  # event type -> delivery rows (one endpoint)
 
 
 def create_network(sessions: sessionmaker[Session], spec: str, now: datetime) -> tuple[str, str]:
@@ -364,10 +429,19 @@ def drain_after_outage(
     # Central down: the node keeps everything and says so.
     check(not sync.run_once(), "central still answered")
     central.start()
+    requests = -(-queued // node.config.sync.batch_size)
+    # The baseline: what as many requests cost without events, signed by the same client.
+    client = sync._client
+
+    def empty_batches() -> None:
+        for _ in range(requests):
+            check(client.post_events([]).results == [], "an empty batch had results")
+
+    baseline = central.measure(empty_batches)
     in_requests = time_requests(sync)
-    started = time.perf_counter()
-    delivered = sync.deliver_outbox()
-    elapsed = time.perf_counter() - started
+    outcome: list[int] = []
+    spent = central.measure(lambda: outcome.append(sync.deliver_outbox()))
+    delivered, elapsed = outcome[0], spent.wall_s
     waited = in_requests[0]
     with transaction(node.engine) as conn:
         left = outbox.outbox_depth(conn)
@@ -375,7 +449,9 @@ def drain_after_outage(
     with transaction(node.engine) as conn:
         conn.execute(text("UPDATE outbox SET sent_at = NULL"))
     again = sync.deliver_outbox()
-    return Outage(queued, expected_alerts, delivered, left, again, elapsed, waited)
+    return Outage(
+        queued, expected_alerts, delivered, left, again, elapsed, waited, spent, baseline, requests
+    )
 
 
 def count_held(sessions: sessionmaker[Session], node_id: str) -> Held:
@@ -400,11 +476,15 @@ def count_held(sessions: sessionmaker[Session], node_id: str) -> Held:
             .where(Notice.bank_id == BANK)
             .group_by(Notice.kind, Notice.channel)
         ).all()
+        webhooks = session.execute(
+            select(WebhookDelivery.event_type, func.count()).group_by(WebhookDelivery.event_type)
+        ).all()
     return Held(
         by_status={str(status): int(n) for status, n in by_status.items()},
         picked=picked or 0,
         alerts=alerts or 0,
         notices={(str(kind), str(channel)): int(n) for kind, channel, n in notices},
+        webhooks={str(kind): int(n) for kind, n in webhooks},
     )
 
 
@@ -473,6 +553,7 @@ def report(drained: Drained, held: Held, parcel_count: int, channels: tuple[str,
         f"(one per door and kind of trouble: {outage.expected_alerts})"
     )
     print(describe_notices(channels, held.notices))
+    print(describe_webhooks(held.webhooks))
     print(
         f"drain time: {outage.elapsed_s:.2f} s "
         f"({outage.delivered / outage.elapsed_s:,.0f} events/s)"
@@ -481,6 +562,7 @@ def report(drained: Drained, held: Held, parcel_count: int, channels: tuple[str,
         f"batch size: {drained.batch_size}, requests: {batches}, "
         f"waiting for central's answers: {outage.waited_s:.2f} s of it"
     )
+    print(compare_with_baseline(outage))
     print(f"all sent again: {outage.again} answered, none applied twice")
     print(f"re-sealing a deposit's code and QR for central: {per_deposit:.0f} us per event")
     if (
@@ -495,6 +577,31 @@ def report(drained: Drained, held: Held, parcel_count: int, channels: tuple[str,
     expected = 2 * parcel_count * len(channels)
     if sum(held.notices.values()) != expected:
         raise SystemExit(f"FAILED: the drain should have written {expected} notice rows")
+    # One webhook delivery per deposit and per pickup (one endpoint), written once.
+    for kind in ("parcel.deposited", "parcel.picked_up"):
+        if held.webhooks.get(kind) != parcel_count:
+            raise SystemExit(f"FAILED: the drain should have written {parcel_count} {kind}")
+
+
+def describe_webhooks(webhooks: dict[str, int]) -> str:
+    parts = ", ".join(f"{n:,} {kind}" for kind, n in sorted(webhooks.items()))
+    return f"webhook deliveries (one endpoint): {parts or 'none'}"
+
+
+def compare_with_baseline(outage: Outage) -> str:
+    """The drain's requests against as many empty ones, in wall time and central's CPU."""
+    base, drain, requests = outage.baseline, outage.drain, outage.requests
+    per_empty = base.wall_s / requests
+    per_batch = drain.wall_s / requests
+    return (
+        f"baseline: {requests} empty batches in {base.wall_s:.2f} s "
+        f"({per_empty * 1000:.0f} ms a request; central CPU {base.central_cpu_s:.2f} s, "
+        f"PostgreSQL {base.database_cpu_s:.2f} s); drain: {drain.wall_s:.2f} s, "
+        f"{per_batch * 1000:.0f} ms per request of up to {outage.queued // requests} events, "
+        f"{per_batch / per_empty:.0f}x the empty request (central CPU {drain.central_cpu_s:.2f} s, "
+        f"{drain.central_cpu_s / outage.delivered * 1e6:.0f} us an event; "
+        f"PostgreSQL {drain.database_cpu_s:.2f} s)"
+    )
 
 
 def main() -> None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 from central.context import Ctx
-from central.models import Bank, CompartmentState, Node, Reservation
+from central.models import Actor, Bank, CompartmentState, Node, Reservation, ReservationStatus
 from central.nodes import repository as repo
+from central.nodes.batch_writes import BatchWrites
 from central.nodes.errors import EventRejected
 from central.notices import outbox as notices_outbox
+from central.reservations import transitions
 from locker_wire.schemas import NodeEvent
 
 M = TypeVar("M", bound=BaseModel)
@@ -47,8 +51,10 @@ class BatchState:
 
     `compartments` is kept current as handlers change states, so a later event of the batch
     sees what an earlier one did; the changed states are written by `finish`, with the alerts.
-    The reservations named by the batch's events (any event data with a `reservation_id`) are
-    locked and loaded up front; a handler takes one with `own_reservation`.
+    The reservations named by the batch's events (any event data with a `reservation_id`, and
+    the code holder a deposit `shares_code_with`) are locked and loaded up front; a handler
+    takes one with `own_reservation` and moves it with `transition`, which `writes` keeps for
+    `finish` (`batch_writes`).
     """
 
     compartments: dict[str, repo.CompartmentRow]
@@ -61,6 +67,7 @@ class BatchState:
     resolved: set[tuple[str, str]] = field(default_factory=set)  # (alert type, subject)
     bank: Bank | None = None
     notices: BatchNotices = field(default_factory=BatchNotices)
+    writes: BatchWrites = field(default_factory=BatchWrites)
     # When given, the reservations stay out of this session between events (`set_aside`).
     session: Session | None = None
 
@@ -102,15 +109,101 @@ class BatchState:
         # Locked by `apply_events` (in id order, for the whole batch), so a carrier's change
         # racing this batch waits instead of failing either side. Another bank's reservation
         # was not loaded, and reads exactly like a missing one.
+        # It stays out of the session: its changes are the batch's to write (`writes`).
         reservation = self.reservations.get(reservation_id)
         if reservation is None:
             raise EventRejected(
                 "unknown_reservation", f"no reservation {reservation_id} at this bank"
             )
-        if self.session is not None and reservation not in self.session:
-            self.session.add(reservation)
-            self.in_session.append(reservation)
         return reservation
+
+    def transition(
+        self,
+        ctx: Ctx,
+        reservation: Reservation,
+        target: ReservationStatus,
+        *,
+        actor: Actor,
+        actor_id: str | None = None,
+        reason: str | None = None,
+        changes: dict[str, Any] | None = None,
+        event_data: dict[str, Any] | None = None,
+        webhook_extra: dict[str, Any] | None = None,
+    ) -> None:
+        """`transitions.transition` for an event of the batch: a reservation the batch locked
+        moves in memory and is written at the end with the others (refused as the immediate
+        path would be, before anything is kept); another (a walk-up the batch adopted) is
+        written at once, after the batch's writes so far."""
+        if self.writes.holds(reservation):
+            step = transitions.plan_transition(
+                ctx,
+                reservation,
+                target,
+                actor=actor,
+                actor_id=actor_id,
+                reason=reason,
+                changes=changes,
+                event_data=event_data,
+            )
+            self.writes.apply(ctx, reservation, step, webhook_extra)
+            return
+        self.writes.flush(ctx.session)
+        try:
+            transitions.transition(
+                ctx,
+                reservation,
+                target,
+                actor=actor,
+                actor_id=actor_id,
+                reason=reason,
+                changes=changes,
+                event_data=event_data,
+                webhook_extra=webhook_extra,
+            )
+        finally:
+            self.writes.forget(ctx.session)
+
+    @contextmanager
+    def at_once(self, ctx: Ctx, reservation: Reservation | None = None) -> Iterator[None]:
+        """Writes a handler makes itself, at once and all or none (a savepoint), beside the
+        batch's deferred ones: those go in first, and what the batch read is read again after.
+        `reservation`, one the batch holds, is put back as it was when the savepoint is undone.
+        """
+        self.writes.flush(ctx.session)
+        before = (
+            {attr.key: getattr(reservation, attr.key) for attr in inspect(Reservation).column_attrs}
+            if reservation is not None
+            else {}
+        )
+        try:
+            with ctx.session.begin_nested():
+                yield
+        except BaseException:
+            for name, value in before.items():
+                setattr(reservation, name, value)
+            raise
+        finally:
+            self.writes.forget(ctx.session)
+
+    @contextmanager
+    def all_or_none(self, ctx: Ctx, reservation: Reservation) -> Iterator[None]:
+        """Several transitions of one reservation, all kept or none: a held one's are undone
+        in memory with its event (`settle`); another's are written at once, in a savepoint."""
+        if self.writes.holds(reservation):
+            yield
+            return
+        self.writes.flush(ctx.session)
+        with ctx.session.begin_nested():
+            yield
+
+    def holds_parcel(self, ctx: Ctx, bank_id: str, label: str) -> bool:
+        """Whether a parcel is bound to the compartment, the batch's moves so far included."""
+        return self.writes.holds_parcel(ctx.session, bank_id, label)
+
+    def settle(self, *, applied: bool) -> None:
+        """An event's handler is done: its notices and writes kept, or dropped when refused."""
+        self.notices.settle(applied=applied)
+        self.writes.settle(applied=applied)
 
     def track(self, reservation: Reservation, *, own: bool) -> None:
         """A reservation a handler read or made itself, after the batch's were locked (a walk-up
@@ -129,7 +222,7 @@ class BatchState:
         The ORM keeps every loaded object in step with each UPDATE it runs, by checking the
         UPDATE's criteria against each object of that class in the session: with a batch's
         hundreds of reservations in it, each transition would cost a pass over all of them.
-        An event's handler brings back the one it needs (`own_reservation`).
+        They stay out: a handler moves them in memory, and the batch writes them (`writes`).
         """
         if self.session is None:
             return
@@ -139,6 +232,7 @@ class BatchState:
         self.in_session.clear()
 
     def finish(self, ctx: Ctx, bank_id: str) -> None:
+        self.writes.flush(ctx.session)
         repo.set_compartment_states(ctx.session, self.changed_states)
         repo.change_working_units(ctx.session, bank_id, self.working_units, self.accessible_units)
         repo.raise_bank_alerts(ctx.session, bank_id, self.alerts)
@@ -156,6 +250,11 @@ class Handler:
     # a savepoint undoes the partial work. A handler that makes all its checks before writing
     # anything, or writes only through `BatchState`, does without one (two round trips saved).
     savepoint: bool = False
+    # Writes only through `BatchState` (its moves through `BatchState.transition`, its own
+    # writes in `BatchState.at_once`) and reads nothing the batch's deferred writes would hide.
+    # Any other handler runs after those writes went in, and the batch's reads are made again
+    # after it.
+    batched: bool = False
 
 
 def require_data(data: BaseModel, model: type[M]) -> M:

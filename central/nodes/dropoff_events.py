@@ -2,8 +2,9 @@
 the carrier's courier took it (`dropoff.collected`).
 
 Registered in `central.nodes.events` beside the other node events, each without a savepoint:
-every check comes before the one transition that writes, except when a deposit revives a
-drop-off that central closed meanwhile, which takes a savepoint of its own. The delivery events
+every check comes before the one transition, which the batch writes at its end
+(`BatchState.transition`), except when a deposit revives a drop-off that central closed
+meanwhile, which is written at once, in a savepoint of its own. The delivery events
 (`parcel.*`) refuse drop-offs through `refuse_dropoff`, called before any handler runs.
 """
 
@@ -67,9 +68,9 @@ def on_dropoff_deposited(
     deposited_at = min(event.occurred_at.astimezone(UTC), ctx.now)
     node_event = {"node_event_id": str(event.id), "compartment": compartment.label}
     if reservation.status in _CLOSED_BEFORE_DEPOSIT and reservation.deposited_at is None:
-        _revive(ctx, node, reservation, deposited_at, node_event)
+        _revive(ctx, node, state, reservation, deposited_at, node_event)
     else:
-        transition(
+        state.transition(
             ctx,
             reservation,
             ReservationStatus.DEPOSITED,
@@ -85,6 +86,7 @@ def on_dropoff_deposited(
 def _revive(
     ctx: Ctx,
     node: Node,
+    state: BatchState,
     reservation: Reservation,
     deposited_at: datetime,
     node_event: dict[str, str],
@@ -92,9 +94,11 @@ def _revive(
     """Deposit a drop-off central had closed (expired, cancelled): it holds a unit again.
 
     Refused when the carrier has since made another active reservation or drop-off with the
-    same tracking number (`tracking_number_in_use`): two active ones cannot share it. In a
-    savepoint, so that a concurrent one made between the check and the write refuses too.
+    same tracking number (`tracking_number_in_use`): two active ones cannot share it. Written
+    at once, in a savepoint, so that a concurrent one made between the check and the write
+    refuses this event alone; the batch's writes so far go in first (the check reads them).
     """
+    state.writes.flush(ctx.session)
     number = reservation.tracking_number
     other = reservations_repository.find_active(ctx.session, reservation.carrier_id, number)
     if other is not None:
@@ -104,7 +108,7 @@ def _revive(
         )
     was = reservation.status
     try:
-        with ctx.session.begin_nested():
+        with state.at_once(ctx, reservation):
             transition(
                 ctx,
                 reservation,
@@ -139,7 +143,7 @@ def on_dropoff_collected(
     reported = require_data(data, DropoffEventData)
     reservation = _dropoff(state, reported.reservation_id)
     state.compartment(reported.compartment)  # an unknown label is refused before any write
-    transition(
+    state.transition(
         ctx,
         reservation,
         ReservationStatus.COLLECTED,
@@ -163,6 +167,6 @@ DATA_MODELS: dict[str, type[BaseModel]] = {
     COLLECTED: DropoffEventData,
 }
 HANDLERS: dict[str, Handler] = {
-    DEPOSITED: Handler(on_dropoff_deposited),
-    COLLECTED: Handler(on_dropoff_collected),
+    DEPOSITED: Handler(on_dropoff_deposited, batched=True),
+    COLLECTED: Handler(on_dropoff_collected, batched=True),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC
 from typing import Any
@@ -23,7 +24,6 @@ from central.nodes.reissue import CodeReissuedData, on_code_reissued
 from central.nodes.seals import open_pickup_seals
 from central.nodes.walkup import adopt_walk_up_or_own
 from central.reservations.groups import OWN_CODE_REASON, joined_secret, own_secret
-from central.reservations.transitions import transition
 from locker_wire.schemas import (
     CompartmentEventData,
     DepositedData,
@@ -39,14 +39,15 @@ def apply_events(ctx: Ctx, node: Node, batch: EventBatch) -> EventBatchResult:
     """Apply each event once, in the order given; one event's rejection does not stop the rest.
 
     A batch costs a handful of statements whatever its size: one INSERT claims every event
-    (recording its validated data and the decision), the bank's compartments are read once,
-    alerts go in with one statement at the end and so do the decisions that changed while
-    applying. Only a handler that writes several rows and can still be refused after the first
-    (`Handler.savepoint`) pays for a savepoint of its own.
+    (recording its validated data and the decision), one statement locks and reads the
+    reservations its events name, one reads the compartments they name; the reservations' moves,
+    with their history entries, units given back and webhook deliveries, go in at the end with
+    one statement each (`batch_writes`), and so do alerts, notices and the decisions that
+    changed while applying. Only the rare handler that writes itself (a walk-up adopted, a
+    drop-off revived, a code reissued) pays for its own statements, and for the batch's writes
+    going in before it.
     """
-    state = BatchState(
-        compartments=repo.compartment_rows(ctx.session, node.bank_id), session=ctx.session
-    )
+    state = BatchState(compartments={}, session=ctx.session)
     ctx = replace(ctx, notices=state.notices)  # the batch's notices go in with one statement
     # Each event with its validated data, or with why it is refused before any handler runs.
     checked: list[tuple[NodeEvent, BaseModel | EventRejected]] = []
@@ -67,13 +68,19 @@ def apply_events(ctx: Ctx, node: Node, batch: EventBatch) -> EventBatchResult:
         (
             reservation_id
             for event, verdict in checked
-            if str(event.id) in claimed
-            and not isinstance(verdict, EventRejected)
-            and isinstance(reservation_id := getattr(verdict, "reservation_id", None), str)
+            if str(event.id) in claimed and not isinstance(verdict, EventRejected)
+            for reservation_id in _named_reservations(verdict)
         ),
     )
     state.in_session = list(state.reservations.values())
     state.set_aside()
+    state.writes.hold(state.reservations)
+    # The compartments the events and their reservations name: a label read nowhere here is
+    # named by no event, so no handler looks it up.
+    named = [getattr(verdict, "compartment", None) for _, verdict in checked]
+    named += [r.compartment_label for r in state.reservations.values()]
+    labels = {label for label in named if isinstance(label, str)}
+    state.compartments = repo.compartment_rows(ctx.session, node.bank_id, labels)
     results: list[EventResult] = []
     refused: list[tuple[str, str, str | None]] = []
     for event, verdict in checked:
@@ -99,6 +106,15 @@ def apply_events(ctx: Ctx, node: Node, batch: EventBatch) -> EventBatchResult:
     state.finish(ctx, node.bank_id)
     repo.set_event_outcomes(ctx.session, refused)
     return EventBatchResult(results=results)
+
+
+def _named_reservations(data: BaseModel) -> Iterator[str]:
+    """The reservations an event's data names: the one it is about, and for a deposit that
+    joined a group-mate's pickup code, that code's holder."""
+    for name in ("reservation_id", "shares_code_with"):
+        value = getattr(data, name, None)
+        if isinstance(value, str):
+            yield value
 
 
 def _event_row(
@@ -136,6 +152,9 @@ def _run_handler(
     ctx: Ctx, node: Node, event: NodeEvent, data: BaseModel, state: BatchState
 ) -> EventRejected | None:
     handler = _HANDLERS[event.type]
+    if not handler.batched:
+        state.writes.flush(ctx.session)  # it reads and writes the database itself
+    rejection: EventRejected | None = None
     try:
         dropoff_events.refuse_dropoff(event.type, data, state)  # a drop-off has no parcel.* events
         if handler.savepoint:
@@ -144,15 +163,15 @@ def _run_handler(
         else:
             handler.apply(ctx, node, event, data, state)
     except EventRejected as exc:
-        state.notices.settle(applied=False)
-        return exc
+        rejection = exc
     except ApiError as exc:
-        state.notices.settle(applied=False)
-        return EventRejected(exc.code, exc.detail)
+        rejection = EventRejected(exc.code, exc.detail)
     finally:
         state.set_aside()
-    state.notices.settle(applied=True)
-    return None
+    state.settle(applied=rejection is None)
+    if not handler.batched:
+        state.writes.forget(ctx.session)
+    return rejection
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -168,7 +187,9 @@ def _on_deposited(
     reservation = adopt_walk_up_or_own(ctx, node, event, deposited, state)
     compartment = state.compartment(deposited.compartment)
     if deposited.shares_code_with is not None:  # it joined a group-mate's code on the node
-        secret = joined_secret(ctx, node.bank_id, reservation, deposited.shares_code_with)
+        secret = joined_secret(
+            ctx, node.bank_id, reservation, deposited.shares_code_with, state.reservations
+        )
     else:
         opened = open_pickup_seals(ctx.keys, str(event.id), deposited)
         if opened is None:
@@ -178,7 +199,7 @@ def _on_deposited(
         state.bank = banks_repository.get_referenced_bank(ctx.session, node.bank_id)
     # A node clock running ahead must not push the pickup deadline out; never later than now.
     deposited_at = min(event.occurred_at.astimezone(UTC), ctx.now)
-    transition(
+    state.transition(
         ctx,
         reservation,
         ReservationStatus.DEPOSITED,
@@ -213,8 +234,8 @@ def _free_compartment(ctx: Ctx, state: BatchState, reservation: Reservation) -> 
     if compartment is None or compartment.state != CompartmentState.OCCUPIED:
         return
     # Group-mates may share a compartment: it is free when the last of them has left it.
-    if reservation.group_id is not None and repo.compartment_holds_parcel(
-        ctx.session, reservation.bank_id, compartment.label
+    if reservation.group_id is not None and state.holds_parcel(
+        ctx, reservation.bank_id, compartment.label
     ):
         return
     state.set_state(compartment, CompartmentState.FREE)
@@ -225,7 +246,7 @@ def _on_picked_up(
 ) -> None:
     parcel = require_data(data, ReservationEventData)
     reservation = state.own_reservation(parcel.reservation_id)
-    transition(
+    state.transition(
         ctx,
         reservation,
         ReservationStatus.PICKED_UP,
@@ -243,28 +264,30 @@ def _on_returned(
     reservation = state.own_reservation(parcel.reservation_id)
     node_event = {"node_event_id": str(event.id), "occurred_at": event.occurred_at.isoformat()}
     deadline = reservation.pickup_deadline
-    if (
-        reservation.status == ReservationStatus.DEPOSITED
-        and deadline is not None
-        and min(event.occurred_at, ctx.now) >= deadline
-    ):
-        # The node enforces the pickup deadline itself, possibly before central's job noticed.
-        transition(
+    # Two moves when the parcel must be expired first: the second could refuse.
+    with state.all_or_none(ctx, reservation):
+        if (
+            reservation.status == ReservationStatus.DEPOSITED
+            and deadline is not None
+            and min(event.occurred_at, ctx.now) >= deadline
+        ):
+            # The node enforces the pickup deadline itself, maybe before central's job noticed.
+            state.transition(
+                ctx,
+                reservation,
+                ReservationStatus.EXPIRED,
+                actor=Actor.SYSTEM,
+                reason="not picked up before pickup_deadline",
+                event_data=node_event,
+            )
+        state.transition(
             ctx,
             reservation,
-            ReservationStatus.EXPIRED,
-            actor=Actor.SYSTEM,
-            reason="not picked up before pickup_deadline",
+            ReservationStatus.RETURNED,
+            actor=Actor.COURIER,
+            actor_id=node.id,
             event_data=node_event,
         )
-    transition(
-        ctx,
-        reservation,
-        ReservationStatus.RETURNED,
-        actor=Actor.COURIER,
-        actor_id=node.id,
-        event_data=node_event,
-    )
     _free_compartment(ctx, state, reservation)
 
 
@@ -300,7 +323,7 @@ def _on_in_service(
     state.resolve_alert("compartment_out_of_service", compartment.label)
     if banks_repository.compartment_in_maintenance(ctx.session, node.bank_id, compartment.label):
         return  # an admin keeps it out of service until the maintenance ends
-    occupied = repo.compartment_holds_parcel(ctx.session, node.bank_id, compartment.label)
+    occupied = state.holds_parcel(ctx, node.bank_id, compartment.label)
     state.set_state(compartment, CompartmentState.OCCUPIED if occupied else CompartmentState.FREE)
 
 
@@ -326,22 +349,22 @@ _DATA_MODELS: dict[str, type[BaseModel]] = {
 
 # An event type central only keeps (analytics: the event row is the record) registers its data
 # model in `_DATA_MODELS` and `RECORD_ONLY` in `_HANDLERS`.
-RECORD_ONLY = Handler(_record_only)
+RECORD_ONLY = Handler(_record_only, batched=True)
 
 _HANDLERS: dict[str, Handler] = {
-    # One `transition` each, after checks that write nothing; `transition` itself refuses
-    # (invalid_transition, concurrent_update) before its first write. A walk-up's adoption
-    # writes before that transition, in a savepoint of its own (`nodes.walkup`).
-    "parcel.deposited": Handler(_on_deposited),
-    "parcel.picked_up": Handler(_on_picked_up),
-    # Two transitions when the parcel must be expired first: the second could refuse.
-    "parcel.returned": Handler(_on_returned, savepoint=True),
-    "door.fault": Handler(_on_compartment_alert),
-    "door.left_open": Handler(_on_compartment_alert),
-    "door.forced_open": Handler(_on_compartment_alert),
-    "compartment.out_of_service": Handler(_on_compartment_alert),
-    "compartment.in_service": Handler(_on_in_service),
-    # All checks before the first write (a history event, then the webhook).
+    # One move each through `BatchState.transition` (two for a return past the deadline), which
+    # refuses (invalid_transition) before anything is kept. A walk-up's adoption writes at once,
+    # in a savepoint of its own (`nodes.walkup`).
+    "parcel.deposited": Handler(_on_deposited, batched=True),
+    "parcel.picked_up": Handler(_on_picked_up, batched=True),
+    "parcel.returned": Handler(_on_returned, batched=True),
+    "door.fault": Handler(_on_compartment_alert, batched=True),
+    "door.left_open": Handler(_on_compartment_alert, batched=True),
+    "door.forced_open": Handler(_on_compartment_alert, batched=True),
+    "compartment.out_of_service": Handler(_on_compartment_alert, batched=True),
+    "compartment.in_service": Handler(_on_in_service, batched=True),
+    # All checks before the first write (a history event, then the webhook); it reads the
+    # reservation's history and writes its own rows, so it runs at once (not `batched`).
     "parcel.code_reissued": Handler(on_code_reissued),
     # A sender's drop-off put in, and collected by the carrier's courier (`central.dropoffs`).
     **dropoff_events.HANDLERS,

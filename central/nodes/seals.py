@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.keys import ServiceKeys
@@ -10,7 +12,16 @@ from locker_wire.sealing import SealError, open_sealed, seal_context
 
 
 def sealing_key(keys: ServiceKeys) -> X25519PrivateKey:
-    return X25519PrivateKey.from_private_bytes(keys.derive("pickup-sealing"))
+    key = _SEALING_KEYS.get(keys)
+    if key is None:
+        # Derived once per service key: a batch opens two seals for each of its deposits.
+        key = _SEALING_KEYS[keys] = X25519PrivateKey.from_private_bytes(
+            keys.derive("pickup-sealing")
+        )
+    return key
+
+
+_SEALING_KEYS: WeakKeyDictionary[ServiceKeys, X25519PrivateKey] = WeakKeyDictionary()
 
 
 def open_pickup_seals(

@@ -14,12 +14,15 @@ elsewhere: `tracking_number_in_use`); a tracking number that is not valid for th
 as given, and said so in the history.
 
 Savepoint: `parcel.deposited` is registered without one, so that the common deposit, which
-writes only in its final transition, pays no extra round trips. Adoption writes several rows
-(the replaced reservation cancelled, the new one, its history, its capacity hold), so it checks,
-before its first write, everything `_on_deposited` could still refuse after it (the compartment,
-the seals: a fresh reservation's transition to deposited cannot be refused), and it runs its own
-writes in a savepoint: after the first, a reservation made concurrently for the same tracking
-number can still refuse it, and then none of them stays.
+writes nothing until the batch's end (`nodes.batch_writes`), pays no extra round trips. Adoption
+writes several rows (the replaced reservation cancelled, the new one, its history, its capacity
+hold), so it checks, before its first write, everything `_on_deposited` could still refuse after
+it (the compartment, the seals: a fresh reservation's transition to deposited cannot be
+refused), and it runs its own writes in a savepoint: after the first, a reservation made
+concurrently for the same tracking number can still refuse it, and then none of them stays.
+Adoption reads and writes the database itself, so the batch's writes so far go in before it
+(`BatchState.at_once`), and the walk-up's own moves are written at once, as it is not one of
+the reservations the batch locked up front.
 """
 
 from __future__ import annotations
@@ -59,9 +62,11 @@ def adopt_walk_up_or_own(
     """
     if not deposited.walk_up or deposited.reservation_id in state.reservations:
         return state.own_reservation(deposited.reservation_id)
+    # `_plan` reads what the batch's moves so far change (a parcel deposited earlier in it).
+    state.writes.flush(ctx.session)
     plan = _plan(ctx, node, event, deposited, state)
     # A savepoint for walk-ups alone, not for every deposit: see the module's docstring.
-    with ctx.session.begin_nested():
+    with state.at_once(ctx):
         if plan.replaced is not None:
             _cancel_replaced(ctx, node, event, plan.replaced, plan.reservation_id)
         reservation = _insert(ctx, node, event, plan)

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any, Literal, cast
 
 from sqlalchemy import Table, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from central.bulk import BulkInsert
 from central.context import Ctx
 from central.models import Carrier, Notice, Reservation
 from central.models.base import ReservationKind
@@ -47,10 +47,25 @@ CARRIER = "carrier"
 RECIPIENT_NOTICE_CHOICES = (NETWORK, CARRIER)
 
 _NOTICES = cast(Table, Notice.__table__)
-_INSERT_ONCE = {
-    name: dialect.insert(_NOTICES).on_conflict_do_nothing(index_elements=["key"])
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+_INSERT_ONCE = BulkInsert(
+    _NOTICES,
+    (
+        "key",
+        "reservation_id",
+        "bank_id",
+        "carrier_id",
+        "kind",
+        "channel",
+        "language",
+        "destination_hint",
+        "payload_sealed",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+    ),
+    unique="key",
+)
 _CARRIERS = cast(Table, Carrier.__table__)
 _CHOICE = select(_CARRIERS.c.recipient_notices).where(_CARRIERS.c.id == bindparam("p_id"))
 
@@ -97,9 +112,7 @@ def network_notifies(ctx: Ctx, carrier_id: str) -> bool:
 
 def write(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert notice rows in one statement; a row whose key exists already is left out."""
-    if rows:
-        connection = session.connection()
-        connection.execute(_INSERT_ONCE[connection.dialect.name], rows)
+    _INSERT_ONCE.run(session, rows)
 
 
 def enqueue(

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -101,6 +101,19 @@ def group_of(
     return GroupRef.model_construct(id=group_id, reservations=members)
 
 
+class _Holder(Protocol):
+    """What `joined_secret` reads of the code's holder: a stored row or the batch's copy."""
+
+    @property
+    def bank_id(self) -> str: ...
+    @property
+    def carrier_id(self) -> str: ...
+    @property
+    def group_id(self) -> str | None: ...
+    @property
+    def pickup_secret_sealed(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DepositSecret:
     """What a `parcel.deposited` gives its reservation: the sealed pickup code and QR payload it
@@ -122,7 +135,11 @@ def own_secret(keys: ServiceKeys, pickup_code: str, qr_payload: str) -> DepositS
 
 
 def joined_secret(
-    ctx: Ctx, bank_id: str, reservation: Reservation, holder_id: str
+    ctx: Ctx,
+    bank_id: str,
+    reservation: Reservation,
+    holder_id: str,
+    holders: Mapping[str, Reservation] | None = None,
 ) -> DepositSecret:
     """The code of the group-mate (`holder_id`) whose code a parcel joined on the node.
 
@@ -131,15 +148,23 @@ def joined_secret(
     (its contact changed after its deposit, which the node does not hear of), the parcel is
     recorded without a code and the node is asked (by `central.nodes.events`) for one of the
     parcel's own: the recipient hears of it then.
+
+    `holders`: the bank's reservations as the caller holds them, the holder among them if it is
+    one (a node's batch locks them up front, and its deposits are written at its end): no
+    query then, and a holder deposited earlier in the batch is seen with its code.
     """
-    holder = ctx.session.execute(
-        select(
-            Reservation.bank_id,
-            Reservation.carrier_id,
-            Reservation.group_id,
-            Reservation.pickup_secret_sealed,
-        ).where(Reservation.id == holder_id)
-    ).first()
+    holder: _Holder | None
+    if holders is not None:
+        holder = holders.get(holder_id)
+    else:
+        holder = ctx.session.execute(
+            select(
+                Reservation.bank_id,
+                Reservation.carrier_id,
+                Reservation.group_id,
+                Reservation.pickup_secret_sealed,
+            ).where(Reservation.id == holder_id)
+        ).first()
     if holder is None or holder.bank_id != bank_id or holder.carrier_id != reservation.carrier_id:
         raise Conflict(
             "unknown_code_holder", f"no reservation {holder_id} of this carrier at this bank"

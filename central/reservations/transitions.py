@@ -1,10 +1,16 @@
 """A stored reservation moved along its lifecycle, with the history entry, capacity change,
 webhook and recipient notice each move brings: cancelling, extending a deadline, expiring,
-reminding."""
+reminding.
+
+`plan_transition` decides a move and what it writes, without writing; `transition` writes it at
+once. A node's event batch writes the moves of the reservations it has locked together at its
+end (`central.nodes.batch_writes`), from the same plan.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -25,7 +31,24 @@ from central.reservations.views import describe, require_own
 from central.webhooks.service import enqueue_event
 
 
-def transition(
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One transition decided and not yet written: its rule, the columns it sets, its history
+    entry (a `reservation_events` row) and who its notice goes to."""
+
+    rule: lifecycle.Transition
+    values: dict[str, Any]
+    entry: dict[str, Any]
+    # Read before a move that ends the reservation wipes them: its notice still reaches them.
+    recipient: dict[str, Any] | None
+    closes: bool
+
+    @property
+    def notice(self) -> NoticeKind | None:
+        return _NOTICE_OF.get(self.rule.target)
+
+
+def plan_transition(
     ctx: Ctx,
     reservation: Reservation,
     target: ReservationStatus,
@@ -35,9 +58,9 @@ def transition(
     reason: str | None = None,
     changes: dict[str, Any] | None = None,
     event_data: dict[str, Any] | None = None,
-    webhook_extra: dict[str, Any] | None = None,
-) -> ReservationOut:
-    """Apply one lifecycle transition with its history entry, capacity change and webhook."""
+) -> Step:
+    """The move to `target` as the reservation stands now; refused (`invalid_transition`)
+    before anything is written when the lifecycle has no such move."""
     try:
         rule = lifecycle.transition_for(
             reservation.status,
@@ -51,55 +74,96 @@ def transition(
         ) from exc
     now = ctx.now
     values: dict[str, Any] = {"status": target.value, "updated_at": now, **(changes or {})}
-    recipient = reservation.recipient  # a notice of the end still reaches who it was for
-    if lifecycle.is_closed(target.value, was_deposited=reservation.deposited_at is not None):
+    closes = lifecycle.is_closed(target.value, was_deposited=reservation.deposited_at is not None)
+    if closes:
         # Whether the recipient asked for an accessible door says something of their health:
         # kept only while it serves (the unit it held is released by `accessible_unit`).
         values.update(recipient=None, pickup_secret_sealed=None, accessible=False, closed_at=now)
         if reservation.kind == ReservationKind.DROPOFF:  # its code can open nothing any more
             values.update(dropoff_code_hash=None, dropoff_qr_hash=None)
+    entry = {
+        "reservation_id": reservation.id,
+        "type": target.value,
+        "from_status": rule.source.value,
+        "to_status": target.value,
+        "actor": actor.value,
+        "actor_id": actor_id,
+        "reason": reason,
+        "data": event_data,
+        "at": now,
+    }
+    return Step(rule, values, entry, reservation.recipient, closes)
+
+
+def webhook_body(
+    reservation: Reservation, out: ReservationOut, webhook_extra: dict[str, Any] | None
+) -> Callable[[], dict[str, Any]]:
+    """The data of a transition's webhook event, built only when an endpoint wants it."""
+    if reservation.kind == ReservationKind.DROPOFF:
+        # A drop-off's events carry the drop-off as its API shows it, without its code.
+        return lambda: out.model_dump(mode="json", include=set(DROPOFF_WEBHOOK_FIELDS))
+    return lambda: out.model_dump(mode="json") | (webhook_extra or {})
+
+
+def notify(ctx: Ctx, reservation: Reservation, step: Step) -> None:
+    """The recipient's notice of the move, if it is one they hear of."""
+    notice = step.notice
+    if notice is not None:
+        # Each of these happens once to a reservation: its name is the notice's reference, so
+        # the notice is written once even if the transition were somehow recorded twice.
+        target = step.rule.target.value
+        fact = Fact(notice, target, ctx.now)
+        notices.enqueue(ctx, reservation, fact, recipient=step.recipient)
+
+
+def transition(
+    ctx: Ctx,
+    reservation: Reservation,
+    target: ReservationStatus,
+    *,
+    actor: Actor,
+    actor_id: str | None = None,
+    reason: str | None = None,
+    changes: dict[str, Any] | None = None,
+    event_data: dict[str, Any] | None = None,
+    webhook_extra: dict[str, Any] | None = None,
+) -> ReservationOut:
+    """Apply one lifecycle transition with its history entry, capacity change and webhook."""
+    step = plan_transition(
+        ctx,
+        reservation,
+        target,
+        actor=actor,
+        actor_id=actor_id,
+        reason=reason,
+        changes=changes,
+        event_data=event_data,
+    )
+    if step.closes:
         scrub_after_commit(ctx.session, [Reservation.__tablename__])
-    if not repo.set_status(ctx.session, reservation.id, reservation.status, values):
+    if not repo.set_status(ctx.session, reservation.id, reservation.status, step.values):
         raise Conflict("concurrent_update", "the reservation changed meanwhile; fetch it again")
-    for key, value in values.items():
+    for key, value in step.values.items():
         setattr(reservation, key, value)
-    if rule.frees_capacity:
+    if step.rule.frees_capacity:
         banks_repository.release_unit(
             ctx.session,
             reservation.bank_id,
             reservation.size,
             accessible_unit=reservation.accessible_unit,
         )
-    entry = ReservationEvent(
-        reservation_id=reservation.id,
-        type=target.value,
-        from_status=rule.source.value,
-        to_status=target.value,
-        actor=actor.value,
-        actor_id=actor_id,
-        reason=reason,
-        data=event_data,
-        at=now,
-    )
-    repo.add(ctx.session, entry)
+    repo.add(ctx.session, ReservationEvent(**step.entry))
     ctx.session.flush()
     out = describe(ctx.session, reservation, history=repo.history_of(ctx.session, reservation.id))
     enqueue_event(
         ctx.session,
         ctx.keys,
         reservation.carrier_id,
-        rule.webhook,
-        # A drop-off's events carry the drop-off as its API shows it, without its code.
-        (lambda: out.model_dump(mode="json", include=set(DROPOFF_WEBHOOK_FIELDS)))
-        if reservation.kind == ReservationKind.DROPOFF
-        else (lambda: out.model_dump(mode="json") | (webhook_extra or {})),
-        now,
+        step.rule.webhook,
+        webhook_body(reservation, out, webhook_extra),
+        ctx.now,
     )
-    notice = _NOTICE_OF.get(target)
-    if notice is not None:
-        # Each of these happens once to a reservation: its name is the notice's reference, so
-        # the notice is written once even if the transition were somehow recorded twice.
-        notices.enqueue(ctx, reservation, Fact(notice, target.value, now), recipient=recipient)
+    notify(ctx, reservation, step)
     return out
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from central.bulk import BulkInsert
 from central.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
@@ -69,6 +71,49 @@ def add_deliveries(
                 created_at=now,
             )
         )
+
+
+_INSERT_DELIVERIES = BulkInsert(
+    cast(Table, WebhookDelivery.__table__),
+    (
+        "event_id",
+        "event_type",
+        "endpoint_id",
+        "body_sealed",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+    ),
+)
+
+
+def delivery_rows(
+    event_id: str,
+    event_type: str,
+    endpoint_ids: Sequence[str],
+    body_sealed: str,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The rows `add_deliveries` adds, as plain values for `insert_deliveries`."""
+    return [
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "endpoint_id": endpoint_id,
+            "body_sealed": body_sealed,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for endpoint_id in endpoint_ids
+    ]
+
+
+def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Many events' deliveries in one statement, in the order given."""
+    _INSERT_DELIVERIES.run(session, rows)
 
 
 def delete_endpoint(session: Session, endpoint_id: str, now: datetime) -> None:

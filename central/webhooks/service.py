@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -142,12 +142,14 @@ def seal_event(
 ) -> tuple[str, str]:
     """A new event's id and its body, encrypted as the outbox keeps it."""
     event_id = f"evt_{secrets.token_hex(12)}"
-    body = json.dumps(
-        {"id": event_id, "type": event_type, "created_at": now.isoformat(), "data": data},
-        separators=(",", ":"),
-        default=str,
+    body = _BODY.encode(
+        {"id": event_id, "type": event_type, "created_at": now.isoformat(), "data": data}
     )
     return event_id, keys.encrypt(body)
+
+
+# `json.dumps` with these options builds an encoder on every call; a batch seals hundreds.
+_BODY = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def enqueue_event(
@@ -178,3 +180,21 @@ def enqueue_event(
     event_id, sealed = seal_event(keys, event_type, data(), now)
     repository.add_deliveries(session, event_id, event_type, endpoint_ids, sealed, now)
     return event_id
+
+
+def delivery_rows(
+    keys: ServiceKeys,
+    event_type: str,
+    endpoint_ids: Sequence[str],
+    data: Callable[[], dict[str, Any]],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """One event for each of these endpoints, as `webhook_deliveries` rows for a caller that
+    inserts many events' rows together (`repository.insert_deliveries`); none when no endpoint
+    wants it, and then `data` is not built. Sealed once, as `enqueue_event` does."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"no webhook event type {event_type!r}")
+    if not endpoint_ids:
+        return []
+    event_id, sealed = seal_event(keys, event_type, data(), now)
+    return repository.delivery_rows(event_id, event_type, endpoint_ids, sealed, now)
