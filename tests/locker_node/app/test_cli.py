@@ -185,7 +185,8 @@ with TestClient(node.app) as client:
     scraped = client.get("/metrics")
     again = client.get("/metrics")
 print(before, "prometheus_client" in sys.modules, scraped.status_code, again.status_code)
-print("locker_node_doors{state=" in scraped.text, "watchfiles" in str(uvicorn.supervisors.ChangeReload))
+reloader = str(uvicorn.supervisors.ChangeReload)
+print("locker_node_doors{state=" in scraped.text, "watchfiles" in reloader)
 """
 
 
