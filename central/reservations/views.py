@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from central.banks import repository as banks_repository
@@ -23,6 +24,28 @@ from central.reservations.schemas import (
     ReservationList,
     ReservationOut,
 )
+
+M = TypeVar("M", bound=BaseModel)
+_set = object.__setattr__
+
+
+def _built(model: type[M], /, **fields: Any) -> M:
+    """`model.model_construct(**fields)` for a model given exactly its fields, in under half
+    the time: what `model_construct` leaves of its work when nothing is defaulted, aliased or
+    extra (it looks each field up in several ways first). Given other fields, or a model with
+    a post-init hook or extra fields, it is `model_construct` itself."""
+    if (
+        fields.keys() != model.__pydantic_fields__.keys()
+        or model.__pydantic_post_init__ is not None
+        or model.model_config.get("extra") == "allow"
+    ):
+        return model.model_construct(**fields)
+    built = model.__new__(model)
+    _set(built, "__dict__", fields)
+    _set(built, "__pydantic_fields_set__", set(fields))
+    _set(built, "__pydantic_extra__", None)
+    _set(built, "__pydantic_private__", None)
+    return built
 
 
 class _ReservationView(Protocol):
@@ -103,24 +126,27 @@ def describe(
     else:
         raise TypeError("a reservation not yet stored is described with its history given")
     has_parcel = reservation.length_mm is not None
-    # Built from stored rows, whose types the columns fix: `model_construct` skips re-validating
-    # them, a fair share of a reservation's CPU on the busiest routes (the API tests would
-    # catch a mistyped field: pydantic warns when it serialises one, and warnings fail them).
-    return ReservationOut.model_construct(
+    # Built from stored rows, whose types the columns fix: not validated again, a fair share of
+    # a reservation's CPU on the busiest routes (the API tests would catch a mistyped field:
+    # pydantic warns when it serialises one, and warnings fail them).
+    return _built(
+        ReservationOut,
         id=reservation.id,
         kind=reservation.kind,
         status=reservation.status,
         carrier=reservation.carrier_id,
         tracking_number=reservation.tracking_number,
-        bank=BankRef.model_construct(
+        bank=_built(
+            BankRef,
             id=bank.id,
             name=bank.name,
             address=bank.address,
-            location=Location.model_construct(lat=bank.lat, lon=bank.lon),
+            location=_built(Location, lat=bank.lat, lon=bank.lon),
         ),
         size=SizeClass(reservation.size),
         compartment=reservation.compartment_label,
-        parcel=Parcel.model_construct(
+        parcel=_built(
+            Parcel,
             length_mm=reservation.length_mm or 0,
             width_mm=reservation.width_mm or 0,
             height_mm=reservation.height_mm or 0,
@@ -136,7 +162,8 @@ def describe(
         created_at=reservation.created_at,
         updated_at=reservation.updated_at,
         history=[
-            HistoryEntry.model_construct(
+            _built(
+                HistoryEntry,
                 type=e.type,
                 from_status=e.from_status,
                 to_status=e.to_status,
