@@ -35,6 +35,7 @@ from central.errors import install_error_handlers
 from central.keys import ServiceKeys, load_master_key
 from central.limits import BodyLimit
 from central.metrics import install_metrics
+from central.nodes.auth import SeenKeys
 from central.nodes.endpoints import add_body_schemas as add_node_body_schemas
 from central.nodes.endpoints import router as nodes_router
 from central.ops import approvals as ops_approvals
@@ -110,12 +111,12 @@ def wire_lagging_reads(app: FastAPI, settings: CentralSettings, engine: Engine) 
 # In the order routes are tried, after POST /v1/reservations (`add_create_route`).
 ROUTERS = (
     reservations_router,
+    nodes_router,  # every node's heartbeat and feed: next to reservations in volume
     dropoffs_router,
     banks_router,
     public_banks_router,
     webhooks_router,
     carrier_webhooks_router,
-    nodes_router,
     ops_router,
     ops_insight_router,
     ops_bank_admin.router,
@@ -167,6 +168,7 @@ def create_app(
     app.state.keys = build_keys(settings)
     app.state.clock = clock
     app.state.bank_directory = BankDirectory()
+    app.state.seen_node_keys = SeenKeys()
     # As many database threads as pooled connections: more would only queue for a connection
     # while contending for the GIL; waiting requests cost nothing on the event loop instead.
     app.state.db_limiter = CapacityLimiter(settings.db_pool_size)

@@ -29,6 +29,8 @@ from central.context import Ctx
 from central.keys import ServiceKeys
 from central.nodes.auth import purge_nonces
 from central.nodes.commands import expire_commands
+from central.nodes.courier_codes import JOB_INTERVAL_S as COURIER_CODES_INTERVAL_S
+from central.nodes.courier_codes import prepare_codes
 from central.nodes.health import mark_silent_nodes_offline
 from central.notices.channels import build_channels
 from central.notices.tasks import NoticeDispatcher
@@ -165,6 +167,12 @@ class Jobs:
         with self.led_sessions() as session, session.begin():
             return send_reminders(Ctx(session=session, keys=self.keys, now=self.clock()))
 
+    def prepare_courier_codes(self) -> int:
+        """Courier code hashes for today and tomorrow, made ahead of the nodes' pulls."""
+        return prepare_codes(
+            self.led_sessions, self.keys, self.clock(), interval_s=COURIER_CODES_INTERVAL_S
+        )
+
     def sample_occupancy(self) -> int:
         with self.led_sessions() as session, session.begin():
             return sample_occupancy(session, self.clock())
@@ -223,6 +231,7 @@ class Jobs:
             "detect_offline_nodes": self.detect_offline_nodes,
             "purge_node_nonces": self.purge_node_nonces,
             "expire_node_commands": self.expire_node_commands,
+            "prepare_courier_codes": self.prepare_courier_codes,
             "sample_occupancy": self.sample_occupancy,
             "fill_analytics": self.fill_analytics,
             "flush_analytics": self.flush_analytics,
@@ -276,6 +285,7 @@ INTERVALS = {
     "detect_offline_nodes": 30,
     "purge_node_nonces": 60,
     "expire_node_commands": 60,
+    "prepare_courier_codes": COURIER_CODES_INTERVAL_S,
     "sample_occupancy": 300,
     "fill_analytics": 60,
     "flush_analytics": 60,

@@ -133,8 +133,18 @@ class SyncConfig(BaseModel):
 
     model_config = _STRICT
 
+    # How often the node looks at its outbox and sends what is queued: a local read, no request
+    # to central while nothing is.
     interval_s: float = Field(
-        default=2.0, ge=0.05, le=300, description="deliver the outbox and pull the feed"
+        default=2.0, ge=0.05, le=300, description="look at the outbox this often, send what waits"
+    )
+    # The feed is pulled at once when a heartbeat's answer says a pull would bring news (a
+    # reservation changed, a command waits), when the courier codes are due and when the kiosk
+    # meets a parcel it does not know; and besides, this often, as a safety net. A pull that
+    # finds nothing new costs central a 304. Before it existed `interval_s` paced the feed
+    # too: a node.toml that sets `interval_s` and not this keeps its feed at that pace.
+    feed_interval_s: float = Field(
+        default=300.0, ge=0.05, le=3600, description="pull the feed at least this often"
     )
     heartbeat_s: float = Field(default=30.0, ge=1, le=600)
     courier_codes_s: float = Field(
@@ -151,6 +161,15 @@ class SyncConfig(BaseModel):
         default=2, ge=0, le=100, description="mass opens (several doors) allowed per window"
     )
     mass_open_window_s: int = Field(default=86_400, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _feed_at_the_old_interval(cls, data: Any) -> Any:
+        """An earlier node.toml's `interval_s` paced both the outbox and the feed: without a
+        `feed_interval_s` of its own, its feed keeps that pace."""
+        if isinstance(data, dict) and "interval_s" in data and "feed_interval_s" not in data:
+            return {**data, "feed_interval_s": data["interval_s"]}
+        return data
 
 
 GpioPinFactory = Literal["lgpio", "rpigpio", "pigpio", "native"]

@@ -360,6 +360,17 @@ class UpdateReport(_Strict):
     changed_at: AwareDatetime | None = None
 
 
+class FeedHeld(_Strict):
+    """The feed answer a node holds, as it asked for it: central checks it against what the
+    feed would hold now and says in the heartbeat's answer whether a pull would bring news."""
+
+    cursor: str = Field(max_length=500)
+    tag: str = Field(max_length=64)  # the answer's ETag
+    limit: int = Field(default=200, ge=1, le=500)
+    courier_codes: bool = False
+    settings_version: int | None = Field(default=None, ge=0)
+
+
 class Heartbeat(_Strict):
     doors: dict[str, str] = Field(default_factory=dict, max_length=2000)
     boards: dict[str, Literal["ok", "error"]] = Field(default_factory=dict, max_length=64)
@@ -369,11 +380,13 @@ class Heartbeat(_Strict):
     # earlier version never sees them (the node leaves out what is None).
     health: NodeHealth | None = None
     update: UpdateReport | None = None
+    # Sent only by a node holding a tagged feed answer, so only to a central that gives tags.
+    feed: FeedHeld | None = None
 
     @model_serializer(mode="wrap")
     def _leave_out_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for key in ("health", "update"):
+        for key in ("health", "update", "feed"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
@@ -387,3 +400,7 @@ class HeartbeatResult(BaseModel):
     # The rollout that wants it: a node that failed to install a version does not try it again
     # for the same rollout, only when an admin sets it anew (a new rollout id).
     wanted_rollout: int | None = None
+    # Added later: a pull of the feed would bring news (a command waits for the node, or the
+    # answer it holds, `Heartbeat.feed`, is no longer current); the node pulls at once rather
+    # than at its next feed interval. A central of an earlier version never says so.
+    feed_news: bool = False

@@ -13,6 +13,7 @@ from central.models.base import (
     SizeClass,
 )
 from central.models.carriers import ApiKey, Carrier
+from central.models.courier_codes import StoredCourierCode
 from central.models.leases import Lease
 from central.models.nodes import (
     Alert,
@@ -77,6 +78,7 @@ __all__ = [
     "ReservationEvent",
     "ReservationStatus",
     "SizeClass",
+    "StoredCourierCode",
     "TrackingEventRecord",
     "WebhookAttempt",
     "WebhookDelivery",

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Path, Query, Request
+from anyio import CapacityLimiter
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.context import Ctx
 from central.errors import ApiError, error_responses
+from central.keys import ServiceKeys
 from central.limits import declared_length
 from central.models import Node, SizeClass
 from central.nodes import auth, commands, enrollment, events, feed, health, overflow
+from central.nodes import courier_codes as courier_code_hashes
 from locker_wire.schemas import (
     CommandAck,
     CommandAckResult,
@@ -28,6 +35,7 @@ from locker_wire.schemas import (
     HeartbeatResult,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 router = APIRouter(prefix="/v1/node", tags=["nodes"])
@@ -67,6 +75,12 @@ class NodeWork:
         self._keys = request.app.state.keys
         self._clock = request.app.state.clock
         self._banks = request.app.state.bank_directory
+        self._seen_keys: auth.SeenKeys | None = getattr(request.app.state, "seen_node_keys", None)
+        self._engine: Engine = request.app.state.engine
+        self._autocommits = self._engine.dialect.name == "postgresql"
+        # As many threads at the database as the pool has connections (`central.app`): more
+        # would open overflow connections, each a new PostgreSQL backend, under a burst.
+        self.limiter: CapacityLimiter = request.app.state.db_limiter
 
     def _signed_path(self) -> str:
         scope = self._request.scope
@@ -75,23 +89,72 @@ class NodeWork:
         query = scope.get("query_string", b"").decode("latin-1")
         return f"{path}?{query}" if query else path
 
-    async def run(self, work: Callable[[Ctx, Node, bytes], T]) -> T:
+    async def run(
+        self,
+        work: Callable[[Ctx, Node, bytes], T],
+        *,
+        savepoint: bool = True,
+        autocommit: bool = False,
+    ) -> T:
+        """Authenticate, then `work` in the same transaction, in one worker-thread hop.
+
+        `savepoint=False` is for work that writes nothing before it may refuse: it runs without
+        the savepoint's two round trips, and when it fails the transaction is rolled back and
+        the nonce recorded again on its own. `autocommit` is for work that needs no
+        transaction (the feed reads; a heartbeat's writes are each atomic, idempotent and
+        ordered so that any of them done alone is made good by the next heartbeat): on
+        PostgreSQL each statement then commits on its own, the nonce at once as a refused
+        request needs anyway, and BEGIN's and COMMIT's round trips are saved. On SQLite, whose
+        transactions cost no round trip, it runs as `savepoint=False` work.
+        """
         # The signature covers the body, so the body is read before it is checked; what can be
         # checked without it comes first: the signature headers, and for a body that may be
         # large, that its node is enrolled. The body read is bounded (central.limits.BodyLimit).
         claim = auth.read_claim(self._request.headers)
         if not _small_body(self._request):
-            await anyio.to_thread.run_sync(self._check_node, claim.node_id)
+            await anyio.to_thread.run_sync(self._check_node, claim.node_id, limiter=self.limiter)
         body = await self._request.body()
-        return await anyio.to_thread.run_sync(self._run, body, work)
+        if autocommit and self._autocommits:
+            return await anyio.to_thread.run_sync(
+                self._run_autocommit, body, work, limiter=self.limiter
+            )
+        return await anyio.to_thread.run_sync(
+            self._run, body, work, savepoint and not autocommit, None, limiter=self.limiter
+        )
+
+    def _run_autocommit(self, body: bytes, work: Callable[[Ctx, Node, bytes], T]) -> T:
+        with self._engine.connect() as connection:
+            each = connection.execution_options(isolation_level="AUTOCOMMIT")
+            return self._run(body, work, False, self._sessions(bind=each), autocommit=True)
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions
+
+    @property
+    def keys(self) -> ServiceKeys:
+        keys: ServiceKeys = self._keys
+        return keys
+
+    def now(self) -> datetime:
+        now: datetime = self._clock()
+        return now
 
     def _check_node(self, node_id: str) -> None:
         with self._sessions() as session:
             auth.claimed_node(session, node_id)
 
-    def _run(self, body: bytes, work: Callable[[Ctx, Node, bytes], T]) -> T:
+    def _run(
+        self,
+        body: bytes,
+        work: Callable[[Ctx, Node, bytes], T],
+        savepoint: bool,
+        session: Session | None,
+        *,
+        autocommit: bool = False,
+    ) -> T:
         request = self._request
-        with self._sessions() as session:
+        with session if session is not None else self._sessions() as session:
             session.begin()
             try:
                 node = auth.authenticate(
@@ -101,11 +164,22 @@ class NodeWork:
                     request.headers,
                     body,
                     self._clock(),
+                    self._seen_keys,
                 )
                 ctx = Ctx(session=session, keys=self._keys, now=self._clock(), banks=self._banks)
             except BaseException:
                 session.rollback()
                 raise
+            if not savepoint:
+                try:
+                    result = work(ctx, node, body)
+                except BaseException:
+                    session.rollback()
+                    if not autocommit:  # else the nonce is in already
+                        _remember_nonce(session, node.id, request.headers, ctx.now)
+                    raise
+                session.commit()
+                return result
             try:
                 with session.begin_nested():
                     result = work(ctx, node, body)
@@ -114,6 +188,20 @@ class NodeWork:
                 raise
             session.commit()
             return result
+
+
+def _remember_nonce(
+    session: Session, node_id: str, headers: Mapping[str, str], now: datetime
+) -> None:
+    """The nonce of a request whose work failed, so that it cannot be replayed; a failure here
+    is logged, and the work's own error is the one the node gets."""
+    try:
+        with session.begin():
+            auth.remember_nonce(session, node_id, headers, now)
+    except SQLAlchemyError:
+        log.warning(
+            "the nonce of a failed request from %s was not recorded", node_id, exc_info=True
+        )
 
 
 SMALL_BODY = 64 * 1024
@@ -195,9 +283,18 @@ async def post_events(work: NodeWorkDep) -> EventBatchResult:
     )
 
 
-@router.get("/feed", response_model=FeedResponse, responses=_SIGNED_ERRORS)
+_FEED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_SIGNED_ERRORS,
+    304: {
+        "description": "Nothing changed since the answer whose tag the node sent as `known` "
+        "(with the same cursor): it has it already. No body; the ETag header repeats the tag."
+    },
+}
+
+
+@router.get("/feed", response_model=FeedResponse, responses=_FEED_RESPONSES)
 async def get_feed(
-    work: NodeWorkDep,
+    request: Request,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
     courier_codes: Annotated[bool, Query(description="include courier code hashes")] = True,
@@ -205,28 +302,51 @@ async def get_feed(
         int | None,
         Query(ge=0, description="the bank settings version the node has; `bank` when it differs"),
     ] = None,
-) -> FeedResponse:
+    known: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="the ETag of the last answer for this cursor: 304 when it still holds",
+        ),
+    ] = None,
+) -> Response:
     """Reservations changed since the cursor, pending signed commands, courier code hashes,
-    and the bank's settings when they differ from the node's `settings_version`."""
-    response, due, bank_id = await work.run(
-        lambda ctx, node, _body: (
-            *feed.feed(
-                ctx,
-                node,
-                cursor,
-                limit,
-                courier_codes=courier_codes,
-                settings_version=settings_version,
-            ),
-            node.bank_id,
-        )
+    and the bank's settings when they differ from the node's `settings_version`.
+
+    Every answer that is the whole of what is new carries an ETag. Asked again with the same
+    cursor and that tag as `known` (and the same `limit`, `courier_codes` and
+    `settings_version`), central answers 304 with no body when nothing changed since. The
+    condition is in the signed query, not in If-None-Match, so that it is signed too."""
+    work = NodeWork(request)
+    query = feed.FeedQuery(cursor, limit, courier_codes, settings_version, known)
+    answer, bank_id = await work.run(
+        lambda ctx, node, _body: (feed.feed(ctx, node, query), node.bank_id), autocommit=True
     )
-    # Hashed after the transaction is over, in a hop of its own that holds no connection.
-    if due:
-        response.courier_codes = await anyio.to_thread.run_sync(
-            feed.hash_courier_codes, bank_id, due
+    if isinstance(answer, feed.Unchanged):
+        return Response(status_code=304, headers={"ETag": f'"{answer.tag}"'})
+    if answer.due:
+        # Hashed after the transaction is over, holding no connection; then stored.
+        rows = await anyio.to_thread.run_sync(
+            courier_code_hashes.hash_codes, work.keys, bank_id, answer.due, work.now()
         )
-    return response
+        made = await anyio.to_thread.run_sync(
+            courier_code_hashes.store_codes,
+            work.sessions,
+            work.keys,
+            bank_id,
+            rows,
+            limiter=work.limiter,
+        )
+        answer.response.courier_codes = courier_code_hashes.in_due_order(
+            [*answer.response.courier_codes, *made]
+        )
+        answer.due = []
+    tag = feed.answer_tag(answer)
+    return Response(
+        content=answer.response.model_dump_json(),
+        media_type="application/json",
+        headers={} if tag is None else {"ETag": f'"{tag}"'},
+    )
 
 
 @router.post(
@@ -250,14 +370,21 @@ async def ack_command(command_id: str, work: NodeWorkDep) -> CommandAckResult:
     responses=_SIGNED_ERRORS,
     openapi_extra=_json_body(Heartbeat),
 )
-async def heartbeat(request: Request, work: NodeWorkDep) -> HeartbeatResult:
-    """The node is alive: doors, boards and outbox depth."""
+async def heartbeat(request: Request) -> Response:
+    """The node is alive: doors, boards and outbox depth. The answer says whether its feed
+    holds news for it (`feed_news`: a command waits, or the feed answer the node says it holds
+    is no longer current), for the node to pull at once."""
     limits = health.HealthLimits.from_settings(request.app.state.settings)
-    return await work.run(
-        lambda ctx, node, body: health.record_heartbeat(
-            ctx.session, node, parse_body(Heartbeat, body), ctx.now, limits
-        )
-    )
+
+    def beat(ctx: Ctx, node: Node, body: bytes) -> HeartbeatResult:
+        sent = parse_body(Heartbeat, body)
+        result = health.record_heartbeat(ctx.session, node, sent, ctx.now, limits)
+        if sent.feed is not None and not result.feed_news:
+            result.feed_news = not feed.held_is_current(ctx, node, sent.feed)
+        return result
+
+    result = await NodeWork(request).run(beat, autocommit=True)
+    return Response(content=result.model_dump_json(), media_type="application/json")
 
 
 # Overflow: a parcel with no usable door at the node's bank goes to a nearby one

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from central.models import Node
 from central.nodes import repository as repo
+from central.nodes import sync_repository as sync_repo
 from central.nodes import updates
 from locker_wire.schemas import Heartbeat, HeartbeatResult, NodeHealth
 
@@ -153,23 +154,36 @@ def record_heartbeat(
         "boards": body.boards,
         "outbox_depth": body.outbox_depth,
     }
-    # Read first: the update below refreshes the loaded row.
+    # What the node row said before this heartbeat.
     was_offline = not node.online
     alerting = _alerting_of(node.health)
+    # Each write below is atomic and idempotent, and comes before the one that records it
+    # (the alerts before the conditions alerted on, `bank_offline` resolved before the node is
+    # online), so that when only some of them are done, the next heartbeat does the rest and
+    # nothing twice: it may run without a transaction (`NodeWork.run(autocommit=True)`).
     if body.health is not None:
         health.update(body.health.model_dump(mode="json"))
         alerting = _update_health_alerts(session, node, body.health, alerting, now, limits)
     if alerting is not None:
         health[ALERTING] = sorted(f"{kind}:{subject}" for kind, subject in alerting)
-    repo.record_heartbeat(session, node.id, now, health, body.version)
     if was_offline:
         repo.resolve_alerts(session, node.bank_id, "bank_offline", now)
-    wanted = updates.record_update(session, node, body, now)
+    beat = sync_repo.record_heartbeat(session, node, now, health, body.version)
+    # The wanted version came with the heartbeat's own statement; a node that reports an
+    # update's progress has it kept (and the version read again there).
+    wanted = (
+        updates.record_update(session, node, body, now)
+        if body.update is not None
+        else None
+        if beat.rollout_id is None or beat.rollout_version is None
+        else updates.Wanted(beat.rollout_id, beat.rollout_version)
+    )
     return HeartbeatResult(
         server_time=int(now.timestamp()),
         online=True,
         wanted_version=None if wanted is None else wanted.version,
         wanted_rollout=None if wanted is None else wanted.rollout_id,
+        feed_news=beat.feed_news,
     )
 
 

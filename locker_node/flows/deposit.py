@@ -71,6 +71,7 @@ def start_deposit(
         raise BadInput("not a tracking number (4-40 letters and digits)")
     if size is not None and not inputs.is_size_class(size):
         raise BadInput("size must be S, M, L or XL")
+    _catch_up_if_unknown(ports, courier, tracking)
     with ports.flow_lock:
         now = ports.now()
         with ports.unit_of_work() as conn:
@@ -88,6 +89,18 @@ def start_deposit(
             )
         ports.crash.reach("deposit.bound", tracking)
         return _open_for_deposit(ports, courier, deposit_id, label, command_id, tracking)
+
+
+def _catch_up_if_unknown(ports: Ports, courier: Courier, tracking: str) -> None:
+    """A parcel the node has no reservation for may be one central made a moment ago (the
+    feed comes every half minute or so): pull the feed once before deciding, so the courier
+    is not sent away, or a walk-up made, for a reservation that is on its way."""
+    if ports.feed is None:
+        return
+    with ports.unit_of_work() as conn:
+        known = repo.find_reservation(conn, courier.carrier_id, tracking, kind="delivery")
+    if known is None and not ports.feed.catch_up():
+        logger.info("no fresh feed for an unknown parcel: deciding on what the node has")
 
 
 def _bind(

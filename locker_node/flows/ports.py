@@ -98,6 +98,15 @@ class CentralLink(Protocol):
     def redirect(self, reservation_id: str, bank_id: str, size: str | None) -> Redirected: ...
 
 
+class FeedRefresh(Protocol):
+    """The sync loop, asked by a flow to pull the feed now (`locker_node.sync.service`)."""
+
+    def catch_up(self) -> bool:
+        """Pull the feed at once and wait for it, a few seconds at most; False when it could
+        not (central unreachable, or no answer in time). Never called holding `flow_lock`."""
+        ...
+
+
 @dataclass
 class Ports:
     engine: Engine
@@ -116,6 +125,9 @@ class Ports:
     # Central, for what a flow must ask it while someone waits (overflow); None for a node
     # that runs without central (or is not enrolled).
     central: CentralLink | None = None
+    # The sync loop while it runs, for a flow that meets what central may have just sent (a
+    # parcel with no reservation here): None without central, or while sync is stopped.
+    feed: FeedRefresh | None = None
 
     def now(self) -> datetime:
         return self.clock()

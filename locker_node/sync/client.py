@@ -6,6 +6,7 @@ import json
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -180,6 +181,25 @@ class CentralClient:
         courier_codes: bool = True,
         settings_version: int | None = None,
     ) -> FeedResponse:
+        """The feed after `cursor`, unconditionally."""
+        answer = self.feed_since(
+            cursor, limit=limit, courier_codes=courier_codes, settings_version=settings_version
+        )
+        if answer.page is None:
+            raise CentralUnavailable("central answered 304 to a feed request without a condition")
+        return answer.page
+
+    def feed_since(
+        self,
+        cursor: str | None,
+        *,
+        known: str | None = None,
+        limit: int = 200,
+        courier_codes: bool = True,
+        settings_version: int | None = None,
+    ) -> FeedAnswer:
+        """The feed after `cursor`; with `known` (the tag of the answer the node has for this
+        cursor and these options) central answers 304 when nothing changed: no page then."""
         params: dict[str, str | int] = {
             "limit": limit,
             "courier_codes": "true" if courier_codes else "false",
@@ -189,9 +209,14 @@ class CentralClient:
         if settings_version is not None:
             # The bank settings the node has: central sends `bank` only when its differ.
             params["settings_version"] = settings_version
-        return _parse(
-            FeedResponse, _send(self._client, self.ca_bundle, "GET", "/v1/node/feed", params=params)
-        )
+        if known is not None:
+            # In the query, so that the signature covers it (If-None-Match would not be).
+            params["known"] = known
+        response = _send(self._client, self.ca_bundle, "GET", "/v1/node/feed", params=params)
+        tag = _etag(response)
+        if response.status_code == 304:
+            return FeedAnswer(None, tag)
+        return FeedAnswer(_parse(FeedResponse, response), tag)
 
     def ack(self, command_id: str, ack: CommandAck) -> CommandAckResult:
         response = _send(
@@ -221,6 +246,23 @@ class CentralClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class FeedAnswer:
+    """A feed answer: its page, or None when central said nothing changed since the answer
+    whose tag the node sent; and the tag of this answer (None: it has none)."""
+
+    page: FeedResponse | None
+    tag: str | None
+
+
+def _etag(response: httpx.Response) -> str | None:
+    value = response.headers.get("etag")
+    if not value:
+        return None
+    tag = value.removeprefix("W/").strip('"')
+    return tag or None
 
 
 def httpx_json(body: Any) -> bytes:

@@ -28,7 +28,7 @@ from locker_node.sync.client import (
 )
 from locker_node.sync.identity import NodeIdentity, write_atomically
 from locker_node.update.updater import Updater
-from locker_wire.schemas import Command, CommandAck, DepositedData, Heartbeat
+from locker_wire.schemas import Command, CommandAck, DepositedData, FeedHeld, Heartbeat
 from locker_wire.sealing import seal, seal_context
 from locker_wire.signing import InvalidCommand, verify_command
 
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 CURSOR_FILE = "sync-cursor"
 ACTOR = "central"
 MAX_FEED_PAGES = 50
+# How long a flow waits for the feed it asked for (`catch_up`): a courier stands at the kiosk.
+CATCH_UP_WAIT_S = 5.0
 
 
 class SyncService:
@@ -74,9 +76,17 @@ class SyncService:
         self.updater = updater
         self._health = health
         self._stopping = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_heartbeat: float | None = None
         self._last_codes: float | None = None
+        # The tag of the last whole answer, by whether it held courier codes: (cursor, tag).
+        # Sent back with that cursor, central answers 304 while nothing changed. In memory
+        # only: after a restart the first pull is a full one.
+        self._tags: dict[bool, tuple[str, str]] = {}
+        # Pulls asked for by flows (`catch_up`) and pulls done since, for them to wait on.
+        self._pulls = threading.Condition()
+        self._pulls_asked = 0
+        self._pulls_done = 0
         # What the last failed pass logged (None after a good one): each problem is logged
         # once when it starts, not on every pass while it lasts.
         self._problem: str | None = None
@@ -168,25 +178,59 @@ class SyncService:
         except FileNotFoundError:
             return None
 
-    def pull_feed(self) -> int:
-        """Apply feed pages until caught up; how many commands were handled."""
-        handled = 0
-        codes = self._last_codes is None or (
+    def codes_due(self) -> bool:
+        """Whether the next pull asks for the courier codes (every `courier_codes_s`)."""
+        return self._last_codes is None or (
             time.monotonic() - self._last_codes >= self.config.courier_codes_s
         )
+
+    def held_feed(self) -> FeedHeld | None:
+        """The tagged answer the node holds for its cursor, for its heartbeat: the one with the
+        courier codes when it has both (None: it holds none, as with a central that gives no
+        tags, which never gets one in a heartbeat either)."""
+        cursor = self.read_cursor()
+        for codes in (True, False):
+            held = self._tags.get(codes)
+            if held is not None and held[0] == cursor:
+                return FeedHeld(
+                    cursor=held[0],
+                    tag=held[1],
+                    courier_codes=codes,
+                    settings_version=self._flows.settings_version(),
+                )
+        return None
+
+    def pull_feed(self) -> int:
+        """Apply feed pages until caught up; how many commands were handled.
+
+        Each pull sends the tag of the answer the node has for its cursor (when it has one):
+        a 304 means nothing changed, and costs central next to nothing.
+        """
+        handled = 0
+        codes = self.codes_due()
         for _ in range(MAX_FEED_PAGES):
-            page = self._client.feed(
-                self.read_cursor(),
+            cursor = self.read_cursor()
+            known = self._tags.get(codes)
+            answer = self._client.feed_since(
+                cursor,
+                known=known[1] if known is not None and known[0] == cursor else None,
                 courier_codes=codes,
                 settings_version=self._flows.settings_version(),
             )
             if codes:
                 self._last_codes = time.monotonic()
-                codes = False
+            page = answer.page
+            if page is None:
+                break  # nothing new: the node has it all, courier codes included
             self._flows.apply_feed_page(page)
             # Saved only once the page is in the store: a crash in between reads it again,
             # which applying a reservation twice tolerates.
             write_atomically(self._cursor_path, page.cursor + "\n")
+            if answer.tag is None:
+                self._tags.pop(codes, None)
+            else:
+                self._tags[codes] = (page.cursor, answer.tag)
+            codes = False
             for command in page.commands:
                 self.handle_command(command)
                 handled += 1
@@ -202,8 +246,10 @@ class SyncService:
         try:
             self._client.ack(command.id, ack)
         except CentralError as exc:
-            # Acked on a later pass: the feed repeats the command until it is.
+            # Acked on a later pass: the feed repeats the command until it is. That pass must
+            # be a full one, not a 304 for the answer that brought it.
             logger.warning("ack of command %s not delivered: %s", command.id, exc)
+            self._tags.clear()
         return ack
 
     def _verify(self, command: Command, now: datetime) -> None:
@@ -221,7 +267,9 @@ class SyncService:
 
     # Heartbeat --------------------------------------------------------------------------------
 
-    def send_heartbeat(self) -> None:
+    def send_heartbeat(self) -> bool:
+        """Report the node's state, and the feed answer it holds; whether to pull the feed now:
+        central says a pull would bring news, or the node held no answer it could check."""
         doors: dict[str, str] = {}
         boards: dict[str, str] = {}
         for status in self._doors.statuses():
@@ -233,6 +281,7 @@ class SyncService:
         with transaction(self._engine) as conn:
             depth = outbox.outbox_depth(conn)
         health = None if self._health is None else self._health.read()
+        held = self.held_feed()
         result = self._client.heartbeat(
             Heartbeat.model_validate(
                 {
@@ -242,28 +291,36 @@ class SyncService:
                     "version": self._version,
                     "health": health,
                     "update": None if self.updater is None else self.updater.report(),
+                    "feed": held,
                 }
             )
         )
         if self.updater is not None:
             self.updater.after_heartbeat(result)
+        return result.feed_news or held is None
 
     # Loop -------------------------------------------------------------------------------------
 
-    def run_once(self, *, heartbeat: bool = False) -> bool:
-        """One pass; False when central could not be reached (everything stays queued)."""
+    def run_once(self, *, heartbeat: bool = False, feed: bool = True) -> bool:
+        """One pass: the heartbeat when asked, the outbox, the feed when asked (or when the
+        heartbeat says a pull would bring news). False when central could not be reached (everything
+        stays queued); a pass that had nothing to ask of central says how the last one went."""
         try:
-            if heartbeat:
-                self.send_heartbeat()
-            self.deliver_outbox()
-            self.pull_feed()
+            news = self.send_heartbeat() if heartbeat else False
+            delivered = self.deliver_outbox()
+            if feed or news:
+                self.pull_feed()
+            elif not heartbeat and not delivered:
+                return self._problem is None
         except CentralUntrusted as exc:
             if self._problem != str(exc):
                 logger.error(
-                    "%s; %s. The node carries on and tries again every %s s",
+                    "%s; %s. The node carries on and tries again (outbox every %s s, feed "
+                    "every %s s)",
                     exc,
                     untrusted_advice(exc),
                     self.config.interval_s,
+                    self.config.feed_interval_s,
                 )
             self._problem = str(exc)
             return False
@@ -277,30 +334,90 @@ class SyncService:
         self._problem = None
         return True
 
+    def catch_up(self, timeout_s: float = CATCH_UP_WAIT_S) -> bool:
+        """For a flow (`ports.feed`): have the sync thread pull the feed at once, and wait for
+        that pull, `timeout_s` at most; whether it was done and central answered."""
+        with self._pulls:
+            if self._thread is None or not self._thread.is_alive():
+                return False
+            self._pulls_asked += 1
+            wanted = self._pulls_asked
+            self._wake.set()
+            done = self._pulls.wait_for(lambda: self._pulls_done >= wanted, timeout_s)
+        return done and self._problem is None and not self._stopping.is_set()
+
     def start(self) -> None:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run_loop, name="sync", daemon=True)
         self._thread.start()
+        self._flows.ports.feed = self
 
     def stop(self) -> None:
+        if self._flows.ports.feed is self:
+            self._flows.ports.feed = None
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stopping.set()
+            self._wake.set()
+            with self._pulls:  # a flow waiting for a pull waits no longer
+                self._pulls_done = self._pulls_asked
+                self._pulls.notify_all()
             thread.join(60)
         self._client.close()
 
     def _run_loop(self) -> None:
+        """Passes every `interval_s`, or at once when a flow asks for the feed (`catch_up`);
+        what each pass does besides the outbox is `SyncSchedule`'s to say."""
+        schedule = SyncSchedule(self.config, time.monotonic())
         while not self._stopping.is_set():
-            due = self._last_heartbeat is None or (
-                time.monotonic() - self._last_heartbeat >= self.config.heartbeat_s
-            )
+            now = time.monotonic()
+            with self._pulls:
+                asked = self._pulls_asked
+            beat, feed = schedule.due(now)
+            feed = feed or asked > self._pulls_done or self.codes_due()
             try:
-                if self.run_once(heartbeat=due) and due:
-                    self._last_heartbeat = time.monotonic()
+                self.run_once(heartbeat=beat, feed=feed)
             except Exception:
                 # A bad pass is tried again next tick; the kiosk must not depend on sync.
                 logger.exception("sync pass failed")
-            self._stopping.wait(self.config.interval_s)
+            schedule.tried(now, heartbeat=beat, feed=feed)
+            if feed:
+                with self._pulls:
+                    self._pulls_done = asked
+                    self._pulls.notify_all()
+            self._wake.wait(self.config.interval_s)
+            self._wake.clear()
+
+
+class SyncSchedule:
+    """When the heartbeat and the feed are due (monotonic seconds).
+
+    Both are due at the start. News reaches the node by its heartbeat: the heartbeat sends the
+    tag of the feed answer the node holds, and its answer says when a pull would bring news (a
+    reservation changed, a command waits) for the node to pull at once. The feed's regular pull
+    is a safety net beside it, half an interval after the start and an interval apart after
+    that. Each is due again an interval after it was tried, whether or not central answered:
+    a fleet coming back after an outage of central keeps its spread instead of retrying all
+    at once. (The courier codes are pulled when they are due, `SyncService.codes_due`.)
+    """
+
+    def __init__(self, config: SyncConfig, start: float) -> None:
+        self._config = config
+        self._next_beat = start
+        self._next_feed = start
+        self._first_feed = True
+
+    def due(self, now: float) -> tuple[bool, bool]:
+        """(heartbeat due, feed due) at `now`."""
+        return now >= self._next_beat, now >= self._next_feed
+
+    def tried(self, now: float, *, heartbeat: bool, feed: bool) -> None:
+        if heartbeat:
+            self._next_beat = now + self._config.heartbeat_s
+        if feed:
+            interval = self._config.feed_interval_s
+            self._next_feed = now + (interval / 2 if self._first_feed else interval)
+            self._first_feed = False
 
 
 def untrusted_advice(exc: CentralUntrusted) -> str:

@@ -193,3 +193,58 @@ def test_a_signed_request_commits_once(
     finally:
         event.remove(app.state.engine, "commit", count)
     assert len(commits) == 2
+
+
+def test_a_key_seen_before_is_checked_again_against_the_nodes_row(
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    n = node(client, sessions, clock)
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    assert n.post("/v1/node/heartbeat", BEAT).status_code == 200  # its key is seen now
+    event.listen(app.state.engine, "before_cursor_execute", note)
+    try:
+        assert n.post("/v1/node/heartbeat", BEAT).status_code == 200
+    finally:
+        event.remove(app.state.engine, "before_cursor_execute", note)
+    nonce_writes = [s for s in statements if "node_nonces" in s]
+    if app.state.engine.dialect.name == "postgresql":
+        # The row and the nonce in one statement, and no other read of the node.
+        assert len(nonce_writes) == 1 and "WITH known" in nonce_writes[0]
+        assert not [s for s in statements if s.lstrip().startswith("SELECT nodes.")]
+    else:
+        assert len(nonce_writes) == 1
+
+    # The node enrolls again with a new key: the new key holds, the old one no longer does.
+    old_key, new_key = n.key, signing.generate_private_key()
+    with sessions.begin() as session:
+        stored = session.get(Node, n.node_id)
+        assert stored is not None
+        stored.public_key = signing.public_key_text(new_key)
+    assert error(n.post("/v1/node/heartbeat", BEAT)) == (401, "invalid_signature")
+    n.key = new_key
+    assert n.post("/v1/node/heartbeat", BEAT).status_code == 200
+    replay = n.request("POST", "/v1/node/heartbeat", BEAT, nonce="12" * 16)
+    assert replay.status_code == 200
+    assert error(n.request("POST", "/v1/node/heartbeat", BEAT, nonce="12" * 16)) == (
+        401,
+        "replayed_nonce",
+    )
+    n.key = old_key
+    assert error(n.post("/v1/node/heartbeat", BEAT)) == (401, "invalid_signature")
+
+    # Revoked: refused at once, though its key was seen a moment ago.
+    n.key = new_key
+    assert n.post("/v1/node/heartbeat", BEAT).status_code == 200
+    with sessions.begin() as session:
+        stored = session.get(Node, n.node_id)
+        assert stored is not None
+        stored.revoked_at = clock()
+    assert error(n.post("/v1/node/heartbeat", BEAT)) == (401, "unknown_node")

@@ -53,6 +53,7 @@ def test_a_heartbeat_records_health_and_last_seen(
         "online": True,
         "wanted_version": None,
         "wanted_rollout": None,
+        "feed_news": False,
     }
     row = node_row(sessions, node)
     assert row.last_seen_at == clock() and row.online and row.version == "1.2.3"

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from locker_node.app import Node, build_node
 from locker_node.config import NodeConfig, load_config
 from locker_node.hardware.simulated import SimulatedLockBoard
-from locker_node.store import outbox
+from locker_node.store import outbox, repository
 from locker_node.store.database import transaction
 from locker_node.sync.provision import provision
 from locker_node.sync.service import SyncService
@@ -49,6 +49,9 @@ class CentralTransport(httpx.BaseTransport):
         self.fail_after: int | None = None  # requests to let through before going down
         self.lose_answers = 0  # event batches central applies but whose answer is lost
         self.batches: list[list[str]] = []  # event ids of every batch central received
+        self.answers: list[tuple[str, str, int]] = []  # (method, path, status) of each answer
+        self.strip_etag = False  # play a central of an earlier version: no conditional feed
+        self.refuse_acks = False  # command acks answered 503
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self.fail_after is not None:
@@ -57,6 +60,8 @@ class CentralTransport(httpx.BaseTransport):
             self.fail_after -= 1
         if self.down:
             raise httpx.ConnectError("central is down", request=request)
+        if self.refuse_acks and request.url.path.endswith("/ack"):
+            return httpx.Response(503, content=b"{}")
         events = request.url.path.endswith("/events")
         if events:
             self.batches.append([e["id"] for e in json.loads(request.content)["events"]])
@@ -69,11 +74,11 @@ class CentralTransport(httpx.BaseTransport):
         if events and self.lose_answers > 0:
             self.lose_answers -= 1
             raise httpx.ReadError("connection reset", request=request)
-        return httpx.Response(
-            answer.status_code,
-            headers={"Content-Type": answer.headers.get("content-type", "application/json")},
-            content=answer.content,
-        )
+        headers = {"Content-Type": answer.headers.get("content-type", "application/json")}
+        if "etag" in answer.headers and not self.strip_etag:
+            headers["ETag"] = answer.headers["etag"]
+        self.answers.append((request.method, request.url.path, answer.status_code))
+        return httpx.Response(answer.status_code, headers=headers, content=answer.content)
 
 
 def courier_code(app: FastAPI, carrier: str = "acme") -> str:
@@ -127,6 +132,10 @@ class SyncedNode:
     def outbox(self) -> list[outbox.OutboxEvent]:
         with transaction(self.node.engine) as conn:
             return outbox.outbox_events(conn)
+
+    def has_reservation(self, reservation_id: str) -> bool:
+        with transaction(self.node.engine) as conn:
+            return repository.get_reservation(conn, reservation_id) is not None
 
 
 @pytest.fixture
