@@ -10,9 +10,8 @@ A node's requests in a 30 s period, spread evenly over the fleet by node number,
 defaults make them: its heartbeat, carrying the cursor and tag of the feed answer it holds, and
 at once a conditional feed pull when the heartbeat's answer says a pull would bring news; for
 one node in ten an event batch with one door event, a quarter period after the heartbeat; for
-one node in ten its regular feed pull (every 300 s), half a period after the heartbeat; for one
-node in twenty its courier codes (every 600 s), three quarters of a period after it. A
-heartbeat-only fleet sends bare heartbeats alone.
+one node in twenty its regular pull with the courier codes (every 600 s), three quarters of a
+period after it. A heartbeat-only fleet sends bare heartbeats alone.
 """
 
 from __future__ import annotations
@@ -38,8 +37,7 @@ from locker_wire.signing import sign_request
 
 PERIOD_S = 30.0
 EVENT_EVERY = 10  # one node in ten sends an event batch in a period
-FEED_EVERY = 10  # the node's regular pull: every 300 s, one node in ten a period
-CODES_EVERY = 20  # its courier codes: every 600 s, one node in twenty a period
+CODES_EVERY = 20  # its regular pull, with the courier codes: every 600 s, one in twenty a period
 FEED_PATH = "/v1/node/feed?limit=200&courier_codes=false&settings_version=1"
 COMPARTMENTS = {SizeClass.S: 4, SizeClass.M: 4, SizeClass.L: 2}
 LABELS = [label for label, _ in compartment_labels(COMPARTMENTS)]
@@ -290,8 +288,6 @@ def _schedule(step: Step, nodes: list[SimNode]) -> list[tuple[float, str, SimNod
         if not step.heartbeat_only:
             if node.n % EVENT_EVERY == 0:
                 offsets.append(((beat + PERIOD_S / 4) % PERIOD_S, "events"))
-            if node.n % FEED_EVERY == FEED_EVERY // 2:
-                offsets.append(((beat + PERIOD_S / 2) % PERIOD_S, "feed"))
             if node.n % CODES_EVERY == CODES_EVERY // 4:
                 offsets.append(((beat + PERIOD_S * 3 / 4) % PERIOD_S, "codes"))
         plan += [(at, kind, node) for at, kind in offsets if at < step.duration_s]

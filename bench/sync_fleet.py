@@ -10,8 +10,8 @@ real signed HTTP request (`bench.fleet_load`).
 The nodes follow the node's defaults (`bench.fleet_load`): each node, once per 30 s period and
 spread evenly over it, sends a heartbeat carrying the tag of the feed answer it holds, and pulls
 its feed at once when the answer says a pull would bring news; one node in ten sends an event
-batch with one door event, one in ten makes its regular feed pull (every 300 s: conditional,
-a 304 when nothing changed) and one in twenty pulls its courier codes (every 600 s).
+batch with one door event and one in twenty makes its regular pull, with its courier codes
+(every 600 s; conditional: a 304 when nothing changed).
 Meanwhile reservations change at the model's rate (`changes_per_bank_day`, 300: about 100
 parcels a bank a day, each reserved, deposited and picked up), so some banks' nodes are told
 of news and pull a full answer. Every node pulls its feed once before the first step, as a

@@ -140,11 +140,12 @@ class SyncConfig(BaseModel):
     )
     # The feed is pulled at once when a heartbeat's answer says a pull would bring news (a
     # reservation changed, a command waits), when the courier codes are due and when the kiosk
-    # meets a parcel it does not know; and besides, this often, as a safety net. A pull that
-    # finds nothing new costs central a 304. Before it existed `interval_s` paced the feed
-    # too: a node.toml that sets `interval_s` and not this keeps its feed at that pace.
+    # meets a parcel it does not know; and besides, at least this often, as a safety net (at
+    # the defaults the courier codes' pull every 600 s is that pull). A pull that finds nothing
+    # new costs central a 304. Before it existed `interval_s` paced the feed too: a node.toml
+    # that sets `interval_s` and not this keeps its feed at that pace.
     feed_interval_s: float = Field(
-        default=300.0, ge=0.05, le=3600, description="pull the feed at least this often"
+        default=600.0, ge=0.05, le=3600, description="pull the feed at least this often"
     )
     heartbeat_s: float = Field(default=30.0, ge=1, le=600)
     courier_codes_s: float = Field(

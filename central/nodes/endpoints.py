@@ -78,9 +78,10 @@ class NodeWork:
         self._seen_keys: auth.SeenKeys | None = getattr(request.app.state, "seen_node_keys", None)
         self._engine: Engine = request.app.state.engine
         self._autocommits = self._engine.dialect.name == "postgresql"
-        # As many threads at the database as the pool has connections (`central.app`): more
-        # would open overflow connections, each a new PostgreSQL backend, under a burst.
-        self.limiter: CapacityLimiter = request.app.state.db_limiter
+        # A few threads at the database at a time (`central.app`, NODE_SYNC_THREADS): node
+        # requests are short and spend most of their time in Python, so more threads would only
+        # take turns at the GIL, each turn a context switch; they wait on the loop instead.
+        self.limiter: CapacityLimiter = request.app.state.node_limiter
 
     def _signed_path(self) -> str:
         scope = self._request.scope

@@ -195,4 +195,4 @@ def test_an_old_sync_section_keeps_its_feed_pace_and_a_new_one_gets_the_default(
     data["sync"] = {"interval_s": 5, "feed_interval_s": 60}
     assert parse_config(data).sync.feed_interval_s == 60
     data["sync"] = {}
-    assert (parse_config(data).sync.interval_s, parse_config(data).sync.feed_interval_s) == (2, 300)
+    assert (parse_config(data).sync.interval_s, parse_config(data).sync.feed_interval_s) == (2, 600)

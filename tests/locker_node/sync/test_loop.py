@@ -122,7 +122,7 @@ def test_a_started_node_syncs_from_its_own_thread_and_stops_cleanly(
 def test_sync_settings_have_defaults() -> None:
     config = SyncConfig()
     assert (config.interval_s, config.heartbeat_s, config.batch_size) == (2.0, 30.0, 500)
-    assert config.feed_interval_s == 300.0
+    assert config.feed_interval_s == 600.0
     assert (config.remote_open_limit, config.remote_open_window_s) == (3, 600)
 
 
