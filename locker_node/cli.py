@@ -163,14 +163,23 @@ def configure_logging() -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-# Modules FastAPI, Starlette and uvicorn load when they are installed, for what a kiosk never has:
-# models of pydantic's version 1, e-mail address fields, form uploads, reloading the server when
-# its source changes (watchfiles; uvicorn falls back to its own reloader, which the node never
-# starts either). Central or development needs some of them, so they are installed; a node's
-# process refuses them (importing one raises ModuleNotFoundError, which those libraries expect of
-# a module that is not installed), and keeps about 2.8 MB of a small board's memory
-# (`bench/kiosk.py`).
-UNUSED_MODULES = ("pydantic.v1", "email_validator", "python_multipart", "multipart", "watchfiles")
+# Modules FastAPI, Starlette, uvicorn and httpx load when they are installed, for what a kiosk
+# never has: models of pydantic's version 1, e-mail address fields, form uploads, reloading the
+# server when its source changes (watchfiles; uvicorn falls back to its own reloader, which the
+# node never starts either), and httpx's command-line client (`httpx._main`, which pulls in rich,
+# pygments and click's terminal helpers because typer installs them). Central or development needs
+# some of them, so they are installed; a node's process refuses them (importing one raises
+# ModuleNotFoundError, which those libraries expect of a module that is not installed), and keeps
+# about 2.8 MB (the first five, `bench/kiosk.py`) and 4.1 MB (httpx's client, 82 modules) of a
+# small board's memory.
+UNUSED_MODULES = (
+    "pydantic.v1",
+    "email_validator",
+    "python_multipart",
+    "multipart",
+    "watchfiles",
+    "httpx._main",
+)
 
 
 def leave_out_unused_modules() -> None:

@@ -134,19 +134,23 @@ app = create_kiosk_app(None, KioskUi(bank_id="NYC-1"))
 with TestClient(app) as client:
     page = client.get("/")
     bad = client.post("/api/pickup", json={"code": 5})
+import httpx
+central = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(204)))
+synced = central.post("http://central.test/v1/node/heartbeat", json={}).status_code
 loaded = [name for name in UNUSED_MODULES if sys.modules.get(name) is not None]
-print(page.status_code, bad.status_code, bad.json()["error"], loaded)
+print(page.status_code, bad.status_code, bad.json()["error"], synced, loaded, "rich" in sys.modules)
 """
 
 
 def test_the_kiosk_serves_without_the_modules_a_node_leaves_out() -> None:
     """`locker-node run` refuses the optional modules a kiosk never uses; its web stack, routes
-    with query parameters and validated bodies included, works without them."""
+    with query parameters and validated bodies included, and its HTTP client to central work
+    without them (httpx without its command-line client leaves rich out)."""
     done = subprocess.run(
         [sys.executable, "-c", UNUSED_CHECK], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["200", "422", "bad_input", "[]"]
+    assert done.stdout.split() == ["200", "422", "bad_input", "204", "[]", "False"]
 
 
 STANDALONE_CHECK = """
