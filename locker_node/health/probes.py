@@ -3,7 +3,8 @@
 Uptime (the node process's and the computer's, from /proc/uptime), free disk space of the data
 directory, the CPU temperature through gpiozero's `CPUTemperature`, an optional enclosure
 sensor read from a file (a DS18B20 on 1-Wire), and mains or battery from a UPS's status lines on
-GPIO inputs through gpiozero's `DigitalInputDevice`.
+GPIO inputs through gpiozero's `DigitalInputDevice` (those two in `gpio_probes`, loaded only when
+the node has the sensor or the UPS).
 
 A probe that cannot be read reports None (power: "unknown") and is logged once, when it starts
 failing: a heartbeat never fails for a sensor. A UPS whose pins cannot be claimed is an error at
@@ -17,13 +18,13 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gpiozero import CPUTemperature, DigitalInputDevice, GPIOZeroError
-from gpiozero.pins import Factory
-
-from locker_node.config import HealthConfig, UpsConfig
+from locker_node.config import HealthConfig
 from locker_wire.schemas import NodeHealth, PowerSource
+
+if TYPE_CHECKING:
+    from locker_node.health.gpio_probes import CpuTemperatureSensor, UpsInputs
 
 logger = logging.getLogger(__name__)
 
@@ -35,21 +36,6 @@ DS18B20_RESET_MILLIDEGREES = 85000
 
 class HealthProbeError(RuntimeError):
     """A configured health device (the UPS's GPIO inputs) cannot be set up."""
-
-
-class ClockFactory(Factory):  # type: ignore[misc]  # gpiozero is untyped
-    """A pin factory that has no pins, only the clock gpiozero's internal devices ask of it.
-
-    `CPUTemperature` needs a factory for its timestamps only; a node without GPIO devices gets
-    this one rather than gpiozero's default, which would claim a GPIO library or fall back to
-    another one without a word.
-    """
-
-    def ticks(self) -> float:
-        return time.monotonic()
-
-    def ticks_diff(self, later: float, earlier: float) -> float:
-        return later - earlier
 
 
 def parse_temperature(text: str) -> float | None:
@@ -93,57 +79,6 @@ class _Problems:
             logger.info("health probe %s can be read again", probe)
 
 
-class UpsInputs:
-    """A UPS's "on battery" line and optional "battery low" line, on GPIO inputs."""
-
-    def __init__(self, config: UpsConfig, *, pin_factory: Any) -> None:
-        if pin_factory is None:
-            raise ValueError("UpsInputs needs an explicit pin_factory")
-        self._config = config
-        self._devices: list[Any] = []
-        try:
-            self._on_battery = self._input(config.on_battery_pin, pin_factory)
-            self._battery_low = (
-                None
-                if config.battery_low_pin is None
-                else self._input(config.battery_low_pin, pin_factory)
-            )
-        except GPIOZeroError as exc:
-            self.close()
-            raise HealthProbeError(f"health.ups: cannot claim GPIO inputs: {exc}") from exc
-
-    def _input(self, pin: int | str, pin_factory: Any) -> Any:
-        config = self._config
-        if config.pull_up is None:
-            device = DigitalInputDevice(
-                pin, pull_up=None, active_state=config.active_high, pin_factory=pin_factory
-            )
-        else:
-            device = DigitalInputDevice(pin, pull_up=config.pull_up, pin_factory=pin_factory)
-        self._devices.append(device)
-        return device
-
-    def _asserted(self, device: Any) -> bool:
-        active = bool(device.is_active)
-        config = self._config
-        if config.pull_up is None:
-            return active
-        # With a resistor gpiozero takes "active" to be the level away from it (high with a
-        # pull-down); a UPS may assert its line the other way.
-        return active if (not config.pull_up) == config.active_high else not active
-
-    def power(self) -> PowerSource:
-        return "battery" if self._asserted(self._on_battery) else "mains"
-
-    def battery_low(self) -> bool | None:
-        return None if self._battery_low is None else self._asserted(self._battery_low)
-
-    def close(self) -> None:
-        for device in self._devices:
-            device.close()
-        self._devices.clear()
-
-
 class HealthProbes:
     """Everything the heartbeat says about the computer, read on demand (`read`)."""
 
@@ -162,12 +97,13 @@ class HealthProbes:
         self._started = monotonic()
         self._proc_uptime = proc_uptime
         self._problems = _Problems()
-        self._clock_factory: Factory | None = None
-        self._temperature_factory = pin_factory
-        if pin_factory is None:
-            self._clock_factory = self._temperature_factory = ClockFactory()
-        self._cpu: Any = None
-        self.ups = None if config.ups is None else UpsInputs(config.ups, pin_factory=pin_factory)
+        self._pin_factory = pin_factory
+        self._cpu: CpuTemperatureSensor | None = None
+        self.ups: UpsInputs | None = None
+        if config.ups is not None:
+            from locker_node.health.gpio_probes import UpsInputs
+
+            self.ups = UpsInputs(config.ups, pin_factory=pin_factory)
 
     def read(self) -> NodeHealth:
         free, total = self._disk()
@@ -175,9 +111,9 @@ class HealthProbes:
         battery_low: bool | None = None
         if self.ups is not None:
             try:
-                power, battery_low = self.ups.power(), self.ups.battery_low()
+                power, battery_low = self.ups.read()
                 self._problems.ok("ups")
-            except GPIOZeroError as exc:
+            except HealthProbeError as exc:
                 self._problems.failed("ups", exc)
         return NodeHealth(
             uptime_s=max(0, int(self._monotonic() - self._started)),
@@ -210,15 +146,17 @@ class HealthProbes:
 
     def _cpu_temperature(self) -> float | None:
         # Made on first success: CPUTemperature reads its file as it is made, and a computer
-        # without one (a container, a PC) must still start.
+        # without one (a container, a PC) must still start, without loading gpiozero for it.
+        sensor_file = self._config.cpu_temperature_file
         try:
             if self._cpu is None:
-                self._cpu = CPUTemperature(
-                    sensor_file=str(self._config.cpu_temperature_file),
-                    pin_factory=self._temperature_factory,
-                )
-            value = float(self._cpu.temperature)
-        except (OSError, ValueError, GPIOZeroError) as exc:
+                if not sensor_file.exists():
+                    raise FileNotFoundError(f"no such file: {sensor_file}")
+                from locker_node.health.gpio_probes import CpuTemperatureSensor
+
+                self._cpu = CpuTemperatureSensor(sensor_file, self._pin_factory)
+            value = self._cpu.read()
+        except (OSError, ValueError) as exc:
             self._problems.failed("cpu temperature", exc)
             return None
         self._problems.ok("cpu temperature")
@@ -245,8 +183,6 @@ class HealthProbes:
         if self._cpu is not None:
             self._cpu.close()
             self._cpu = None
-        if self._clock_factory is not None:
-            self._clock_factory.close()
 
 
 def _plausible(value: float | None) -> float | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -135,6 +137,33 @@ def test_cpu_temperature_through_gpiozero(tmp_path: Path, cpu_file: Path) -> Non
         assert health.read().cpu_temp_c == 81.2  # rounded to a tenth
     finally:
         health.close()
+
+
+GPIOZERO_CHECK = """
+import sys
+from pathlib import Path
+from locker_node.config import HealthConfig
+from locker_node.health.probes import HealthProbes
+sensor = Path(sys.argv[1])
+health = HealthProbes(HealthConfig(cpu_temperature_file=sensor), data_dir=sensor.parent)
+print(health.read().cpu_temp_c, "gpiozero" in sys.modules)
+sensor.write_text("47312")
+print(health.read().cpu_temp_c, "gpiozero" in sys.modules)
+health.close()
+"""
+
+
+def test_gpiozero_is_loaded_only_for_a_sensor_that_exists(tmp_path: Path) -> None:
+    """A computer without a CPU temperature file (a PC, a container) and without a UPS keeps
+    gpiozero out of the node's memory; the file appearing loads it and is read."""
+    done = subprocess.run(
+        [sys.executable, "-c", GPIOZERO_CHECK, str(tmp_path / "thermal_zone0_temp")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "False", "47.3", "True"]
 
 
 def test_a_missing_temperature_file_reads_none_logged_once(
