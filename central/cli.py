@@ -46,6 +46,7 @@ from central.serving import (
     forwarded_options,
     freeze_startup_heap,
 )
+from locker_wire.process import limit_malloc_arenas
 
 app = typer.Typer(no_args_is_help=True, help="Central service of the locker network.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -385,6 +386,7 @@ def _serve(
     *,
     access_log: bool = False,
 ) -> None:
+    limit_malloc_arenas()  # before the first thread
     # APScheduler reports every run at INFO: every two seconds for webhook delivery.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     background = None

@@ -24,6 +24,7 @@ from locker_node.hardware.simulator import (
     run_control_command,
 )
 from locker_node.hardware.xor import READ_HEADER, UNLOCK_HEADER
+from locker_wire.process import limit_malloc_arenas
 
 app = typer.Typer(no_args_is_help=True, help="Locker bank node: kiosk, door controller and sync.")
 
@@ -194,6 +195,7 @@ def run(config: ConfigOption) -> None:
 
     Every door is read before the kiosk serves; the store's schema is upgraded first if needed.
     """
+    limit_malloc_arenas()  # before the first thread
     configure_logging()
     leave_out_unused_modules()
     from locker_node.app import run_node

@@ -61,7 +61,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     url = f"sqlite:///{tmp_path / 'central.db'}"
     upgrade_database(url)
     port = free_port()
-    env = os.environ | {
+    env = {name: value for name, value in os.environ.items() if name != "MALLOC_ARENA_MAX"} | {
         "LOCKER_DATABASE_URL": url,
         "LOCKER_SECRET_KEY": TEST_SECRET,
         "LOCKER_DATA_DIR": str(tmp_path),
@@ -119,3 +119,13 @@ def test_a_taken_port_fails_at_once(tmp_path: Path) -> None:
         )  # fmt: skip
     assert result.returncode != 0
     assert b"Address already in use" in result.stderr
+
+
+def test_workers_start_with_two_malloc_arenas(
+    server: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    """The supervisor limits its own malloc arenas and hands the limit to the workers it starts,
+    in whose environment glibc reads it at start-up."""
+    process, _ = server
+    for pid in children_of(process.pid):
+        assert b"MALLOC_ARENA_MAX=2" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")

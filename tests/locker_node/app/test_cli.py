@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
+from locker_node import cli
 from locker_node.cli import app
 from locker_node.store import couriers
 from locker_node.store import repository as repo
@@ -64,14 +66,19 @@ def test_seed_demo_stores_reservations_and_only_a_hash_of_the_courier_code(
     assert code.group(1) not in database_path(tmp_path / "data").read_bytes().decode("latin-1")
 
 
-def test_a_bad_config_is_refused_with_the_reason(tmp_path: Path) -> None:
+def test_a_bad_config_is_refused_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "node.toml"
     path.write_text('bank_id = "B1"\ndata_dir = "data"\n[kiosk]\nprot = 1\n')
+    limited: list[int] = []
+    monkeypatch.setattr(cli, "limit_malloc_arenas", lambda: limited.append(1) or True)
 
     result = CliRunner().invoke(app, ["run", "--config", str(path)])
 
     assert result.exit_code == 2
     assert "kiosk.prot" in result.output
+    assert limited == [1]  # malloc's arenas are limited first, before any thread starts
 
 
 def test_run_serves_the_kiosk_on_its_own_without_central(tmp_path: Path) -> None:
@@ -135,6 +142,7 @@ with TestClient(app) as client:
     page = client.get("/")
     bad = client.post("/api/pickup", json={"code": 5})
 import httpx
+import pytest
 central = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(204)))
 synced = central.post("http://central.test/v1/node/heartbeat", json={}).status_code
 loaded = [name for name in UNUSED_MODULES if sys.modules.get(name) is not None]
