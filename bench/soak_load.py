@@ -297,8 +297,10 @@ def pick_up(ctx: LoadContext, told: Told, delay_s: float) -> None:
         if reply.status == 200:
             ctx.ledger.pick_up(told.reservation_id, "code")
             return True
-        if reply.error == "invalid_code" and opened_unheard():
-            return True  # the request that timed out was served late, spending the code
+        if reply.error in ("invalid_code", "already_collected") and opened_unheard():
+            # The request that timed out was served late, spending the code: the node now says
+            # so (already_collected), or that the code is unknown.
+            return True
         if reply.error == "locked_out":
             time.sleep(float(reply.answer.json().get("retry_after_s", 5)))
             return None
