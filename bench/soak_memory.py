@@ -12,7 +12,9 @@ from pathlib import Path
 
 from bench.soak_network import Managed
 
-MIN_SLOPE_SPAN_S = 120.0  # a slope over less than this after warm-up is not worth printing
+# A slope over less than this after warm-up is noise, not growth: RSS moves in steps (a malloc
+# arena or a cache filling), and one 1 MB step reads as 6 MB/h over 10 minutes, 4 MB/h over 15.
+MIN_SLOPE_SPAN_S = 15 * 60.0
 MIN_SLOPE_SAMPLES = 10
 
 
