@@ -40,7 +40,13 @@ from bench.soak_chaos import Chaos, ChaosEvent, ScheduleError, parse_schedule, r
 from bench.soak_checks import Verdict, check_all, describe
 from bench.soak_ledger import Ledger
 from bench.soak_load import CourierCodes, KioskDesk, Load, LoadContext, LoadOptions
-from bench.soak_memory import MemorySampler, SeriesSummary, summarize, write_csv
+from bench.soak_memory import (
+    MemorySampler,
+    SeriesSummary,
+    describe_memory,
+    summarize,
+    write_csv,
+)
 from bench.soak_memory import plot_svg as plot_memory
 from bench.soak_network import (
     CARRIER,
@@ -85,6 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a stopped process is continued after between MIN and MAX seconds")  # fmt: skip
     add("--settle-minutes", type=float, default=5.0, help="at most this long to settle")
     add("--warmup-minutes", type=float, default=10.0, help="memory slopes leave this out")
+    add("--window-minutes", type=float, default=30.0,
+        help="the highest RSS of each process is printed per stretch this long")  # fmt: skip
     add("--sample-s", type=float, default=5.0, help="memory is sampled this often")
     add("--timeout-s", type=float, default=5.0, help="the clients' request timeout")
     add("--cancel-share", type=float, default=0.05, help="reservations the carrier cancels")
@@ -315,21 +323,6 @@ def print_load(outcome: Outcome, receiver: WebhookReceiver, mail: RecipientMail)
         )
 
 
-def print_memory(summaries: list[SeriesSummary], warmup_s: float) -> None:
-    echo("")
-    echo(f"resident memory (MB; slope least-squares after {warmup_s / 60:g} min of each process)")
-    echo(f"  {'process':22} {'from s':>7} {'to s':>7} {'first':>7} {'max':>7} {'last':>7}  slope")
-    for s in summaries:
-        slope = "n/a" if s.slope_mb_per_h is None else f"{s.slope_mb_per_h:+.2f} MB/h"
-        echo(
-            f"  {s.series:22} {s.first_s:7.0f} {s.last_s:7.0f} {s.first_mb:7.1f} "
-            f"{s.max_mb:7.1f} {s.last_mb:7.1f}  {slope}"
-        )
-    nodes = [s.max_mb for s in summaries if s.is_node]
-    if nodes:
-        echo(f"  node max RSS {max(nodes):.1f} MB")
-
-
 def report(
     outcome: Outcome,
     network: Network,
@@ -344,22 +337,25 @@ def report(
         echo(f"--break {args.fault}: {outcome.fault}")
     state = gather(network, outcome.ctx.ledger, receiver.log, mail)
     print_load(outcome, receiver, mail)
-    summaries = summarize(outcome.samples.samples, args.warmup_minutes * 60)
+    samples = outcome.samples.samples
+    summaries = summarize(samples, args.warmup_minutes * 60)
     verdicts = check_all(state) + memory_verdicts(summaries, args)
     echo("")
     echo("invariants")
     for verdict in verdicts:
         for line in describe(verdict):
             echo(line)
-    print_memory(summaries, args.warmup_minutes * 60)
+    echo("")
+    for line in describe_memory(samples, args.warmup_minutes * 60, args.window_minutes * 60):
+        echo(line)
     csv_path = args.csv or work / "memory.csv"
-    write_csv(outcome.samples.samples, csv_path)
+    write_csv(samples, csv_path)
     echo(f"  samples in {csv_path}")
     if args.plot is not None:
         title = f"soak: {len(network.sites)} nodes, {args.database}, {args.minutes:g} min"
         chaos = [(done.began_s, done.event.action) for done in outcome.chaos.done]
         warmup_s = args.warmup_minutes * 60
-        if plot_memory(outcome.samples.samples, args.plot, warmup_s, title, chaos):
+        if plot_memory(samples, args.plot, warmup_s, title, chaos):
             echo(f"  plot in {args.plot}")
         else:
             echo("  no plot: matplotlib is not installed (pip install -e '.[soak]')")

@@ -1,8 +1,15 @@
 """Resident memory of the soak's processes over time, read from /proc: one series per process
-and incarnation (a restarted one starts a new series), its slope after warm-up, a CSV, a plot."""
+and incarnation (a restarted one starts a new series), its slope after warm-up, each process's
+highest RSS per stretch of the run across its restarts, a CSV, a plot.
+
+    python -m bench.soak_memory <work dir>/memory.csv [--warmup-minutes 10] [--window-minutes 30]
+
+prints the summary again from a finished run's CSV.
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import threading
 import time
@@ -135,12 +142,77 @@ def summarize(samples: Sequence[Sample], warmup_s: float) -> list[SeriesSummary]
     return sorted(summaries, key=lambda s: (s.process, s.first_s))
 
 
+def window_maxima(
+    samples: Sequence[Sample], warmup_s: float, window_s: float
+) -> dict[str, list[float | None]]:
+    """Each process's highest RSS in each `window_s` stretch of the run, whichever of its lives
+    it was in, leaving out each life's warm-up: a process whose lives keep climbing shows it here
+    even when every life is too short for a slope. None for a stretch with no settled sample."""
+    starts: dict[str, float] = {}
+    for sample in samples:
+        starts.setdefault(sample.series, sample.at_s)
+    end = max((s.at_s for s in samples), default=0.0)
+    count = int(end // window_s) + 1
+    maxima: dict[str, list[float | None]] = {}
+    for sample in samples:
+        row = maxima.setdefault(sample.process, [None] * count)
+        if sample.at_s - starts[sample.series] < warmup_s:
+            continue
+        index = int(sample.at_s // window_s)
+        current = row[index]
+        row[index] = sample.rss_mb if current is None else max(current, sample.rss_mb)
+    return dict(sorted(maxima.items()))
+
+
+def describe_memory(samples: Sequence[Sample], warmup_s: float, window_s: float) -> list[str]:
+    """The printed summary: a line per series, then the maxima per stretch of the run."""
+    lines = [f"resident memory (MB; slope least-squares after {warmup_s / 60:g} min of each life)"]
+    lines.append(
+        f"  {'process':22} {'from s':>7} {'to s':>7} {'first':>7} {'max':>7} {'last':>7}  slope"
+    )
+    summaries = summarize(samples, warmup_s)
+    for s in summaries:
+        slope = "n/a" if s.slope_mb_per_h is None else f"{s.slope_mb_per_h:+.2f} MB/h"
+        lines.append(
+            f"  {s.series:22} {s.first_s:7.0f} {s.last_s:7.0f} {s.first_mb:7.1f} "
+            f"{s.max_mb:7.1f} {s.last_mb:7.1f}  {slope}"
+        )
+    nodes = [s.max_mb for s in summaries if s.is_node]
+    if nodes:
+        lines.append(f"  node max RSS {max(nodes):.1f} MB")
+    maxima = window_maxima(samples, warmup_s, window_s)
+    if maxima:
+        minutes = window_s / 60
+        count = len(next(iter(maxima.values())))
+        heads = " ".join(f"{f'{i * minutes:g}-{(i + 1) * minutes:g}':>8}" for i in range(count))
+        lines.append(f"  highest RSS per {minutes:g} minutes of the run, after each warm-up:")
+        lines.append(f"  {'process':22} {heads}")
+        for process, row in maxima.items():
+            cells = " ".join(f"{'-' if mb is None else f'{mb:.1f}':>8}" for mb in row)
+            lines.append(f"  {process:22} {cells}")
+    return lines
+
+
 def write_csv(samples: Sequence[Sample], path: Path) -> None:
     with path.open("w", newline="") as handle:
         out = csv.writer(handle)
         out.writerow(["elapsed_s", "process", "incarnation", "pid", "rss_mb"])
         for s in samples:
             out.writerow([f"{s.at_s:.1f}", s.process, s.incarnation, s.pid, f"{s.rss_mb:.2f}"])
+
+
+def read_csv(path: Path) -> list[Sample]:
+    with path.open(newline="") as handle:
+        return [
+            Sample(
+                float(row["elapsed_s"]),
+                row["process"],
+                int(row["incarnation"]),
+                int(row["pid"]),
+                float(row["rss_mb"]),
+            )
+            for row in csv.DictReader(handle)
+        ]
 
 
 def plot_svg(
@@ -192,3 +264,18 @@ def plot_svg(
     figure.savefig(path, format="svg")
     plt.close(figure)
     return True
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The memory summary of a finished soak.")
+    parser.add_argument("csv", type=Path, help="the run's memory.csv")
+    parser.add_argument("--warmup-minutes", type=float, default=10.0)
+    parser.add_argument("--window-minutes", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    samples = read_csv(args.csv)
+    for line in describe_memory(samples, args.warmup_minutes * 60, args.window_minutes * 60):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,7 +29,15 @@ from bench.soak_checks import (
     told_reservations_exist,
     webhooks_delivered,
 )
-from bench.soak_memory import Sample, least_squares_slope, summarize
+from bench.soak_memory import (
+    Sample,
+    describe_memory,
+    least_squares_slope,
+    read_csv,
+    summarize,
+    window_maxima,
+    write_csv,
+)
 from bench.soak_state import scan_log
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -254,3 +262,49 @@ def test_the_memory_slope_leaves_out_each_series_warm_up() -> None:
     assert second.slope_mb_per_h is None
     assert least_squares_slope([(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) == pytest.approx(2.0)
     assert least_squares_slope([(1.0, 1.0)]) == 0.0
+
+
+def test_a_slope_needs_fifteen_minutes_after_warm_up() -> None:
+    # One 1 MB step four minutes after warm-up: over a short life it would read as a leak.
+    short = [Sample(float(t), "central", 1, 10, 150.0 + (t >= 240)) for t in range(0, 421, 10)]
+    long = [Sample(float(t), "central", 2, 11, 150.0 + (t >= 240)) for t in range(0, 961, 10)]
+    assert summarize(short, warmup_s=0)[0].slope_mb_per_h is None
+    (measured,) = summarize(long, warmup_s=0)
+    assert measured.slope_mb_per_h is not None and 0 < measured.slope_mb_per_h < 5
+
+
+def test_the_highest_rss_per_stretch_spans_restarts_and_leaves_out_warm_up(
+    tmp_path: Path,
+) -> None:
+    samples = [
+        # node-A's first life: warms up to 90 MB, then sits at 92 until it is killed at 2,000 s.
+        *(Sample(float(t), "node-A", 1, 1, 60.0 if t < 600 else 92.0) for t in range(0, 2000, 50)),
+        # its second life climbs from 40 to 95 MB; its warm-up (to 2,600 s) is left out.
+        *(Sample(float(t), "node-A", 2, 2, 40.0 + (t - 2000) / 40) for t in range(2000, 4200, 50)),
+        # central lives through the whole run at 150 MB, 180 at one sample during warm-up.
+        *(
+            Sample(float(t), "central", 1, 3, 180.0 if t == 100 else 150.0)
+            for t in range(0, 4200, 50)
+        ),
+    ]
+    maxima = window_maxima(samples, warmup_s=600, window_s=1800)
+    assert maxima == {
+        "central": [150.0, 150.0, 150.0],
+        # 1,800-3,600 s: the first life's last samples (92) outweigh the second's (up to 83.75).
+        "node-A": [92.0, 92.0, pytest.approx(40.0 + 2150 / 40)],
+    }
+    # No settled sample in a stretch: a dash, not a zero.
+    assert window_maxima(samples[:5], warmup_s=600, window_s=1800) == {"node-A": [None]}
+
+    path = tmp_path / "memory.csv"
+    write_csv(samples, path)
+    again = read_csv(path)
+    assert [(s.series, s.at_s, s.rss_mb) for s in again] == [
+        (s.series, s.at_s, round(s.rss_mb, 2)) for s in samples
+    ]
+    lines = describe_memory(again, warmup_s=600, window_s=1800)
+    assert "  highest RSS per 30 minutes of the run, after each warm-up:" in lines
+    table = lines[lines.index("  highest RSS per 30 minutes of the run, after each warm-up:") + 1 :]
+    assert table[0].split() == ["process", "0-30", "30-60", "60-90"]
+    assert table[1].split() == ["central", "150.0", "150.0", "150.0"]
+    assert table[2].split() == ["node-A", "92.0", "92.0", "93.8"]
