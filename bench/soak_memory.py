@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -152,13 +153,13 @@ def window_maxima(
     for sample in samples:
         starts.setdefault(sample.series, sample.at_s)
     end = max((s.at_s for s in samples), default=0.0)
-    count = int(end // window_s) + 1
+    count = max(1, math.ceil(end / window_s))  # a sample right at the end is in the last one
     maxima: dict[str, list[float | None]] = {}
     for sample in samples:
         row = maxima.setdefault(sample.process, [None] * count)
         if sample.at_s - starts[sample.series] < warmup_s:
             continue
-        index = int(sample.at_s // window_s)
+        index = min(int(sample.at_s // window_s), count - 1)
         current = row[index]
         row[index] = sample.rss_mb if current is None else max(current, sample.rss_mb)
     return dict(sorted(maxima.items()))

@@ -293,6 +293,9 @@ def test_the_highest_rss_per_stretch_spans_restarts_and_leaves_out_warm_up(
         # 1,800-3,600 s: the first life's last samples (92) outweigh the second's (up to 83.75).
         "node-A": [92.0, 92.0, pytest.approx(40.0 + 2150 / 40)],
     }
+    # A sample right at the end of the last stretch belongs to it, not to a stretch of its own.
+    at_end = [*samples, Sample(5400.0, "central", 1, 3, 151.0)]
+    assert window_maxima(at_end, warmup_s=600, window_s=1800)["central"] == [150.0, 150.0, 151.0]
     # No settled sample in a stretch: a dash, not a zero.
     assert window_maxima(samples[:5], warmup_s=600, window_s=1800) == {"node-A": [None]}
 
