@@ -44,6 +44,7 @@ from bench.soak_memory import (
     MemorySampler,
     SeriesSummary,
     describe_memory,
+    positive_minutes,
     summarize,
     write_csv,
 )
@@ -91,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a stopped process is continued after between MIN and MAX seconds")  # fmt: skip
     add("--settle-minutes", type=float, default=5.0, help="at most this long to settle")
     add("--warmup-minutes", type=float, default=10.0, help="memory slopes leave this out")
-    add("--window-minutes", type=float, default=30.0,
+    add("--window-minutes", type=positive_minutes, default=30.0,
         help="the highest RSS of each process is printed per stretch this long")  # fmt: skip
     add("--sample-s", type=float, default=5.0, help="memory is sampled this often")
     add("--timeout-s", type=float, default=5.0, help="the clients' request timeout")

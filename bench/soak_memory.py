@@ -267,11 +267,22 @@ def plot_svg(
     return True
 
 
+def positive_minutes(text: str) -> float:
+    """An argparse type: a stretch of the run must be longer than nothing."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
+    if not minutes > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 minutes: {text!r}")
+    return minutes
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The memory summary of a finished soak.")
     parser.add_argument("csv", type=Path, help="the run's memory.csv")
     parser.add_argument("--warmup-minutes", type=float, default=10.0)
-    parser.add_argument("--window-minutes", type=float, default=30.0)
+    parser.add_argument("--window-minutes", type=positive_minutes, default=30.0)
     args = parser.parse_args(argv)
     samples = read_csv(args.csv)
     for line in describe_memory(samples, args.warmup_minutes * 60, args.window_minutes * 60):

@@ -33,6 +33,7 @@ from bench.soak_memory import (
     Sample,
     describe_memory,
     least_squares_slope,
+    main,
     read_csv,
     summarize,
     window_maxima,
@@ -311,3 +312,15 @@ def test_the_highest_rss_per_stretch_spans_restarts_and_leaves_out_warm_up(
     assert table[0].split() == ["process", "0-30", "30-60", "60-90"]
     assert table[1].split() == ["central", "150.0", "150.0", "150.0"]
     assert table[2].split() == ["node-A", "92.0", "92.0", "93.8"]
+
+
+@pytest.mark.parametrize("minutes", ["0", "-5", "half", "nan"])
+def test_the_memory_summary_refuses_a_stretch_of_no_length(
+    minutes: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "memory.csv"
+    write_csv([Sample(0.0, "central", 1, 3, 150.0)], path)
+    with pytest.raises(SystemExit) as exited:
+        main([str(path), "--window-minutes", minutes])
+    assert exited.value.code == 2
+    assert "--window-minutes" in capsys.readouterr().err
